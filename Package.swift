@@ -1,0 +1,46 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "crm-service",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "crm-service", targets: ["crm-service"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0"),
+    ],
+    targets: [
+        // C libraries from Debian's -dev packages.
+        .systemLibrary(name: "CFastCGI", pkgConfig: "fcgi", providers: [.apt(["libfcgi-dev"])]),
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+
+        // The domain: pure Swift, no I/O.
+        .target(name: "CRMCore"),
+        // Outbound HTTP over libcurl.
+        .target(name: "HTTPClient", dependencies: ["CCurl"]),
+        // One folder per CRM, and the registry.
+        .target(name: "CRMConnectors", dependencies: ["CRMCore", "HTTPClient", "COpenSSL"]),
+        // libpq layer, stores, migrator.
+        .target(name: "CRMStore", dependencies: ["CRMCore", "CLibPQ"]),
+        // The application: router, handlers, config, OpenAPI.
+        .target(name: "CRMService", dependencies: [
+            "CRMCore", "CRMConnectors", "CRMStore", "HTTPClient",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Configuration", package: "swift-configuration"),
+        ]),
+        // FastCGI transport over libfcgi.
+        .target(name: "FastCGI", dependencies: ["CFastCGI"]),
+        .executableTarget(name: "crm-service", dependencies: [
+            "CRMService", "FastCGI", "CRMStore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "CRMServiceTests", dependencies: ["CRMService", "CRMCore", "CRMStore", "CRMConnectors", "HTTPClient"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,66 @@
+/// What a CRM answered when asked to check credentials.
+public enum CredentialCheck: Sendable {
+    /// Accepted; `account` is a short, secret-free summary (ids, names) for the response.
+    case valid(detail: String, account: JSON?)
+    /// The CRM refused the credentials (wrong key, bad password, blocked flow).
+    case rejected(detail: String)
+}
+
+/// A CRM could not give an answer about the request: unreachable, timed out or failed (5xx).
+public struct ConnectorError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable { case unreachable, timeout, crmFailure }
+    public let kind: Kind
+    public let httpStatus: Int?
+    /// Safe to show to the caller: never holds a credential.
+    public let detail: String
+
+    public init(_ kind: Kind, httpStatus: Int? = nil, detail: String) {
+        self.kind = kind
+        self.httpStatus = httpStatus
+        self.detail = detail
+    }
+
+    public var description: String { detail }
+}
+
+/// How one CRM type's fields are filled from the standard contact and event.
+public struct FieldMapping: Sendable {
+    public var contact: [(String, String?)]
+    public var event: [(String, String?)]
+    public var customProperties: String
+
+    public init(contact: [(String, String?)], event: [(String, String?)], customProperties: String) {
+        self.contact = contact
+        self.event = event
+        self.customProperties = customProperties
+    }
+
+    public func json(for type: CRMType) -> JSON {
+        .object([
+            ("crm_type", .string(type.rawValue)),
+            ("contact", .object(contact.map { ($0.0, JSON($0.1)) })),
+            ("event", .object(event.map { ($0.0, JSON($0.1)) })),
+            ("custom_properties", .string(customProperties)),
+        ])
+    }
+
+    /// The deprecated per-integration `field_mapping` setting applied on top.
+    public func overridden(by overrides: [(String, String)]?) -> FieldMapping {
+        guard let overrides, !overrides.isEmpty else { return self }
+        var copy = self
+        for (standard, crmField) in overrides {
+            if let i = copy.contact.firstIndex(where: { $0.0 == standard }) { copy.contact[i].1 = crmField }
+            else { copy.contact.append((standard, crmField)) }
+        }
+        return copy
+    }
+}
+
+/// One CRM behind one protocol. Adding a CRM is one new conformer and one registry line.
+public protocol Connector: Sendable {
+    var crmType: CRMType { get }
+    /// Checks credentials against the CRM. Throws only when the CRM gives no usable answer.
+    func validate(_ credentials: Credentials) throws(ConnectorError) -> CredentialCheck
+    /// The mapping this connector applies for these settings (what the field-mappings routes show).
+    func fieldMapping(settings: IntegrationSettings) -> FieldMapping
+}

@@ -1,0 +1,141 @@
+/// The standard contact the parent service sends; each connector maps it to its CRM's fields.
+public struct Contact: Sendable, Equatable {
+    public struct Address: Sendable, Equatable {
+        public var line1, line2, city, region, postalCode, country: String?
+        public var isEmpty: Bool { [line1, line2, city, region, postalCode, country].allSatisfy { $0 == nil } }
+    }
+
+    public var email: String
+    public var firstName, lastName, phone, company, title: String?
+    public var address: Address?
+    /// string → string, number, boolean or null
+    public var customProperties: [(String, JSON)]
+
+    public static func == (a: Contact, b: Contact) -> Bool { a.json == b.json }
+
+    public static let fields: Set<String> = ["email", "first_name", "last_name", "phone", "company", "title", "address", "custom_properties"]
+    static let addressFields: Set<String> = ["line1", "line2", "city", "region", "postal_code", "country"]
+
+    /// Reads the contact's fields from `r` (which may hold other allowed keys such as `crm_types`).
+    public static func read(_ r: inout FieldReader) -> Contact? {
+        let email = r.string("email", required: true, maxLength: 254)
+        if let email, !isEmail(email) {
+            r.add("email", "value is not a valid email address: An email address must have an @-sign and a domain with a dot.", type: "value_error")
+        }
+        var contact = Contact(email: email ?? "", customProperties: [])
+        contact.firstName = r.string("first_name", nonEmpty: false, maxLength: 255)
+        contact.lastName = r.string("last_name", nonEmpty: false, maxLength: 255)
+        contact.phone = r.string("phone", nonEmpty: false, maxLength: 64)
+        contact.company = r.string("company", nonEmpty: false, maxLength: 255)
+        contact.title = r.string("title", nonEmpty: false, maxLength: 255)
+        if let addressJSON = r.object("address"), var a = FieldReader(addressJSON, at: r.loc + ["address"]) {
+            a.rejectUnknown(addressFields)
+            let address = Address(
+                line1: a.string("line1", nonEmpty: false, maxLength: 255), line2: a.string("line2", nonEmpty: false, maxLength: 255),
+                city: a.string("city", nonEmpty: false, maxLength: 255), region: a.string("region", nonEmpty: false, maxLength: 255),
+                postalCode: a.string("postal_code", nonEmpty: false, maxLength: 64), country: a.string("country", nonEmpty: false, maxLength: 255))
+            r.merge(a.issues)
+            contact.address = address
+        }
+        if let custom = r.object("custom_properties")?.objectValue {
+            for (key, value) in custom {
+                switch value {
+                case .string, .int, .double, .bool, .null: contact.customProperties.append((key, value))
+                default:
+                    r.issues_append(r.loc + ["custom_properties", .key(key)], "Input should be a valid string, number, boolean or null", type: "value_error")
+                }
+                if key.isEmpty || key.utf8.count > 255 {
+                    r.issues_append(r.loc + ["custom_properties", .key(key)], "Property names must be 1-255 characters", type: "value_error")
+                }
+            }
+        }
+        guard email != nil, r.issues.isEmpty else { return nil }
+        return contact
+    }
+
+    /// A pragmatic address check: one @, a non-empty local part, a dotted domain, no spaces.
+    public static func isEmail(_ s: String) -> Bool {
+        let parts = s.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count == 2, let local = parts.first, let domain = parts.last,
+              !local.isEmpty, local.utf8.count <= 64, domain.contains("."),
+              !domain.hasPrefix("."), !domain.hasSuffix("."), !domain.contains("..")
+        else { return false }
+        return !s.contains(where: { $0.isWhitespace || $0 == "," || $0 == "<" || $0 == ">" || $0 == "\"" || $0 == "'" && false })
+    }
+
+    public var json: JSON {
+        var pairs: [(String, JSON)] = [("email", .string(email))]
+        if let firstName { pairs.append(("first_name", .string(firstName))) }
+        if let lastName { pairs.append(("last_name", .string(lastName))) }
+        if let phone { pairs.append(("phone", .string(phone))) }
+        if let company { pairs.append(("company", .string(company))) }
+        if let title { pairs.append(("title", .string(title))) }
+        if let address {
+            pairs.append(("address", .object([
+                ("line1", JSON(address.line1)), ("line2", JSON(address.line2)), ("city", JSON(address.city)),
+                ("region", JSON(address.region)), ("postal_code", JSON(address.postalCode)), ("country", JSON(address.country)),
+            ].filter { !$0.1.isNull })))
+        }
+        if !customProperties.isEmpty { pairs.append(("custom_properties", .object(customProperties))) }
+        return .object(pairs)
+    }
+}
+
+/// An event the parent service records against a contact.
+public struct Event: Sendable, Equatable {
+    public var name: String
+    public var email: String
+    public var properties: [(String, JSON)]
+    public var value: Double?
+    /// ISO-8601 as given (validated).
+    public var timestamp: String?
+    public var uniqueID: String?
+
+    public static func == (a: Event, b: Event) -> Bool { a.json == b.json }
+
+    public static let fields: Set<String> = ["event", "email", "properties", "value", "timestamp", "unique_id"]
+
+    public static func read(_ r: inout FieldReader) -> Event? {
+        let name = r.string("event", required: true, maxLength: 127)
+        let email = r.string("email", required: true, maxLength: 254)
+        if let email, !Contact.isEmail(email) {
+            r.add("email", "value is not a valid email address: An email address must have an @-sign and a domain with a dot.", type: "value_error")
+        }
+        let properties = r.object("properties")?.objectValue ?? []
+        let value = r.number("value")
+        let timestamp = r.string("timestamp", maxLength: 64)
+        if let timestamp, !Timestamp.isISO8601(timestamp) {
+            r.add("timestamp", "Input should be a valid datetime (ISO 8601)", type: "datetime_parsing")
+        }
+        let uniqueID = r.string("unique_id", maxLength: 255)
+        guard let name, let email, r.issues.isEmpty else { return nil }
+        return Event(name: name, email: email, properties: properties, value: value, timestamp: timestamp, uniqueID: uniqueID)
+    }
+
+    public var json: JSON {
+        var pairs: [(String, JSON)] = [("event", .string(name)), ("email", .string(email)), ("properties", .object(properties))]
+        if let value { pairs.append(("value", .double(value))) }
+        if let timestamp { pairs.append(("timestamp", .string(timestamp))) }
+        if let uniqueID { pairs.append(("unique_id", .string(uniqueID))) }
+        return .object(pairs)
+    }
+}
+
+public enum Timestamp {
+    /// `YYYY-MM-DDTHH:MM[:SS[.fff]][Z|±HH:MM]` or a bare date.
+    public static func isISO8601(_ s: String) -> Bool {
+        let b = Array(s.utf8)
+        func digits(_ range: Range<Int>) -> Bool { range.upperBound <= b.count && range.allSatisfy { b[$0] >= 0x30 && b[$0] <= 0x39 } }
+        guard digits(0..<4), b.count >= 10, b[4] == 0x2D, digits(5..<7), b[7] == 0x2D, digits(8..<10) else { return false }
+        if b.count == 10 { return true }
+        guard b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: " "), digits(11..<13), b.count >= 16, b[13] == 0x3A, digits(14..<16) else { return false }
+        var i = 16
+        if i < b.count, b[i] == 0x3A { guard digits(i + 1..<i + 3) else { return false }; i += 3 }
+        if i < b.count, b[i] == 0x2E { i += 1; let start = i; while i < b.count, b[i] >= 0x30, b[i] <= 0x39 { i += 1 }; guard i > start else { return false } }
+        if i == b.count { return true }
+        if b[i] == UInt8(ascii: "Z") { return i + 1 == b.count }
+        guard b[i] == 0x2B || b[i] == 0x2D, digits(i + 1..<i + 3), i + 3 < b.count else { return false }
+        if b[i + 3] == 0x3A { return digits(i + 4..<i + 6) && i + 6 == b.count }
+        return digits(i + 3..<i + 5) && i + 5 == b.count
+    }
+}

@@ -1,0 +1,149 @@
+import Glibc
+import CLibPQ
+import CRMCore
+
+/// One libpq connection. Not shared: the pool hands it to one thread at a time.
+public final class Connection: @unchecked Sendable {
+    private var conn: OpaquePointer?
+    var rawConnection: OpaquePointer? { conn }
+    public let createdAt: ContinuousClock.Instant = .now
+
+    /// Opens a connection with the session settings every statement here relies on.
+    public init(dsn: String, connectTimeoutSeconds: Int) throws(DatabaseError) {
+        // Our keywords first, then the DSN (expanded) so its own settings win; connect_timeout
+        // is ours unless the DSN sets it. libpq's minimum useful value is 2 s.
+        let keys = ["connect_timeout", "application_name", "dbname"]
+        let values = [String(max(2, connectTimeoutSeconds)), "crm-service", dsn]
+        let connection = keys.withCStrings { k in
+            values.withCStrings { v in PQconnectdbParams(k, v, 1) }
+        }
+        conn = connection
+        guard let connection, PQstatus(connection) == CONNECTION_OK else {
+            let message = connection.map { Connection.lastError($0) } ?? "out of memory"
+            if let connection { PQfinish(connection) }
+            conn = nil
+            throw DatabaseError(.unavailable, message: "could not connect to the database: \(message)")
+        }
+        // Everything below relies on these: schema-qualified names still need pgcrypto on the path,
+        // timestamps are decoded as ISO UTC.
+        _ = try execute("SET search_path TO crm, public")
+        _ = try execute("SET TIME ZONE 'UTC'")
+        _ = try execute("SET DateStyle TO ISO")
+        // Keep bound parameters (the encryption key) out of server logs where we are allowed to.
+        _ = try? execute("SET log_parameter_max_length = 0")
+    }
+
+    deinit { if let conn { PQfinish(conn) } }
+
+    public var isHealthy: Bool { conn.map { PQstatus($0) == CONNECTION_OK } ?? false }
+
+    static func lastError(_ conn: OpaquePointer) -> String {
+        String(cString: PQerrorMessage(conn)).trimmingCharacters(in: " \n")
+    }
+
+    /// Runs one statement with bound parameters (text format), returning rows as text.
+    @discardableResult
+    public func execute(_ sql: SQL) throws(DatabaseError) -> QueryResult {
+        guard let conn else { throw DatabaseError(.unavailable, message: "connection is closed") }
+        let params = sql.parameters
+        let result: OpaquePointer? = params.withOptionalCStrings { values in
+            PQexecParams(conn, sql.text, Int32(params.count), nil, values, nil, nil, 0)
+        }
+        guard let result else {
+            throw DatabaseError(.unavailable, message: Connection.lastError(conn))
+        }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            return Self.copy(result)
+        default:
+            let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+            let primary = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
+            let message = primary ?? Connection.lastError(conn)
+            if PQstatus(conn) != CONNECTION_OK || DatabaseError.isConnectionState(state) {
+                throw DatabaseError(.unavailable, sqlState: state, message: message)
+            }
+            throw DatabaseError(.query, sqlState: state, message: message)
+        }
+    }
+
+    private static func copy(_ result: OpaquePointer) -> QueryResult {
+        let rowCount = Int(PQntuples(result))
+        let columnCount = Int(PQnfields(result))
+        var columns: [String: Int] = [:]
+        for c in 0..<columnCount { columns[String(cString: PQfname(result, Int32(c)))] = c }
+        var rows: [Row] = []
+        rows.reserveCapacity(rowCount)
+        for r in 0..<rowCount {
+            var values: [String?] = []
+            values.reserveCapacity(columnCount)
+            for c in 0..<columnCount {
+                if PQgetisnull(result, Int32(r), Int32(c)) == 1 {
+                    values.append(nil)
+                } else {
+                    values.append(String(cString: PQgetvalue(result, Int32(r), Int32(c))))
+                }
+            }
+            rows.append(Row(columns: columns, values: values))
+        }
+        let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
+        return QueryResult(rows: rows, affectedRows: affected)
+    }
+
+    /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
+    public func transaction<T>(_ body: (Connection) throws -> T) throws -> T {
+        try execute("BEGIN")
+        do {
+            let value = try body(self)
+            try execute("COMMIT")
+            return value
+        } catch {
+            _ = try? execute("ROLLBACK")
+            throw error
+        }
+    }
+}
+
+extension Array where Element == String {
+    func withCStrings<R>(_ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+        var owned = map { strdup($0) }
+        defer { owned.forEach { free($0) } }
+        var pointers: [UnsafePointer<CChar>?] = owned.map { UnsafePointer($0) }
+        pointers.append(nil)
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+}
+
+extension Array where Element == String? {
+    func withOptionalCStrings<R>(_ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
+        if isEmpty { return body(nil) }
+        let owned = map { $0.map { strdup($0) } ?? nil }
+        defer { owned.forEach { free($0) } }
+        let pointers: [UnsafePointer<CChar>?] = owned.map { $0.map { UnsafePointer($0) } }
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress) }
+    }
+}
+
+extension String {
+    func trimmingCharacters(in set: String) -> String {
+        var s = Substring(self)
+        while let f = s.first, set.contains(f) { s.removeFirst() }
+        while let l = s.last, set.contains(l) { s.removeLast() }
+        return String(s)
+    }
+}
+
+extension Connection {
+    /// Runs a multi-statement script with no parameters (schema files only, never user input).
+    func executeScript(_ script: String) throws(DatabaseError) {
+        guard let conn = rawConnection else { throw DatabaseError(.unavailable, message: "connection is closed") }
+        guard let result = PQexec(conn, script) else { throw DatabaseError(.unavailable, message: Connection.lastError(conn)) }
+        defer { PQclear(result) }
+        let status = PQresultStatus(result)
+        guard status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK || status == PGRES_EMPTY_QUERY else {
+            let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+            let message = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) } ?? Connection.lastError(conn)
+            throw DatabaseError(PQstatus(conn) == CONNECTION_OK ? .query : .unavailable, sqlState: state, message: message)
+        }
+    }
+}

@@ -1,0 +1,116 @@
+import CRMCore
+
+/// A stored integration as the API shows it: never with credentials.
+public struct IntegrationRecord: Sendable {
+    public var crmType: CRMType
+    public var isActive: Bool
+    public var status: String
+    public var settings: IntegrationSettings
+    public var createdAt: String
+    public var updatedAt: String
+    public var lastSyncAt: String?
+    public var lastSyncStatus: String?
+}
+
+/// Integrations per user. Credentials go in through `pgp_sym_encrypt` with the key bound as a
+/// parameter and come out only through `credentials(...)`; every query is scoped by user id.
+public struct IntegrationStore: Sendable {
+    let pool: Pool
+    let key: Secret
+
+    public init(pool: Pool, encryptionKey: Secret) {
+        self.pool = pool
+        self.key = encryptionKey
+    }
+
+    static let columns = """
+        crm_type, is_active, status, settings, created_at, updated_at, last_sync_at, last_sync_status
+        """
+
+    /// Connects (or reconnects): replaces credentials and settings, clears an auth_error.
+    public func save(user: UserID, credentials: Credentials, settings: IntegrationSettings) throws -> IntegrationRecord {
+        let sql: SQL = """
+            INSERT INTO crm.crm_integrations (user_id, crm_type, credentials, settings)
+            VALUES (\(user), \(credentials.crmType), pgp_sym_encrypt(\(credentials.storageJSON), \(key)), \(settings.json))
+            ON CONFLICT (user_id, crm_type) DO UPDATE
+               SET credentials = EXCLUDED.credentials, settings = EXCLUDED.settings, is_active = true,
+                   status = 'connected', status_detail = NULL, updated_at = now()
+            RETURNING crm_type, is_active, status, settings, created_at, updated_at, last_sync_at, last_sync_status
+            """
+        let result = try pool.withConnection { try $0.execute(sql) }
+        guard let row = result.first else { throw DatabaseError(.decoding, message: "upsert returned no row") }
+        return try Self.record(row)
+    }
+
+    public func find(user: UserID, type: CRMType) throws -> IntegrationRecord? {
+        let sql: SQL = """
+            SELECT crm_type, is_active, status, settings, created_at, updated_at, last_sync_at, last_sync_status
+              FROM crm.crm_integrations WHERE user_id = \(user) AND crm_type = \(type)
+            """
+        return try pool.withConnection { try $0.execute(sql) }.first.map(Self.record)
+    }
+
+    public func list(user: UserID) throws -> [IntegrationRecord] {
+        let sql: SQL = """
+            SELECT crm_type, is_active, status, settings, created_at, updated_at, last_sync_at, last_sync_status
+              FROM crm.crm_integrations WHERE user_id = \(user) ORDER BY crm_type
+            """
+        return try pool.withConnection { try $0.execute(sql) }.rows.compactMap { try? Self.record($0) }
+    }
+
+    /// Destroys the stored credentials and cancels pending deliveries; logs are kept.
+    /// Returns false when the user had no such integration.
+    public func delete(user: UserID, type: CRMType) throws -> Bool {
+        try pool.transaction { c in
+            let deleted = try c.execute("DELETE FROM crm.crm_integrations WHERE user_id = \(user) AND crm_type = \(type)")
+            guard deleted.affectedRows > 0 else { return false }
+            try c.execute("""
+                UPDATE crm.crm_sync_logs
+                   SET status = 'cancelled', error = 'integration disconnected', next_attempt_at = NULL, updated_at = now()
+                 WHERE user_id = \(user) AND crm_type = \(type) AND status IN ('pending', 'queued', 'retrying', 'in_flight')
+                """)
+            return true
+        }
+    }
+
+    /// The decrypted credentials, for a CRM call. nil when not connected.
+    public func credentials(user: UserID, type: CRMType) throws -> Credentials? {
+        let sql: SQL = """
+            SELECT pgp_sym_decrypt(credentials, \(key)) AS plain
+              FROM crm.crm_integrations WHERE user_id = \(user) AND crm_type = \(type)
+            """
+        guard let text = try pool.withConnection({ try $0.execute(sql) }).first?.string("plain") else { return nil }
+        guard let json = try? JSONParser.parse(text), case let .success(credentials) = Credentials.decode(json, for: type, at: []) else {
+            throw DatabaseError(.decoding, message: "stored credentials for \(type.rawValue) are not readable")
+        }
+        return credentials
+    }
+
+    /// Counts of this integration's sync logs by status.
+    public func stats(user: UserID, type: CRMType) throws -> [String: Int] {
+        let sql: SQL = """
+            SELECT status, count(*) AS n FROM crm.crm_sync_logs
+             WHERE user_id = \(user) AND crm_type = \(type) GROUP BY status
+            """
+        var counts: [String: Int] = [:]
+        for row in try pool.withConnection({ try $0.execute(sql) }).rows {
+            if let status = row.string("status") { counts[status] = row.int("n") ?? 0 }
+        }
+        return counts
+    }
+
+    static func record(_ row: Row) throws -> IntegrationRecord {
+        guard let type = CRMType(rawValue: try row.require("crm_type")) else {
+            throw DatabaseError(.decoding, message: "unknown crm_type in database")
+        }
+        return IntegrationRecord(
+            crmType: type,
+            isActive: row.bool("is_active") ?? true,
+            status: row.string("status") ?? "connected",
+            settings: IntegrationSettings.fromStored(row.json("settings") ?? .object([]), for: type),
+            createdAt: row.timestamp("created_at") ?? "",
+            updatedAt: row.timestamp("updated_at") ?? "",
+            lastSyncAt: row.timestamp("last_sync_at"),
+            lastSyncStatus: row.string("last_sync_status"))
+    }
+}

@@ -1,0 +1,64 @@
+import CRMCore
+
+/// Reads of the audit log, always scoped to one user.
+public struct SyncLogStore: Sendable {
+    let pool: Pool
+
+    public init(pool: Pool) { self.pool = pool }
+
+    static let listColumns = """
+        id, crm_type, operation, status, attempts, http_status, error, duration_ms, crm_record_id,
+        created_at, updated_at, next_attempt_at
+        """
+
+    /// Newest first; `next_before_id` is set when there may be more.
+    public func list(user: UserID, query: LogQuery) throws -> (logs: [JSON], nextBeforeID: Int64?) {
+        let sql: SQL = """
+            SELECT id, crm_type, operation, status, attempts, http_status, error, duration_ms, crm_record_id,
+                   created_at, updated_at, next_attempt_at
+              FROM crm.crm_sync_logs
+             WHERE user_id = \(user)
+               AND (\(query.crmType)::text IS NULL OR crm_type = \(query.crmType))
+               AND (\(query.status)::text IS NULL OR status = \(query.status))
+               AND (\(query.operation)::text IS NULL OR operation = \(query.operation))
+               AND (\(query.beforeID)::bigint IS NULL OR id < \(query.beforeID))
+             ORDER BY id DESC
+             LIMIT \(query.limit + 1)
+            """
+        let rows = try pool.withConnection { try $0.execute(sql) }.rows
+        let page = rows.prefix(query.limit).map { Self.logJSON($0, detailed: false) }
+        let next = rows.count > query.limit ? rows[query.limit - 1].int64("id") : nil
+        return (Array(page), next)
+    }
+
+    public func get(user: UserID, id: Int64) throws -> JSON? {
+        let sql: SQL = """
+            SELECT id, crm_type, operation, status, attempts, http_status, error, duration_ms, crm_record_id,
+                   created_at, updated_at, next_attempt_at, request, response
+              FROM crm.crm_sync_logs WHERE user_id = \(user) AND id = \(id)
+            """
+        return try pool.withConnection { try $0.execute(sql) }.first.map { Self.logJSON($0, detailed: true) }
+    }
+
+    static func logJSON(_ row: Row, detailed: Bool) -> JSON {
+        var pairs: [(String, JSON)] = [
+            ("id", row.int64("id").map(JSON.int) ?? .null),
+            ("crm_type", JSON(row.string("crm_type"))),
+            ("operation", JSON(row.string("operation"))),
+            ("status", JSON(row.string("status"))),
+            ("attempts", JSON(row.int("attempts") ?? 0)),
+            ("http_status", JSON(row.int("http_status"))),
+            ("error", JSON(row.string("error"))),
+            ("duration_ms", JSON(row.int("duration_ms"))),
+            ("crm_record_id", JSON(row.string("crm_record_id"))),
+            ("created_at", JSON(row.timestamp("created_at"))),
+            ("updated_at", JSON(row.timestamp("updated_at"))),
+            ("next_attempt_at", JSON(row.timestamp("next_attempt_at"))),
+        ]
+        if detailed {
+            pairs.append(("request", row.json("request") ?? .null))
+            pairs.append(("response", row.json("response") ?? .null))
+        }
+        return .object(pairs)
+    }
+}
