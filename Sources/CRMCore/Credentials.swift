@@ -60,6 +60,7 @@ extension Credentials {
         guard var r = FieldReader(value, at: loc) else {
             return .failure(.validation([ValidationIssue(loc, "Input should be a valid dictionary", type: "dict_type")]))
         }
+        r.rejectUnknown(allowedKeys[type] ?? [])
         let credentials: Credentials?
         switch type {
         case .klaviyo:
@@ -82,6 +83,15 @@ extension Credentials {
         guard let credentials, r.issues.isEmpty else { return .failure(.validation(r.issues)) }
         return .success(credentials)
     }
+
+    /// Every key some credential shape of the type uses; anything else is a typo worth reporting.
+    static let allowedKeys: [CRMType: Set<String>] = [
+        .klaviyo: ["api_key"],
+        .hubspot: ["access_token"],
+        .salesforce: ["client_id", "client_secret", "instance_url", "username", "private_key", "login_url", "access_token",
+                      "refresh_token", "password", "security_token", "domain"],
+        .creatio: ["base_url", "username", "password", "identity_url", "client_id", "client_secret"],
+    ]
 
     private static func decodeSalesforce(_ r: inout FieldReader) -> SalesforceCredentials? {
         if r.has("access_token") {

@@ -24,6 +24,8 @@ public final class Connection: @unchecked Sendable {
             conn = nil
             throw DatabaseError(.unavailable, message: "could not connect to the database: \(message)")
         }
+        // Server NOTICEs (e.g. "already exists, skipping") are not errors: keep them off stderr.
+        PQsetNoticeProcessor(connection, { _, _ in }, nil)
         // Everything below relies on these: schema-qualified names still need pgcrypto on the path,
         // timestamps are decoded as ISO UTC.
         _ = try execute("SET search_path TO crm, public")

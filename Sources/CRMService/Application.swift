@@ -1,0 +1,137 @@
+import CRMCore
+import CRMStore
+import Foundation
+import Logging
+
+/// The whole HTTP surface behind one call: request id, CORS, routing, handling, error
+/// mapping, one log line. The transport (FastCGI) only converts to and from these values.
+public struct Application: Sendable {
+    public let context: ServiceContext
+    let router: Router
+    let handlers: Handlers
+
+    public init(context: ServiceContext) {
+        self.context = context
+        router = Router(apiKey: context.config.apiKey)
+        handlers = Handlers(context: context)
+    }
+
+    public func handle(_ request: HTTPRequest) -> HTTPResponse {
+        let started = ContinuousClock.now
+        let requestID = Self.requestID(request.header("x-request-id"))
+        var routeName = "unmatched"
+        var response: HTTPResponse
+        if let preflight = corsPreflight(request) {
+            response = preflight
+            routeName = "preflight"
+        } else {
+            switch router.decode(request) {
+            case let .failure(error):
+                response = .error(error)
+            case let .success(command):
+                routeName = Self.routeName(command)
+                response = run(command, requestID: requestID)
+            }
+        }
+        response.headers.append(("X-Request-Id", requestID))
+        response.headers += corsHeaders(request)
+        let elapsed = ContinuousClock.now - started
+        let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        context.metrics.record(route: routeName, status: response.status)
+        var metadata: Logger.Metadata = [
+            "request_id": "\(requestID)", "method": "\(request.method)", "route": "\(routeName)",
+            "status": "\(response.status)", "duration_ms": "\((ms * 10).rounded() / 10)",
+        ]
+        if let user = request.header("x-user-id"), UserID.isValid(user) { metadata["user_id"] = "\(user)" }
+        context.logger.info("request", metadata: metadata)
+        return response
+    }
+
+    private func run(_ command: Command, requestID: String) -> HTTPResponse {
+        do {
+            return try handlers.handle(command)
+        } catch let error as APIError {
+            return .error(error)
+        } catch let error as DatabaseError where error.kind == .unavailable {
+            context.logger.error("database unavailable", metadata: ["request_id": "\(requestID)", "error": "\(error.message)"])
+            return .error(.serviceUnavailable("Database unavailable, try again shortly", retryAfter: max(1, context.config.dbConnectTimeoutSeconds)))
+        } catch {
+            context.logger.error("unhandled error", metadata: ["request_id": "\(requestID)", "error": "\(error)"])
+            return .json(500, .object([("detail", "Internal server error"), ("request_id", .string(requestID))]))
+        }
+    }
+
+    static func routeName(_ command: Command) -> String {
+        switch command {
+        case .health: "/health"
+        case .ready: "/health/ready"
+        case .openAPI: "/openapi.json"
+        case .docs: "/docs"
+        case .metrics: "/metrics"
+        case .validate: "/crm/validate"
+        case .connect: "/crm/connect"
+        case .status: "/crm/{crm_type}/status"
+        case .disconnect: "/crm/{crm_type}/disconnect"
+        case .list: "/crm/list"
+        case .syncContact: "/crm/sync/contact"
+        case .syncEvent: "/crm/sync/event"
+        case .listLogs: "/crm/sync/logs"
+        case .getLog: "/crm/sync/logs/{id}"
+        case .retryLog: "/crm/sync/logs/{id}/retry"
+        case .fieldMapping: "/crm/field-mappings/{crm_type}"
+        case .fieldMappings: "/crm/field-mappings"
+        }
+    }
+
+    /// The caller's id when sane (1–128 of `[A-Za-z0-9._:-]`), else a new random one.
+    static func requestID(_ given: String?) -> String {
+        if let given, (1...128).contains(given.utf8.count), given.utf8.allSatisfy({ b in
+            (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2E || b == 0x5F || b == 0x3A || b == 0x2D
+        }) {
+            return given
+        }
+        var generator = SystemRandomNumberGenerator()
+        let hex = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        for _ in 0..<16 {
+            let byte = UInt8.random(in: 0...255, using: &generator)
+            out.append(hex[Int(byte >> 4)])
+            out.append(hex[Int(byte & 0xF)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    // MARK: - CORS
+
+    func allowedOrigin(_ origin: String?) -> String? {
+        guard let origin, !origin.isEmpty else { return nil }
+        let allowed = context.config.corsAllowedOrigins
+        if allowed.contains("*") { return "*" }
+        return allowed.contains(origin) ? origin : nil
+    }
+
+    func corsHeaders(_ request: HTTPRequest) -> [(String, String)] {
+        guard let origin = allowedOrigin(request.header("origin")) else { return [] }
+        var headers = [("Access-Control-Allow-Origin", origin), ("Access-Control-Expose-Headers", "X-Request-Id, Retry-After, Deprecation")]
+        if origin != "*" { headers.append(("Vary", "Origin")) }
+        return headers
+    }
+
+    /// `OPTIONS` with `Origin` and `Access-Control-Request-Method`: answered here, before auth.
+    func corsPreflight(_ request: HTTPRequest) -> HTTPResponse? {
+        guard request.method == "OPTIONS", request.header("origin") != nil,
+              let requestedMethod = request.header("access-control-request-method") else { return nil }
+        guard allowedOrigin(request.header("origin")) != nil else {
+            return .error(.badRequest("Disallowed CORS origin"))
+        }
+        let methods = ["GET", "POST", "DELETE", "OPTIONS"]
+        guard methods.contains(requestedMethod.uppercased()) else {
+            return .error(.badRequest("Disallowed CORS method"))
+        }
+        return HTTPResponse(status: 204, headers: [
+            ("Access-Control-Allow-Methods", methods.joined(separator: ", ")),
+            ("Access-Control-Allow-Headers", "Content-Type, X-User-Id, X-API-Key, X-Request-Id, Idempotency-Key, Prefer"),
+            ("Access-Control-Max-Age", "600"),
+        ])
+    }
+}

@@ -1,0 +1,138 @@
+import CRMConnectors
+import CRMCore
+import CRMStore
+
+/// Runs one decoded command. Throws `APIError` for answers the client caused or the CRM
+/// gave, `DatabaseError` when the database is not there (the application maps it to 503).
+struct Handlers: Sendable {
+    let context: ServiceContext
+    static let version = "0.1.0"
+
+    func handle(_ command: Command) throws -> HTTPResponse {
+        switch command {
+        case .health: return .json(200, ["status": "ok", "version": .string(Self.version)])
+        case .ready: return try ready()
+        case .openAPI: return HTTPResponse(status: 200, headers: [("Content-Type", HTTPResponse.jsonContentType)], body: Self.openAPIBytes)
+        case .docs: return HTTPResponse(status: 200, headers: [
+                ("Content-Type", "text/html; charset=utf-8"),
+                ("Content-Security-Policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'"),
+            ], body: Self.docsBytes)
+        case .metrics: return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(context.metrics.prometheusText().utf8))
+        case let .validate(type, credentials): return try validate(type, credentials)
+        case let .connect(user, type, credentials, settings): return try connect(user, type, credentials, settings)
+        case let .status(user, type): return try status(user, type)
+        case let .disconnect(user, type): return try disconnect(user, type)
+        case let .list(user): return try list(user)
+        case .syncContact, .syncEvent:
+            throw APIError.http(status: 501, detail: "Contact and event sync are not available in this version yet")
+        case let .listLogs(user, query):
+            let page = try context.logs.list(user: user, query: query)
+            return .json(200, .object([("logs", .array(page.logs)), ("next_before_id", page.nextBeforeID.map(JSON.int) ?? .null)]))
+        case let .getLog(user, id):
+            guard let log = try context.logs.get(user: user, id: id) else { throw APIError.notFound("Sync log \(id) not found") }
+            return .json(200, log)
+        case let .retryLog(user, id):
+            guard let log = try context.logs.get(user: user, id: id) else { throw APIError.notFound("Sync log \(id) not found") }
+            guard log["status"]?.stringValue == "failed" else {
+                throw APIError.conflict("Sync log \(id) is '\(log["status"]?.stringValue ?? "unknown")'; only failed syncs can be retried")
+            }
+            throw APIError.http(status: 501, detail: "Manual retry is not available in this version yet")
+        case let .fieldMapping(type):
+            return .json(200, context.connectors.connector(for: type).fieldMapping(settings: .defaults).json(for: type))
+        case .fieldMappings:
+            let all = CRMType.allCases.map { ($0.rawValue, context.connectors.connector(for: $0).fieldMapping(settings: .defaults).json(for: $0)) }
+            return .json(200, .object([("field_mappings", .object(all))]))
+        }
+    }
+
+    static let openAPIBytes = Array(OpenAPIDocument.json.utf8)
+    static let docsBytes = Array(DocsPage.html.utf8)
+
+    private func ready() throws -> HTTPResponse {
+        do {
+            try context.pool.withConnection { try $0.execute("SELECT 1") }
+            return .json(200, ["status": "ready", "database": "ok"])
+        } catch let error as DatabaseError where error.kind == .unavailable {
+            return .error(.serviceUnavailable("Database unavailable"))
+        }
+    }
+
+    /// Asks the CRM; `nil` account and detail on rejection. Throws 422 for refused URLs, 502 when the CRM gives no answer.
+    private func check(_ credentials: Credentials) throws -> CredentialCheck {
+        let issues = URLGuard.check(credentials, allowPrivate: context.config.allowPrivateURLs, at: ["body", "credentials"])
+        guard issues.isEmpty else { throw APIError.validation(issues) }
+        do {
+            return try context.connectors.connector(for: credentials.crmType).validate(credentials)
+        } catch {
+            context.logger.warning("crm validation failed", metadata: ["crm_type": "\(credentials.crmType.rawValue)", "error": "\(error.detail)"])
+            throw APIError.badGateway("Could not validate the credentials: \(error.detail)")
+        }
+    }
+
+    private func validate(_ type: CRMType, _ credentials: Credentials) throws -> HTTPResponse {
+        switch try check(credentials) {
+        case let .valid(detail, account):
+            var pairs: [(String, JSON)] = [("crm_type", .string(type.rawValue)), ("valid", true), ("detail", .string(detail))]
+            if let account { pairs.append(("account", account)) }
+            return .json(200, .object(pairs))
+        case let .rejected(detail):
+            return .json(200, .object([("crm_type", .string(type.rawValue)), ("valid", false), ("detail", .string(detail))]))
+        }
+    }
+
+    private func connect(_ user: UserID, _ type: CRMType, _ credentials: Credentials, _ settings: IntegrationSettings) throws -> HTTPResponse {
+        if case let .rejected(detail) = try check(credentials) {
+            throw APIError.badRequest("The \(type.rawValue) credentials were rejected: \(detail)")
+        }
+        let record = try context.integrations.save(user: user, credentials: credentials, settings: settings)
+        var warnings: [JSON] = []
+        var headers: [(String, String)] = []
+        if settings.fieldMapping != nil {
+            warnings.append(.string("The 'field_mapping' setting is deprecated: it is still applied on top of the standard mapping, but will be removed; see GET /crm/field-mappings/\(type.rawValue) for what is sent"))
+            headers.append(("Deprecation", "true"))
+        }
+        context.logger.info("integration connected", metadata: ["user_id": "\(user)", "crm_type": "\(type.rawValue)"])
+        return .json(200, .object([
+            ("crm_type", .string(type.rawValue)), ("status", "connected"), ("is_active", .bool(record.isActive)),
+            ("settings", record.settings.json), ("created_at", .string(record.createdAt)), ("updated_at", .string(record.updatedAt)),
+            ("warnings", .array(warnings)),
+        ]), headers: headers)
+    }
+
+    private func status(_ user: UserID, _ type: CRMType) throws -> HTTPResponse {
+        guard let record = try context.integrations.find(user: user, type: type) else {
+            return .json(200, .object([("crm_type", .string(type.rawValue)), ("connected", false)]))
+        }
+        let stats = try context.integrations.stats(user: user, type: type)
+        return .json(200, .object([
+            ("crm_type", .string(type.rawValue)), ("connected", true), ("is_active", .bool(record.isActive)), ("status", .string(record.status)),
+            ("settings", record.settings.json), ("created_at", .string(record.createdAt)), ("updated_at", .string(record.updatedAt)),
+            ("last_sync_at", JSON(record.lastSyncAt)), ("last_sync_status", JSON(record.lastSyncStatus)),
+            ("stats", .object([
+                ("success", JSON(stats["success"] ?? 0)), ("failed", JSON(stats["failed"] ?? 0)),
+                ("retrying", JSON(stats["retrying"] ?? 0)),
+                ("pending", JSON((stats["pending"] ?? 0) + (stats["queued"] ?? 0) + (stats["in_flight"] ?? 0))),
+            ])),
+        ]))
+    }
+
+    private func disconnect(_ user: UserID, _ type: CRMType) throws -> HTTPResponse {
+        guard try context.integrations.delete(user: user, type: type) else {
+            throw APIError.notFound("No \(type.rawValue) integration is connected")
+        }
+        context.logger.info("integration disconnected", metadata: ["user_id": "\(user)", "crm_type": "\(type.rawValue)"])
+        return .json(200, .object([("crm_type", .string(type.rawValue)), ("status", "disconnected")]))
+    }
+
+    private func list(_ user: UserID) throws -> HTTPResponse {
+        let records = try context.integrations.list(user: user)
+        let items: [JSON] = records.map { r in
+            .object([
+                ("crm_type", .string(r.crmType.rawValue)), ("is_active", .bool(r.isActive)), ("status", .string(r.status)),
+                ("settings", r.settings.json), ("created_at", .string(r.createdAt)), ("updated_at", .string(r.updatedAt)),
+                ("last_sync_at", JSON(r.lastSyncAt)), ("last_sync_status", JSON(r.lastSyncStatus)),
+            ])
+        }
+        return .json(200, .object([("integrations", .array(items)), ("count", .int(Int64(items.count)))]))
+    }
+}

@@ -1,0 +1,27 @@
+import CRMConnectors
+import CRMCore
+import CRMStore
+import HTTPClient
+import Logging
+
+/// Everything a handler needs, built once at start-up and shared by all request threads.
+public struct ServiceContext: Sendable {
+    public let config: Config
+    public let pool: Pool
+    public let integrations: IntegrationStore
+    public let logs: SyncLogStore
+    public let connectors: ConnectorRegistry
+    public let logger: Logger
+    public let metrics: RequestMetrics
+
+    public init(config: Config, logger: Logger) {
+        self.config = config
+        self.logger = logger
+        pool = Pool(dsn: config.databaseDSN, size: config.dbPoolSize, connectTimeoutSeconds: config.dbConnectTimeoutSeconds)
+        integrations = IntegrationStore(pool: pool, encryptionKey: config.encryptionKey)
+        logs = SyncLogStore(pool: pool)
+        let client = HTTPClient(timeoutSeconds: config.crmHTTPTimeoutSeconds, blockPrivateAddresses: !config.allowPrivateURLs)
+        connectors = ConnectorRegistry(client: client, endpoints: config.endpoints)
+        metrics = RequestMetrics()
+    }
+}

@@ -1,0 +1,61 @@
+import CRMCore
+import Foundation
+import Logging
+import Synchronization
+
+/// One JSON object per line on stderr: what log collectors (journald, Cloud Logging) parse.
+/// Metadata values are written as given, so callers must never put a secret in metadata
+/// (`Secret` prints `<redacted>` if one slips through).
+public struct JSONLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level
+    let label: String
+
+    private static let output = Mutex(FileHandle.standardError)
+
+    public init(label: String, level: Logger.Level) {
+        self.label = label
+        self.logLevel = level
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var pairs: [(String, JSON)] = [
+            ("ts", .string(Self.timestamp())), ("level", .string(event.level.rawValue)), ("msg", .string(event.message.description)),
+        ]
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        for key in merged.keys.sorted() {
+            if let value = merged[key] { pairs.append((key, Self.json(value))) }
+        }
+        var line = JSON.object(pairs).serialized()
+        line.append(0x0A)
+        let data = Data(line)
+        Self.output.withLock { $0.write(data) }
+    }
+
+    static func json(_ value: Logger.MetadataValue) -> JSON {
+        switch value {
+        case let .string(s): return .string(s)
+        case let .stringConvertible(c):
+            if let i = c as? Int { return .int(Int64(i)) }
+            if let d = c as? Double { return .double(d) }
+            return .string(c.description)
+        case let .array(items): return .array(items.map(json))
+        case let .dictionary(d): return .object(d.keys.sorted().map { ($0, json(d[$0]!)) })
+        }
+    }
+
+    static func timestamp() -> String {
+        var tv = timeval()
+        gettimeofday(&tv, nil)
+        var t = time_t(tv.tv_sec)
+        var parts = tm()
+        gmtime_r(&t, &parts)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
+                      parts.tm_hour, parts.tm_min, parts.tm_sec, Int(tv.tv_usec / 1000))
+    }
+}

@@ -1,0 +1,210 @@
+import CFastCGI
+import Dispatch
+import Foundation
+import Glibc
+import Synchronization
+
+/// A request as libfcgi hands it over: the CGI parameters and the body.
+public struct FastCGIRequest: Sendable {
+    /// CGI parameters (`REQUEST_METHOD`, `REQUEST_URI`, `HTTP_X_USER_ID`, ...).
+    public var params: [String: String]
+    public var body: [UInt8]
+    /// CONTENT_LENGTH as declared; the body is not read when it exceeds the limit.
+    public var contentLength: Int
+}
+
+public struct FastCGIResponse: Sendable {
+    public var status: Int
+    public var reason: String
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+
+    public init(status: Int, reason: String, headers: [(String, String)], body: [UInt8]) {
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// Where the worker listens.
+public enum ListenTarget: Sendable {
+    /// A unix socket path (created, made writable for nginx) or `:port` / `host:port` for TCP.
+    case path(String)
+    /// An already-listening descriptor: 0 from spawn-fcgi, 3 from systemd socket activation.
+    case inherited(Int32)
+
+    /// systemd's LISTEN_FDS, then a listening socket on fd 0, else `path`.
+    public static func detect(path: String) -> ListenTarget {
+        let env = ProcessInfo.processInfo.environment
+        if env["LISTEN_FDS"] == "1", env["LISTEN_PID"].flatMap(Int32.init) == getpid() { return .inherited(3) }
+        if isListeningSocket(0) { return .inherited(0) }
+        return .path(path)
+    }
+
+    static func isListeningSocket(_ fd: Int32) -> Bool {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &value, &length) == 0 && value != 0
+    }
+}
+
+/// `threads` accept threads on one listening socket, each serving one request at a time
+/// (thread-per-request: a thread waiting on a slow CRM blocks only itself). SIGTERM/SIGINT
+/// stop accepting; in-flight requests finish within `drainSeconds`; then `run` returns.
+public final class FastCGIServer: Sendable {
+    public let target: ListenTarget
+    public let threads: Int
+    public let maxBodyBytes: Int
+    public let drainSeconds: Double
+    private let listenFD: Mutex<Int32> = Mutex(-1)
+    private let stopping = Atomic<Bool>(false)
+    private let active = Atomic<Int>(0)
+
+    public init(target: ListenTarget, threads: Int, maxBodyBytes: Int = 1 << 20, drainSeconds: Double = 25) {
+        self.target = target
+        self.threads = max(1, threads)
+        self.maxBodyBytes = maxBodyBytes
+        self.drainSeconds = drainSeconds
+    }
+
+    public struct StartError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Serves until a stop signal. Returns true when every in-flight request finished in time.
+    public func run(_ handler: @escaping @Sendable (FastCGIRequest) -> FastCGIResponse) throws -> Bool {
+        guard FCGX_Init() == 0 else { throw StartError(description: "FCGX_Init failed") }
+        let fd = try openListener()
+        listenFD.withLock { $0 = fd }
+
+        // libfcgi's own SIGTERM handler does not stop a multi-threaded worker: take the signals over.
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        signal(SIGPIPE, SIG_IGN)
+        let signalQueue = DispatchQueue(label: "crm-service.signals")
+        let sources = [SIGTERM, SIGINT].map { DispatchSource.makeSignalSource(signal: $0, queue: signalQueue) }
+        for source in sources {
+            source.setEventHandler { [self] in self.beginShutdown() }
+            source.resume()
+        }
+
+        let finished = DispatchSemaphore(value: 0)
+        for index in 0..<threads {
+            let thread = Thread { [self] in
+                self.acceptLoop(fd: fd, handler: handler)
+                finished.signal()
+            }
+            thread.name = "fcgi-\(index)"
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+
+        // Idle threads return as soon as the listener is shut down; busy ones when their request is done.
+        var allDone = true
+        var waited = 0
+        while waited < threads {
+            if stopping.load(ordering: .acquiring) {
+                let deadline = DispatchTime.now() + drainSeconds
+                while waited < threads {
+                    guard finished.wait(timeout: deadline) == .success else { allDone = false; break }
+                    waited += 1
+                }
+                break
+            }
+            if finished.wait(timeout: .now() + 0.2) == .success { waited += 1 }
+        }
+        sources.forEach { $0.cancel() }
+        if case let .path(path) = target, path.hasPrefix("/") { unlink(path) }
+        return allDone
+    }
+
+    /// Requests in progress right now.
+    public var inFlight: Int { active.load(ordering: .relaxed) }
+
+    public func beginShutdown() {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        FCGX_ShutdownPending()
+        let fd = listenFD.withLock { $0 }
+        if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
+    }
+
+    private func openListener() throws -> Int32 {
+        switch target {
+        case let .inherited(fd):
+            return fd
+        case let .path(path):
+            if path.hasPrefix("/") {
+                var info = stat()
+                if stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFSOCK { unlink(path) }
+            }
+            let fd = FCGX_OpenSocket(path, 1024)
+            guard fd >= 0 else { throw StartError(description: "cannot listen on \(path): \(String(cString: strerror(errno)))") }
+            // nginx's workers run as another user: they must be able to connect.
+            if path.hasPrefix("/") { chmod(path, 0o666) }
+            return fd
+        }
+    }
+
+    private func acceptLoop(fd: Int32, handler: @Sendable (FastCGIRequest) -> FastCGIResponse) {
+        let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
+        defer { request.deallocate() }
+        guard FCGX_InitRequest(request, fd, 0) == 0 else { return }
+        defer { FCGX_Free(request, 1) }
+        while !stopping.load(ordering: .acquiring) {
+            guard FCGX_Accept_r(request) >= 0 else { break }
+            active.add(1, ordering: .relaxed)
+            let incoming = read(request)
+            let response = handler(incoming)
+            write(response, to: request)
+            FCGX_Finish_r(request)
+            active.subtract(1, ordering: .relaxed)
+        }
+    }
+
+    private func read(_ request: UnsafeMutablePointer<FCGX_Request>) -> FastCGIRequest {
+        var params: [String: String] = [:]
+        if var cursor = request.pointee.envp {
+            while let entry = cursor.pointee {
+                let pair = String(cString: entry)
+                if let eq = pair.firstIndex(of: "=") {
+                    params[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
+                }
+                cursor += 1
+            }
+        }
+        let declared = params["CONTENT_LENGTH"].flatMap { Int($0) } ?? 0
+        var body: [UInt8] = []
+        if declared > 0 && declared <= maxBodyBytes {
+            body = [UInt8](repeating: 0, count: declared)
+            var received = 0
+            while received < declared {
+                let n = body.withUnsafeMutableBufferPointer { buffer in
+                    buffer.baseAddress!.advanced(by: received).withMemoryRebound(to: CChar.self, capacity: declared - received) {
+                        FCGX_GetStr($0, Int32(declared - received), request.pointee.in)
+                    }
+                }
+                guard n > 0 else { break }
+                received += Int(n)
+            }
+            body.removeSubrange(received...)
+        }
+        return FastCGIRequest(params: params, body: body, contentLength: declared)
+    }
+
+    private func write(_ response: FastCGIResponse, to request: UnsafeMutablePointer<FCGX_Request>) {
+        var head = "Status: \(response.status) \(response.reason)\r\n"
+        for (name, value) in response.headers {
+            // A header value can never split the response: CR and LF are dropped.
+            head += "\(name): \(value.filter { $0 != "\r" && $0 != "\n" })\r\n"
+        }
+        head += "Content-Length: \(response.body.count)\r\n\r\n"
+        var bytes = Array(head.utf8)
+        bytes.append(contentsOf: response.body)
+        bytes.withUnsafeBufferPointer { buffer in
+            buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buffer.count) {
+                _ = FCGX_PutStr($0, Int32(buffer.count), request.pointee.out)
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import ArgumentParser
+import CRMCore
+import CRMService
+import CRMStore
+import Configuration
+import FastCGI
+import Foundation
+import Logging
+
+@main
+struct CRMServiceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "crm-service",
+        abstract: "CRM integration worker: FastCGI behind nginx, PostgreSQL through libpq.",
+        discussion: "Configuration comes from the environment and an optional .env file in the working directory (the environment wins).",
+        subcommands: [Serve.self, Migrate.self, CheckConfig.self, PrintOpenAPI.self])
+}
+
+/// Environment first, then `.env` in the working directory.
+func configReader() async throws -> ConfigReader {
+    let secrets = SecretsSpecifier<String, String>.specific(["CRM_ENCRYPTION_KEY", "API_KEY", "DB_DSN"])
+    return ConfigReader(providers: [
+        EnvironmentVariablesProvider(secretsSpecifier: secrets),
+        try await EnvironmentVariablesProvider(environmentFilePath: ".env", allowMissing: true, secretsSpecifier: secrets),
+    ])
+}
+
+func loadConfig() async throws -> Config {
+    switch Config.load(try await configReader()) {
+    case let .success(config): return config
+    case let .failure(problems):
+        FileHandle.standardError.write(Data("crm-service: refusing to start.\n\(problems)\n".utf8))
+        throw ExitCode(2)
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Serve FastCGI on FCGI_SOCKET (or an inherited socket on fd 0 / systemd's fd 3) until SIGTERM.")
+
+    func run() async throws {
+        let config = try await loadConfig()
+        let logger = makeLogger(config)
+        let application = Application(context: ServiceContext(config: config, logger: logger))
+        let target = ListenTarget.detect(path: config.fcgiSocket)
+        let server = FastCGIServer(target: target, threads: config.fcgiThreads, maxBodyBytes: Router.maxBodyBytes)
+        logger.info("worker starting", metadata: ["listen": "\(target)", "threads": "\(config.fcgiThreads)", "db_pool_size": "\(config.dbPoolSize)"])
+        let drained = try server.run { request in
+            let response = application.handle(HTTPRequest(fastCGI: request))
+            return FastCGIResponse(status: response.status, reason: HTTPResponse.reason(response.status), headers: response.headers, body: response.body)
+        }
+        logger.info("worker stopped", metadata: ["drained": "\(drained)"])
+        if !drained { throw ExitCode(1) }
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Bring the database (new, legacy or current) to the current schema, idempotently.")
+
+    func run() async throws {
+        let reader = try await configReader()
+        let database: DatabaseSettings
+        switch Config.loadDatabase(reader) {
+        case let .success(settings): database = settings
+        case let .failure(problems):
+            FileHandle.standardError.write(Data("crm-service migrate: \(problems)\n".utf8))
+            throw ExitCode(2)
+        }
+        do {
+            let connection = try Connection(dsn: database.dsn, connectTimeoutSeconds: database.connectTimeoutSeconds)
+            let report = try Migrator.embedded.migrate(connection)
+            if report.created {
+                print("created the crm schema (all migrations recorded as applied)")
+            } else if report.applied.isEmpty {
+                print("database is up to date")
+            } else {
+                print("applied: \(report.applied.joined(separator: ", "))")
+            }
+        } catch {
+            FileHandle.standardError.write(Data("crm-service migrate failed: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct CheckConfig: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "check-config", abstract: "Print the effective configuration, secrets masked; exit 2 when it has problems.")
+
+    func run() async throws {
+        let config = try await loadConfig()
+        for (name, value) in config.effectiveDescription { print("\(name)=\(value)") }
+    }
+}
+
+struct PrintOpenAPI: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "openapi", abstract: "Print the OpenAPI 3.1 document.")
+    func run() async throws { print(OpenAPIDocument.json) }
+}
+
+func makeLogger(_ config: Config) -> Logger {
+    let level = Logger.Level(rawValue: config.logLevel) ?? .info
+    LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level) }
+    return Logger(label: "crm-service")
+}
+
+extension HTTPRequest {
+    /// CGI parameters → request value. Headers arrive as `HTTP_*`; CONTENT_TYPE/LENGTH without the prefix.
+    init(fastCGI request: FastCGIRequest) {
+        var headers: [String: String] = [:]
+        for (name, value) in request.params where name.hasPrefix("HTTP_") {
+            headers[String(name.dropFirst(5)).lowercased().replacingUnderscores()] = value
+        }
+        if let type = request.params["CONTENT_TYPE"], !type.isEmpty { headers["content-type"] = type }
+        let uri = request.params["REQUEST_URI"] ?? ((request.params["SCRIPT_NAME"] ?? "/") + (request.params["QUERY_STRING"].map { $0.isEmpty ? "" : "?" + $0 } ?? ""))
+        self.init(method: request.params["REQUEST_METHOD"] ?? "GET", uri: uri, headers: headers, body: request.body, contentLength: request.contentLength)
+    }
+}
+
+extension String {
+    func replacingUnderscores() -> String { String(map { $0 == "_" ? "-" : $0 }) }
+}
