@@ -1663,7 +1663,7 @@ public enum OpenAPIDocument {
       },
       "KlaviyoSettings": {
         "title": "KlaviyoSettings",
-        "description": "Klaviyo settings. All settings are optional.",
+        "description": "Klaviyo settings. All settings are optional. Unknown keys are rejected (422).",
         "allOf": [
           {
             "$ref": "#/components/schemas/CommonSettings"
@@ -1678,11 +1678,12 @@ public enum OpenAPIDocument {
               }
             }
           }
-        ]
+        ],
+        "unevaluatedProperties": false
       },
       "SalesforceSettings": {
         "title": "SalesforceSettings",
-        "description": "Salesforce settings. All settings are optional.",
+        "description": "Salesforce settings. All settings are optional. Unknown keys are rejected (422).",
         "allOf": [
           {
             "$ref": "#/components/schemas/CommonSettings"
@@ -1720,11 +1721,12 @@ public enum OpenAPIDocument {
               }
             }
           }
-        ]
+        ],
+        "unevaluatedProperties": false
       },
       "CreatioSettings": {
         "title": "CreatioSettings",
-        "description": "Creatio settings. All settings are optional.",
+        "description": "Creatio settings. All settings are optional. Unknown keys are rejected (422).",
         "allOf": [
           {
             "$ref": "#/components/schemas/CommonSettings"
@@ -1740,11 +1742,12 @@ public enum OpenAPIDocument {
               }
             }
           }
-        ]
+        ],
+        "unevaluatedProperties": false
       },
       "HubSpotSettings": {
         "title": "HubSpotSettings",
-        "description": "HubSpot settings. All settings are optional.",
+        "description": "HubSpot settings. All settings are optional. Unknown keys are rejected (422).",
         "allOf": [
           {
             "$ref": "#/components/schemas/CommonSettings"
@@ -1763,7 +1766,8 @@ public enum OpenAPIDocument {
               }
             }
           }
-        ]
+        ],
+        "unevaluatedProperties": false
       },
       "CRMSettings": {
         "title": "CRMSettings",
@@ -2310,7 +2314,8 @@ public enum OpenAPIDocument {
               "null"
             ]
           }
-        }
+        },
+        "additionalProperties": false
       },
       "ContactSyncRequest": {
         "title": "ContactSyncRequest",
@@ -2451,7 +2456,8 @@ public enum OpenAPIDocument {
             },
             "description": "Only these CRMs (default: every active integration of the user that syncs this kind)."
           }
-        }
+        },
+        "additionalProperties": false
       },
       "SyncResult": {
         "title": "SyncResult",
