@@ -13,11 +13,21 @@ public struct ConnectorError: Error, Sendable, CustomStringConvertible {
     public let httpStatus: Int?
     /// Safe to show to the caller: never holds a credential.
     public let detail: String
+    /// The CRM's `Retry-After`, in seconds, when it sent one.
+    public let retryAfterSeconds: Double?
+    /// The CRM's error body, when it sent one (for the sync log).
+    public let response: JSON?
 
-    public init(_ kind: Kind, httpStatus: Int? = nil, detail: String) {
+    public init(_ kind: Kind, httpStatus: Int? = nil, detail: String, retryAfterSeconds: Double? = nil, response: JSON? = nil) {
         self.kind = kind
         self.httpStatus = httpStatus
         self.detail = detail
+        self.retryAfterSeconds = retryAfterSeconds
+        self.response = response
+    }
+
+    public var outcome: DeliveryOutcome {
+        .transient(httpStatus: httpStatus, error: detail, retryAfterSeconds: retryAfterSeconds, response: response)
     }
 
     public var description: String { detail }
@@ -56,6 +66,27 @@ public struct FieldMapping: Sendable {
     }
 }
 
+/// Whose data goes where: one user's integration, decrypted for the duration of a delivery.
+public struct SyncTarget: Sendable {
+    public let user: UserID
+    public let credentials: Credentials
+    public let settings: IntegrationSettings
+
+    public init(user: UserID, credentials: Credentials, settings: IntegrationSettings) {
+        self.user = user
+        self.credentials = credentials
+        self.settings = settings
+    }
+
+    /// Identifies these exact credentials in in-memory caches (sessions, tokens), so
+    /// reconnecting with new credentials never reuses an old session.
+    public var cacheKey: String {
+        var hasher = Hasher()
+        hasher.combine(credentials.storageJSON.jsonString)
+        return "\(user.value)|\(credentials.crmType.rawValue)|\(hasher.finalize())"
+    }
+}
+
 /// One CRM behind one protocol. Adding a CRM is one new conformer and one registry line.
 public protocol Connector: Sendable {
     var crmType: CRMType { get }
@@ -63,4 +94,8 @@ public protocol Connector: Sendable {
     func validate(_ credentials: Credentials) throws(ConnectorError) -> CredentialCheck
     /// The mapping this connector applies for these settings (what the field-mappings routes show).
     func fieldMapping(settings: IntegrationSettings) -> FieldMapping
+    /// Creates or updates the one record for `contact.email`.
+    func upsertContact(_ contact: Contact, for target: SyncTarget) -> DeliveryOutcome
+    /// Records `event`; `uniqueID` is stable across retries so a retry never doubles it.
+    func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) -> DeliveryOutcome
 }

@@ -139,3 +139,36 @@ public enum Timestamp {
         return digits(i + 3..<i + 5) && i + 5 == b.count
     }
 }
+
+extension Contact {
+    /// The standard fields that have a value, by their field-mapping names (`address.city`, ...).
+    public var standardValues: [(String, String)] {
+        var values: [(String, String?)] = [
+            ("email", email), ("first_name", firstName), ("last_name", lastName), ("phone", phone),
+            ("company", company), ("title", title),
+        ]
+        if let a = address {
+            values += [("address.line1", a.line1), ("address.line2", a.line2), ("address.city", a.city),
+                       ("address.region", a.region), ("address.postal_code", a.postalCode), ("address.country", a.country)]
+        }
+        return values.compactMap { key, value in value.map { (key, $0) } }
+    }
+}
+
+extension FieldMapping {
+    /// The CRM fields to send for `contact`: each mapped standard field with a value, in mapping
+    /// order; two standard fields mapped to one CRM field (address lines) are joined with ", ".
+    public func crmFields(for contact: Contact) -> [(String, String)] {
+        let values = Dictionary(contact.standardValues, uniquingKeysWith: { $1 })
+        var out: [(String, String)] = []
+        for (standard, crmField) in self.contact {
+            guard let crmField, let value = values[standard] else { continue }
+            if let i = out.firstIndex(where: { $0.0 == crmField }) {
+                out[i].1 += ", " + value
+            } else {
+                out.append((crmField, value))
+            }
+        }
+        return out
+    }
+}

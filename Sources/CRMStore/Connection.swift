@@ -12,8 +12,10 @@ public final class Connection: @unchecked Sendable {
     public init(dsn: String, connectTimeoutSeconds: Int) throws(DatabaseError) {
         // Our keywords first, then the DSN (expanded) so its own settings win; connect_timeout
         // is ours unless the DSN sets it. libpq's minimum useful value is 2 s.
-        let keys = ["connect_timeout", "application_name", "dbname"]
-        let values = [String(max(2, connectTimeoutSeconds)), "crm-service", dsn]
+        // TCP keepalives and a user timeout notice a database host that vanished mid-query.
+        let keys = ["connect_timeout", "application_name", "keepalives", "keepalives_idle", "keepalives_interval",
+                    "keepalives_count", "tcp_user_timeout", "dbname"]
+        let values = [String(max(2, connectTimeoutSeconds)), "crm-service", "1", "10", "3", "3", "15000", dsn]
         let connection = keys.withCStrings { k in
             values.withCStrings { v in PQconnectdbParams(k, v, 1) }
         }
@@ -31,6 +33,8 @@ public final class Connection: @unchecked Sendable {
         _ = try execute("SET search_path TO crm, public")
         _ = try execute("SET TIME ZONE 'UTC'")
         _ = try execute("SET DateStyle TO ISO")
+        // No statement of this service runs long: a stuck one fails instead of pinning a thread.
+        _ = try execute("SET statement_timeout = '15s'")
         // Keep bound parameters (the encryption key) out of server logs where we are allowed to.
         _ = try? execute("SET log_parameter_max_length = 0")
     }

@@ -5,6 +5,8 @@ import HTTPClient
 public struct CreatioConnector: Connector {
     public let crmType = CRMType.creatio
     let transport: Transport
+    /// Cookie sessions and OAuth tokens are reused across requests and renewed once on 401.
+    let sessions = SessionCache<Session>()
 
     init(client: HTTPClient) {
         transport = Transport(client: client, vendor: "Creatio")

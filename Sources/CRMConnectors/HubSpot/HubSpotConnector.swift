@@ -6,6 +6,8 @@ public struct HubSpotConnector: Connector {
     public let crmType = CRMType.hubspot
     let transport: Transport
     let endpoints: CRMEndpoints
+    /// The portal's contact property names and its id, cached per token for a few minutes.
+    let portals = SessionCache<PortalInfo>()
 
     init(client: HTTPClient, endpoints: CRMEndpoints) {
         transport = Transport(client: client, vendor: "HubSpot")

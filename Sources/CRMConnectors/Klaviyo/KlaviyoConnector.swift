@@ -53,3 +53,83 @@ public struct KlaviyoConnector: Connector {
                 + (settings.string("list_id").map { "; profiles are also added to list \($0)" } ?? ""))
     }
 }
+
+// MARK: - Delivery
+
+extension KlaviyoConnector {
+    var base: String { CRMURL(endpoints.klaviyoBaseURL)?.base ?? endpoints.klaviyoBaseURL }
+
+    func write(_ path: String, _ body: JSON, key: Secret) throws(ConnectorError) -> HTTPClientResponse {
+        try transport.send(HTTPClientRequest(method: "POST", url: base + path,
+                                             headers: headers(key) + [("Content-Type", "application/vnd.api+json")],
+                                             body: body.serialized()))
+    }
+
+    /// `POST /api/profile-import`: 201 created, 200 updated; then the optional list.
+    public func upsertContact(_ contact: Contact, for target: SyncTarget) -> DeliveryOutcome {
+        deliver {
+            guard case let .klaviyo(key) = target.credentials else { throw Finished(outcome: .permanent(httpStatus: nil, error: "not Klaviyo credentials", authFailure: true, response: nil)) }
+            var notes: [String] = []
+            var attributes: [(String, JSON)] = []
+            var location: [(String, JSON)] = []
+            var properties: [(String, JSON)] = []
+            for (field, value) in fieldMapping(settings: target.settings).overridden(by: target.settings.fieldMapping).crmFields(for: contact) {
+                if field == "phone_number" {
+                    guard let e164 = Self.e164(value) else { notes.append("phone not sent: Klaviyo needs E.164 (+<country><number>)"); continue }
+                    attributes.append((field, .string(e164)))
+                } else if field.hasPrefix("location.") {
+                    location.append((String(field.dropFirst(9)), .string(value)))
+                } else if field.hasPrefix("properties.") {
+                    properties.append((String(field.dropFirst(11)), .string(value)))
+                } else {
+                    attributes.append((field, .string(value)))
+                }
+            }
+            if !location.isEmpty { attributes.append(("location", .object(location))) }
+            properties += contact.customProperties
+            if !properties.isEmpty { attributes.append(("properties", .object(properties))) }
+            let body: JSON = ["data": ["type": "profile", "attributes": .object(attributes)]]
+            let response = try write("/api/profile-import", body, key: key)
+            let json = transport.json(response)
+            guard response.status == 200 || response.status == 201, let id = json?["data"]?["id"]?.stringValue else {
+                throw transport.refused(response, Self.errorDetail(json, status: response.status))
+            }
+            if let list = target.settings.string("list_id") {
+                let listResponse = try write("/api/lists/\(FormEncoding.percent(list))/relationships/profiles",
+                                             ["data": [["type": "profile", "id": .string(id)]]], key: key)
+                guard listResponse.status == 204 || listResponse.status == 200 else {
+                    throw transport.refused(listResponse, "adding the profile to list \(list): " + Self.errorDetail(transport.json(listResponse), status: listResponse.status))
+                }
+            }
+            return .success(action: response.status == 201 ? "created" : "updated", recordID: id, httpStatus: response.status,
+                            detail: notes.isEmpty ? nil : notes.joined(separator: "; "), response: json)
+        }
+    }
+
+    /// `POST /api/events` → 202. `unique_id` is Klaviyo's own dedupe key.
+    public func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) -> DeliveryOutcome {
+        deliver {
+            guard case let .klaviyo(key) = target.credentials else { throw Finished(outcome: .permanent(httpStatus: nil, error: "not Klaviyo credentials", authFailure: true, response: nil)) }
+            var attributes: [(String, JSON)] = [("properties", .object(event.properties)), ("time", .string(Clock.eventTime(event.timestamp)))]
+            if let value = event.value { attributes.append(("value", .double(value))) }
+            attributes += [
+                ("unique_id", .string(uniqueID)),
+                ("metric", ["data": ["type": "metric", "attributes": ["name": .string(event.name)]]]),
+                ("profile", ["data": ["type": "profile", "attributes": ["email": .string(event.email)]]]),
+            ]
+            let response = try write("/api/events", ["data": ["type": "event", "attributes": .object(attributes)]], key: key)
+            guard response.status == 202 || response.status == 200 || response.status == 201 else {
+                throw transport.refused(response, Self.errorDetail(transport.json(response), status: response.status))
+            }
+            return .success(action: "sent", recordID: uniqueID, httpStatus: response.status, detail: nil, response: nil)
+        }
+    }
+
+    /// `+15005550006` from `+1 500-555-0006` / `(+1) 500 555 0006`; nil when it is not E.164.
+    static func e164(_ phone: String) -> String? {
+        let digits = phone.filter(\.isNumber)
+        guard phone.trimmingCharacters(in: " (").hasPrefix("+"), (8...15).contains(digits.count),
+              phone.allSatisfy({ $0.isNumber || " +-().".contains($0) }) else { return nil }
+        return "+" + digits
+    }
+}

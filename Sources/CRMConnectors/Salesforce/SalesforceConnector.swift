@@ -7,6 +7,8 @@ public struct SalesforceConnector: Connector {
     let transport: Transport
     let auth: SalesforceAuth
     let endpoints: CRMEndpoints
+    /// Tokens are reused across requests and renewed once on 401.
+    let sessions = SessionCache<SalesforceSession>()
 
     init(client: HTTPClient, endpoints: CRMEndpoints) {
         transport = Transport(client: client, vendor: "Salesforce")

@@ -19,7 +19,8 @@ struct Transport: Sendable {
         }
         if response.status >= 500 || response.status == 429 || response.status == 408 {
             let retry = response.header("Retry-After").map { " (Retry-After: \($0))" } ?? ""
-            throw ConnectorError(.crmFailure, httpStatus: response.status, detail: "\(vendor) answered HTTP \(response.status)\(retry)")
+            throw ConnectorError(.crmFailure, httpStatus: response.status, detail: "\(vendor) answered HTTP \(response.status)\(retry)",
+                                 retryAfterSeconds: RetryPolicy.retryAfterSeconds(response.header("Retry-After")), response: json(response))
         }
         return response
     }

@@ -42,8 +42,8 @@ public struct Router: Sendable {
     }
 
     private func command(_ route: Route, params: [String: String], user: UserID?, body: JSON, request: HTTPRequest) -> Result<Command, APIError> {
-        // `user` is non-nil for every /crm/* route (checked above).
-        let user = user ?? UserID("anonymous")!
+        // `user` is set for every /crm/* route (checked above); the others never read it.
+        guard let user else { return publicCommand(route.id) }
         switch route.id {
         case .health: return .success(.health)
         case .ready: return .success(.ready)
@@ -68,6 +68,17 @@ public struct Router: Sendable {
                 Self.syncOptions(request).map { .syncEvent(user, event, targets: targets, $0) }
             }
         case .listLogs: return Self.logQuery(request.query).map { .listLogs(user, $0) }
+        }
+    }
+
+    private func publicCommand(_ id: RouteID) -> Result<Command, APIError> {
+        switch id {
+        case .health: return .success(.health)
+        case .ready: return .success(.ready)
+        case .openAPI: return .success(.openAPI)
+        case .docs: return .success(.docs)
+        case .metrics: return .success(.metrics)
+        default: return .failure(.unauthorized("Missing X-User-Id header"))
         }
     }
 

@@ -1,0 +1,178 @@
+import CRMCore
+import Foundation
+import HTTPClient
+
+/// What a portal accepts, fetched once and reused.
+struct PortalInfo: Sendable {
+    var portalID: String?
+    var contactProperties: Set<String>
+    var fetchedAt: Date
+}
+
+/// Contact batch upsert by email, and events as custom events or notes.
+extension HubSpotConnector {
+    var dated: Bool { endpoints.hubspotAPIVersion.first?.isNumber == true }
+    /// `/crm/v3/objects/contacts` or `/crm/objects/2026-03/contacts`.
+    func objectsPath(_ object: String) -> String {
+        dated ? "/crm/objects/\(endpoints.hubspotAPIVersion)/\(object)" : "/crm/\(endpoints.hubspotAPIVersion)/objects/\(object)"
+    }
+    func propertiesPath(_ object: String) -> String {
+        dated ? "/crm/properties/\(endpoints.hubspotAPIVersion)/\(object)" : "/crm/\(endpoints.hubspotAPIVersion)/properties/\(object)"
+    }
+
+    public func upsertContact(_ contact: Contact, for target: SyncTarget) -> DeliveryOutcome {
+        deliver {
+            let token = try token(target)
+            let portal = try portalInfo(target, token: token)
+            var properties: [(String, JSON)] = []
+            for (field, value) in fieldMapping(settings: target.settings).overridden(by: target.settings.fieldMapping).crmFields(for: contact) {
+                properties.append((field, .string(value)))
+            }
+            // Custom properties must already exist in the portal: unknown ones are dropped and reported.
+            var dropped: [String] = []
+            for (name, value) in contact.customProperties {
+                let property = Self.propertyName(name)
+                guard portal.contactProperties.contains(property) else { dropped.append(name); continue }
+                properties.append((property, .string(Self.stringValue(value))))
+            }
+            let detail = dropped.isEmpty ? nil : "not sent (no such contact property in the HubSpot portal): \(dropped.joined(separator: ", "))"
+            let body: JSON = ["inputs": [.object([
+                ("idProperty", "email"), ("id", .string(contact.email)), ("properties", .object(properties)),
+            ])]]
+            let response = try send(token, method: "POST", path: objectsPath("contacts") + "/batch/upsert", body: body)
+            let json = transport.json(response)
+            guard response.status == 200 || response.status == 201, let result = json?["results"]?.arrayValue?.first else {
+                throw refused(response, json)
+            }
+            let created = result["new"]?.boolValue ?? false
+            return .success(action: created ? "created" : "updated", recordID: Self.idString(result["id"]), httpStatus: response.status, detail: detail, response: json)
+        }
+    }
+
+    public func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) -> DeliveryOutcome {
+        deliver {
+            let token = try token(target)
+            var properties: [(String, JSON)] = event.properties.map { (Self.propertyName($0.0), .string(Self.stringValue($0.1))) }
+            if let value = event.value { properties.append(("value", .string(Self.stringValue(.double(value))))) }
+            let time = Clock.eventTime(event.timestamp)
+            if target.settings.string("events") == "note" {
+                // Notes: upsert the contact by email for its id, then a note associated with it.
+                let upsert = try send(token, method: "POST", path: objectsPath("contacts") + "/batch/upsert", body: ["inputs": [.object([
+                    ("idProperty", "email"), ("id", .string(event.email)), ("properties", ["email": .string(event.email)]),
+                ])]])
+                let upserted = transport.json(upsert)
+                guard upsert.status == 200 || upsert.status == 201, let contactID = Self.idString(upserted?["results"]?.arrayValue?.first?["id"]) else {
+                    throw refused(upsert, upserted)
+                }
+                var lines = ["<p><strong>\(Self.html(event.name))</strong></p>"]
+                for (k, v) in properties { lines.append("<p>\(Self.html(k)): \(Self.html(v.stringValue ?? ""))</p>") }
+                lines.append("<p>event-id: \(Self.html(uniqueID))</p>")
+                let response = try send(token, method: "POST", path: objectsPath("notes"), body: .object([
+                    ("properties", .object([("hs_note_body", .string(lines.joined())), ("hs_timestamp", .string(time))])),
+                    ("associations", [["to": ["id": .string(contactID)], "types": [["associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 202]]]]),
+                ]))
+                let json = transport.json(response)
+                guard response.status == 201 || response.status == 200 else { throw refused(response, json) }
+                return .success(action: "sent", recordID: Self.idString(json?["id"]), httpStatus: response.status, detail: nil, response: json)
+            }
+            let portal = try portalInfo(target, token: token)
+            guard let portalID = portal.portalID else {
+                throw Finished(outcome: .permanent(httpStatus: nil, error: "HubSpot did not tell the portal id", authFailure: false, response: nil))
+            }
+            let eventsPath = "/events/\(endpoints.hubspotAPIVersion)/send"
+            let body: JSON = .object([
+                ("eventName", .string("pe\(portalID)_\(Self.propertyName(event.name))")), ("email", .string(event.email)),
+                ("occurredAt", .string(time)), ("uuid", .string(Self.uuid(from: uniqueID))), ("properties", .object(properties)),
+            ])
+            let response = try send(token, method: "POST", path: eventsPath, body: body)
+            guard response.status == 204 || response.status == 200 else { throw refused(response, transport.json(response)) }
+            return .success(action: "sent", recordID: Self.uuid(from: uniqueID), httpStatus: response.status, detail: nil, response: nil)
+        }
+    }
+
+    // MARK: - Helpers
+
+    func token(_ target: SyncTarget) throws -> Secret {
+        guard case let .hubspot(token) = target.credentials else {
+            throw Finished(outcome: .permanent(httpStatus: nil, error: "not HubSpot credentials", authFailure: true, response: nil))
+        }
+        return token
+    }
+
+    func send(_ token: Secret, method: String, path: String, body: JSON?) throws(ConnectorError) -> HTTPClientResponse {
+        var headers = [("Authorization", "Bearer \(token.revealed)"), ("Accept", "application/json")]
+        if body != nil { headers.append(("Content-Type", "application/json")) }
+        return try transport.send(HTTPClientRequest(method: method, url: base + path, headers: headers, body: body?.serialized()))
+    }
+
+    func portalInfo(_ target: SyncTarget, token: Secret) throws -> PortalInfo {
+        let key = target.cacheKey
+        if let cached = portals.get(key), Date().timeIntervalSince(cached.fetchedAt) < 300 { return cached }
+        let account = try send(token, method: "GET", path: "/account-info/\(endpoints.hubspotAPIVersion)/details", body: nil)
+        guard account.status == 200 else { throw refused(account, transport.json(account)) }
+        let response = try send(token, method: "GET", path: propertiesPath("contacts"), body: nil)
+        let json = transport.json(response)
+        guard response.status == 200 else { throw refused(response, json) }
+        let names = (json?["results"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }
+        let info = PortalInfo(portalID: Self.idString(transport.json(account)?["portalId"]), contactProperties: Set(names), fetchedAt: Date())
+        portals.set(key, info)
+        return info
+    }
+
+    func refused(_ response: HTTPClientResponse, _ json: JSON?) -> Finished {
+        let message = [json?["category"]?.stringValue, json?["message"]?.stringValue].compactMap { $0 }.joined(separator: ": ")
+        return transport.refused(response, message.isEmpty ? "unexpected answer" : message)
+    }
+
+    /// HubSpot property and event names: lower-case, spaces and dots become `_`.
+    static func propertyName(_ name: String) -> String {
+        String(name.lowercased().map { $0 == " " || $0 == "." || $0 == "-" ? "_" : $0 }.filter { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") })
+    }
+
+    /// Property values are strings: booleans `true`/`false`, null clears (`""`).
+    static func stringValue(_ value: JSON) -> String {
+        switch value {
+        case let .string(s): return s
+        case let .bool(b): return b ? "true" : "false"
+        case .null: return ""
+        case let .int(i): return String(i)
+        case let .double(d): return d.rounded() == d && abs(d) < 1e15 ? String(Int64(d)) : String(d)
+        default: return value.jsonString
+        }
+    }
+
+    static func idString(_ value: JSON?) -> String? {
+        switch value {
+        case let .string(s)?: return s
+        case let .int(i)?: return String(i)
+        default: return nil
+        }
+    }
+
+    static func html(_ s: String) -> String {
+        var out = ""
+        for c in s {
+            switch c {
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "&": out += "&amp;"
+            case "\"": out += "&quot;"
+            default: out.append(c)
+            }
+        }
+        return out
+    }
+
+    /// A stable UUID for a unique id (HubSpot's `uuid` must be one): the id itself when it is a UUID.
+    static func uuid(from id: String) -> String {
+        if UUID(uuidString: id) != nil { return id.lowercased() }
+        var a: UInt64 = 0xcbf29ce484222325, b: UInt64 = 0x84222325cbf29ce4
+        for byte in id.utf8 {
+            a = (a ^ UInt64(byte)) &* 0x100000001b3
+            b = (b ^ UInt64(byte)) &* 0x100000001b3 &+ 0x9e3779b97f4a7c15
+        }
+        let hex = String(a, radix: 16).leftPad(16) + String(b, radix: 16).leftPad(16)
+        let c = Array(hex)
+        return "\(String(c[0..<8]))-\(String(c[8..<12]))-5\(String(c[13..<16]))-a\(String(c[17..<20]))-\(String(c[20..<32]))"
+    }
+}

@@ -1,0 +1,57 @@
+import Glibc
+import CRMCore
+import HTTPClient
+import Synchronization
+
+/// A per-connector cache of sessions or tokens, keyed by `SyncTarget.cacheKey`.
+final class SessionCache<Value: Sendable>: Sendable {
+    private let entries = Mutex<[String: Value]>([:])
+
+    func get(_ key: String) -> Value? { entries.withLock { $0[key] } }
+    func set(_ key: String, _ value: Value) { entries.withLock { $0[key] = value } }
+    func remove(_ key: String) { _ = entries.withLock { $0.removeValue(forKey: key) } }
+}
+
+/// Ends a delivery early with this outcome (inside a connector's flow).
+struct Finished: Error { let outcome: DeliveryOutcome }
+
+/// Runs a connector's delivery flow: a thrown `ConnectorError` (no answer, 5xx, 429) becomes
+/// a transient outcome, `Finished` its own outcome.
+func deliver(_ flow: () throws -> DeliveryOutcome) -> DeliveryOutcome {
+    do {
+        return try flow()
+    } catch let error as ConnectorError {
+        return error.outcome
+    } catch let finished as Finished {
+        return finished.outcome
+    } catch {
+        return .permanent(httpStatus: nil, error: "\(error)", authFailure: false, response: nil)
+    }
+}
+
+extension Transport {
+    /// A non-2xx answer the flow did not expect: 401/403 are credential failures, the rest refused data.
+    func refused(_ response: HTTPClientResponse, _ message: String) -> Finished {
+        let auth = response.status == 401 || response.status == 403
+        return Finished(outcome: .permanent(httpStatus: response.status, error: "\(vendor) answered HTTP \(response.status): \(message)",
+                                            authFailure: auth, response: json(response)))
+    }
+}
+
+/// ISO-8601 helpers for CRM payloads.
+enum Clock {
+    /// `2026-11-28T19:59:00Z` for now.
+    static func nowISO() -> String {
+        var t = time(nil)
+        var parts = tm()
+        gmtime_r(&t, &parts)
+        func pad(_ v: Int32, _ n: Int = 2) -> String { String(v).leftPad(n) }
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1))-\(pad(parts.tm_mday))T\(pad(parts.tm_hour)):\(pad(parts.tm_min)):\(pad(parts.tm_sec))Z"
+    }
+
+    /// The event's timestamp as given (a bare date gets midnight UTC), or now.
+    static func eventTime(_ timestamp: String?) -> String {
+        guard let timestamp else { return nowISO() }
+        return timestamp.count == 10 ? timestamp + "T00:00:00Z" : timestamp
+    }
+}
