@@ -7,13 +7,16 @@ import Logging
 /// mapping, one log line. The transport (FastCGI) only converts to and from these values.
 public struct Application: Sendable {
     public let context: ServiceContext
+    public let delivery: Delivery
     let router: Router
     let handlers: Handlers
 
-    public init(context: ServiceContext) {
+    /// `worker` names this process in delivery claims (see `Delivery.worker`).
+    public init(context: ServiceContext, worker: String = "in-process") {
         self.context = context
+        delivery = Delivery(context: context, worker: worker)
         router = Router(apiKey: context.config.apiKey)
-        handlers = Handlers(context: context)
+        handlers = Handlers(context: context, delivery: delivery, idempotency: IdempotencyStore(pool: context.pool))
     }
 
     public func handle(_ request: HTTPRequest) -> HTTPResponse {

@@ -40,9 +40,14 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let config = try await loadConfig()
         let logger = makeLogger(config)
-        let application = Application(context: ServiceContext(config: config, logger: logger))
         let target = ListenTarget.detect(path: config.fcgiSocket)
+        // Stable across restarts of this instance, so a restart takes back its own in-flight deliveries.
+        let worker = "\(ProcessInfo.processInfo.hostName):\(target)"
+        let application = Application(context: ServiceContext(config: config, logger: logger), worker: worker)
         let server = FastCGIServer(target: target, threads: config.fcgiThreads, maxBodyBytes: Router.maxBodyBytes)
+        let sweeper = Sweeper(delivery: application.delivery, threads: max(2, min(16, config.fcgiThreads / 4)))
+        sweeper.start()
+        defer { sweeper.stop(waitSeconds: config.crmHTTPTimeoutSeconds + 2) }
         logger.info("worker starting", metadata: ["listen": "\(target)", "threads": "\(config.fcgiThreads)", "db_pool_size": "\(config.dbPoolSize)"])
         let drained = try server.run { request in
             let response = application.handle(HTTPRequest(fastCGI: request))

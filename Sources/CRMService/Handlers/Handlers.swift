@@ -6,6 +6,8 @@ import CRMStore
 /// gave, `DatabaseError` when the database is not there (the application maps it to 503).
 struct Handlers: Sendable {
     let context: ServiceContext
+    let delivery: Delivery
+    let idempotency: IdempotencyStore
     static let version = "0.1.0"
 
     func handle(_ command: Command) throws -> HTTPResponse {
@@ -23,8 +25,10 @@ struct Handlers: Sendable {
         case let .status(user, type): return try status(user, type)
         case let .disconnect(user, type): return try disconnect(user, type)
         case let .list(user): return try list(user)
-        case .syncContact, .syncEvent:
-            throw APIError.http(status: 501, detail: "Contact and event sync are not available in this version yet")
+        case let .syncContact(user, contact, targets, options):
+            return try sync(user, .contact(contact), targets: targets, options: options)
+        case let .syncEvent(user, event, targets, options):
+            return try sync(user, .event(event), targets: targets, options: options)
         case let .listLogs(user, query):
             let page = try context.logs.list(user: user, query: query)
             return .json(200, .object([("logs", .array(page.logs)), ("next_before_id", page.nextBeforeID.map(JSON.int) ?? .null)]))
@@ -33,10 +37,10 @@ struct Handlers: Sendable {
             return .json(200, log)
         case let .retryLog(user, id):
             guard let log = try context.logs.get(user: user, id: id) else { throw APIError.notFound("Sync log \(id) not found") }
-            guard log["status"]?.stringValue == "failed" else {
+            guard log["status"]?.stringValue == "failed", let result = try delivery.retry(user: user, id: id) else {
                 throw APIError.conflict("Sync log \(id) is '\(log["status"]?.stringValue ?? "unknown")'; only failed syncs can be retried")
             }
-            throw APIError.http(status: 501, detail: "Manual retry is not available in this version yet")
+            return .json(200, result)
         case let .fieldMapping(type):
             return .json(200, context.connectors.connector(for: type).fieldMapping(settings: .defaults).json(for: type))
         case .fieldMappings:
@@ -47,6 +51,39 @@ struct Handlers: Sendable {
 
     static let openAPIBytes = Array(OpenAPIDocument.json.utf8)
     static let docsBytes = Array(DocsPage.html.utf8)
+
+    /// A sync, made idempotent by `Idempotency-Key`: the first response is stored and replayed.
+    private func sync(_ user: UserID, _ payload: Payload, targets: [CRMType]?, options: SyncOptions) throws -> HTTPResponse {
+        guard let key = options.idempotencyKey else {
+            let (status, body) = try delivery.sync(user: user, payload: payload, targets: targets, respondAsync: options.respondAsync)
+            return .json(status, body)
+        }
+        let fingerprint = Self.fingerprint(payload.operation + "|" + payload.json.jsonString + "|" + (targets?.map(\.rawValue).joined(separator: ",") ?? "*"))
+        switch try idempotency.begin(user: user, key: key, requestHash: fingerprint) {
+        case let .replay(status, body):
+            return .json(status, body, headers: [("Idempotent-Replayed", "true")])
+        case .inProgress:
+            throw APIError.conflict("A request with this Idempotency-Key is still in progress")
+        case .mismatch:
+            throw APIError.http(status: 422, detail: "This Idempotency-Key was already used for a different request")
+        case .proceed:
+            do {
+                let (status, body) = try delivery.sync(user: user, payload: payload, targets: targets, respondAsync: options.respondAsync)
+                try idempotency.finish(user: user, key: key, status: status, body: body)
+                return .json(status, body)
+            } catch {
+                try? idempotency.abandon(user: user, key: key)
+                throw error
+            }
+        }
+    }
+
+    /// FNV-1a 64 of the request: enough to tell a reused key from a repeated request.
+    static func fingerprint(_ text: String) -> String {
+        var hash: UInt64 = 0xcbf29ce484222325
+        for byte in text.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100000001b3 }
+        return String(hash, radix: 16)
+    }
 
     private func ready() throws -> HTTPResponse {
         do {

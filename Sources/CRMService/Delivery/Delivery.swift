@@ -1,0 +1,215 @@
+import CRMConnectors
+import CRMCore
+import CRMStore
+import Foundation
+import Logging
+import Synchronization
+
+/// What a sync carries: a contact or an event.
+enum Payload: Sendable {
+    case contact(Contact)
+    case event(Event)
+
+    var operation: String {
+        switch self {
+        case .contact: "contact"
+        case .event: "event"
+        }
+    }
+
+    /// The JSON kept in the log's `request` column (never credentials), and read back for retries.
+    var json: JSON {
+        switch self {
+        case let .contact(c): c.json
+        case let .event(e): e.json
+        }
+    }
+
+    /// Reads a logged request back.
+    static func from(operation: String, request: JSON) -> Payload? {
+        guard var r = FieldReader(request, at: []) else { return nil }
+        if operation == "contact" { return Contact.read(&r).map(Payload.contact) }
+        return Event.read(&r).map(Payload.event)
+    }
+}
+
+/// Delivers syncs to CRMs for three callers — a synchronous request, an async one (queued for
+/// the sweep) and the retry sweep — always the same way: the log row exists before the CRM is
+/// called, no database connection is held during the call, and the outcome is written after.
+public final class Delivery: Sendable {
+    let context: ServiceContext
+    let store: DeliveryStore
+    /// This worker's identity in `claimed_by`: stable across restarts of the same service instance.
+    public let worker: String
+    let policy: RetryPolicy
+    let wakeup = Wakeup()
+
+    public init(context: ServiceContext, worker: String) {
+        self.context = context
+        self.worker = worker
+        store = DeliveryStore(pool: context.pool, encryptionKey: context.config.encryptionKey)
+        policy = RetryPolicy(maxAttempts: context.config.crmRetryMaxAttempts, baseDelaySeconds: context.config.crmRetryBaseDelaySeconds)
+    }
+
+    /// How long a claim lasts: long enough for every CRM call of one delivery to time out.
+    var claimSeconds: Double { context.config.crmHTTPTimeoutSeconds * 8 + 30 }
+
+    /// A sync request: one log row per targeted integration, then either the deliveries now
+    /// (concurrently, one thread per CRM) or 202 with `queued` results.
+    func sync(user: UserID, payload: Payload, targets: [CRMType]?, respondAsync: Bool) throws -> (status: Int, body: JSON) {
+        let types = try store.targets(user: user, operation: payload.operation, types: targets)
+        guard !types.isEmpty else { return (respondAsync ? 202 : 200, Self.body([])) }
+        var uniqueID: String?
+        if case let .event(event) = payload { uniqueID = event.uniqueID }
+        let rows = try store.createLogs(user: user, types: types, operation: payload.operation, request: payload.json,
+                                        uniqueID: uniqueID, queued: respondAsync, worker: worker, claimSeconds: claimSeconds)
+        if respondAsync {
+            wakeup.signal()
+            let results: [JSON] = rows.map { type, id, _ in
+                .object([("crm_type", .string(type.rawValue)), ("status", "queued"), ("log_id", .int(id))])
+            }
+            return (202, Self.body(results))
+        }
+        let results = Concurrently.map(rows) { type, id, unique in
+            self.attempt(id: id, user: user, type: type, payload: payload, uniqueID: unique, attemptsBefore: 0, ageSeconds: 0)
+        }
+        return (200, Self.body(results))
+    }
+
+    /// Re-delivers a `failed` log now (manual retry); nil when it is not failed.
+    func retry(user: UserID, id: Int64) throws -> JSON? {
+        guard let log = try store.claimFailed(user: user, id: id, worker: worker, claimSeconds: claimSeconds) else { return nil }
+        return attempt(log)
+    }
+
+    /// One attempt for a claimed row.
+    func attempt(_ log: ClaimedLog) -> JSON {
+        guard let payload = Payload.from(operation: log.operation, request: log.request) else {
+            let record = AttemptRecord(status: "failed", httpStatus: nil, error: "the logged request is not readable", durationMS: 0,
+                                       crmRecordID: nil, response: nil, nextAttemptInSeconds: nil, authFailure: false)
+            _ = try? store.record(record, logID: log.id, user: log.user, type: log.crmType, worker: worker)
+            return Self.result(log.crmType, log.id, record, action: nil)
+        }
+        return attempt(id: log.id, user: log.user, type: log.crmType, payload: payload, uniqueID: log.uniqueID,
+                       attemptsBefore: log.attempts, ageSeconds: log.ageSeconds)
+    }
+
+    private func attempt(id: Int64, user: UserID, type: CRMType, payload: Payload, uniqueID: String?, attemptsBefore: Int, ageSeconds: Double) -> JSON {
+        let started = ContinuousClock.now
+        let outcome: DeliveryOutcome
+        do {
+            guard let target = try store.target(user: user, type: type) else {
+                outcome = .permanent(httpStatus: nil, error: "the \(type.rawValue) integration is no longer connected", authFailure: false, response: nil)
+                return finish(outcome, id: id, user: user, type: type, attemptsBefore: attemptsBefore, ageSeconds: ageSeconds, started: started)
+            }
+            let connector = context.connectors.connector(for: type)
+            let syncTarget = SyncTarget(user: user, credentials: target.credentials, settings: target.settings)
+            switch payload {
+            case let .contact(contact): outcome = connector.upsertContact(contact, for: syncTarget)
+            case let .event(event): outcome = connector.sendEvent(event, uniqueID: uniqueID ?? "crm-log-\(id)", for: syncTarget)
+            }
+        } catch {
+            // No credentials without the database: a transient failure, tried again later.
+            outcome = .transient(httpStatus: nil, error: "database unavailable", retryAfterSeconds: nil, response: nil)
+        }
+        return finish(outcome, id: id, user: user, type: type, attemptsBefore: attemptsBefore, ageSeconds: ageSeconds, started: started)
+    }
+
+    private func finish(_ outcome: DeliveryOutcome, id: Int64, user: UserID, type: CRMType, attemptsBefore: Int, ageSeconds: Double,
+                        started: ContinuousClock.Instant) -> JSON {
+        let elapsed = ContinuousClock.now - started
+        let ms = Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
+        let attempts = attemptsBefore + 1
+        var action: String?
+        let record: AttemptRecord
+        switch outcome {
+        case let .success(act, recordID, status, detail, response):
+            action = act
+            record = AttemptRecord(status: "success", httpStatus: status, error: detail, durationMS: ms, crmRecordID: recordID,
+                                   response: response, nextAttemptInSeconds: nil, authFailure: false)
+        case let .permanent(status, error, auth, response):
+            record = AttemptRecord(status: "failed", httpStatus: status, error: error, durationMS: ms, crmRecordID: nil,
+                                   response: response, nextAttemptInSeconds: nil, authFailure: auth)
+        case let .transient(status, error, retryAfter, response):
+            if let delay = policy.delay(afterAttempts: attempts, age: ageSeconds, retryAfter: retryAfter) {
+                record = AttemptRecord(status: "retrying", httpStatus: status, error: error, durationMS: ms, crmRecordID: nil,
+                                       response: response, nextAttemptInSeconds: delay, authFailure: false)
+            } else {
+                record = AttemptRecord(status: "failed", httpStatus: status, error: "gave up after \(attempts) attempts: \(error)", durationMS: ms,
+                                       crmRecordID: nil, response: response, nextAttemptInSeconds: nil, authFailure: false)
+            }
+        }
+        do {
+            try store.record(record, logID: id, user: user, type: type, worker: worker)
+        } catch {
+            // The outcome could not be written: the claim expires and the row is delivered again
+            // (upserts and deduplicated events make that harmless).
+            context.logger.error("could not record a delivery attempt", metadata: ["log_id": "\(id)", "error": "\(error)"])
+        }
+        context.logger.info("delivery attempt", metadata: [
+            "log_id": "\(id)", "user_id": "\(user)", "crm_type": "\(type.rawValue)", "status": "\(record.status)",
+            "http_status": "\(record.httpStatus.map(String.init) ?? "-")", "attempts": "\(attempts)", "duration_ms": "\(ms)",
+        ])
+        return Self.result(type, id, record, action: action)
+    }
+
+    static func result(_ type: CRMType, _ id: Int64, _ record: AttemptRecord, action: String?) -> JSON {
+        var pairs: [(String, JSON)] = [("crm_type", .string(type.rawValue)), ("status", .string(record.status))]
+        if let action { pairs.append(("action", .string(action))) }
+        if let recordID = record.crmRecordID { pairs.append(("crm_record_id", .string(recordID))) }
+        if let error = record.error { pairs.append(("detail", .string(error))) }
+        pairs.append(("log_id", .int(id)))
+        return .object(pairs)
+    }
+
+    static func body(_ results: [JSON]) -> JSON {
+        let success = results.filter { $0["status"]?.stringValue == "success" }.count
+        let failed = results.filter { $0["status"]?.stringValue == "failed" }.count
+        return .object([("results", .array(results)), ("success_count", .int(Int64(success))), ("failure_count", .int(Int64(failed)))])
+    }
+}
+
+/// Wakes idle sweep threads when work is queued, instead of waiting for their next poll.
+final class Wakeup: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var pending = 0
+
+    func signal() {
+        condition.lock()
+        pending += 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits until signalled or `seconds` pass.
+    func wait(seconds: Double) {
+        condition.lock()
+        if pending == 0 { _ = condition.wait(until: Date().addingTimeInterval(seconds)) }
+        pending = max(0, pending - 1)
+        condition.unlock()
+    }
+}
+
+/// Runs blocking work (CRM calls) on one thread per item, the first on the caller's thread.
+enum Concurrently {
+    static func map<T: Sendable, R: Sendable>(_ items: [T], _ body: @escaping @Sendable (T) -> R) -> [R] {
+        guard items.count > 1 else { return items.map(body) }
+        let results = Mutex<[Int: R]>([:])
+        let group = DispatchGroup()
+        for (index, item) in items.enumerated().dropFirst() {
+            group.enter()
+            let thread = Thread {
+                let value = body(item)
+                results.withLock { $0[index] = value }
+                group.leave()
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+        let first = body(items[0])
+        group.wait()
+        var all = results.withLock { $0 }
+        all[0] = first
+        return (0..<items.count).compactMap { all[$0] }
+    }
+}

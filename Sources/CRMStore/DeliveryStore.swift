@@ -1,0 +1,194 @@
+import CRMCore
+
+/// A sync log row claimed for one delivery attempt.
+public struct ClaimedLog: Sendable {
+    public let id: Int64
+    public let user: UserID
+    public let crmType: CRMType
+    public let operation: String
+    public let request: JSON
+    public let uniqueID: String?
+    /// Attempts made before this one.
+    public let attempts: Int
+    /// Seconds since the row was created (for the retry window).
+    public let ageSeconds: Double
+}
+
+/// An active integration with its decrypted credentials, for one delivery.
+public struct DeliveryTarget: Sendable {
+    public let crmType: CRMType
+    public let credentials: Credentials
+    public let settings: IntegrationSettings
+}
+
+/// What is written after an attempt.
+public struct AttemptRecord: Sendable {
+    public var status: String
+    public var httpStatus: Int?
+    public var error: String?
+    public var durationMS: Int
+    public var crmRecordID: String?
+    public var response: JSON?
+    /// Seconds from now until the next attempt (status `retrying`).
+    public var nextAttemptInSeconds: Double?
+    public var authFailure: Bool
+
+    public init(status: String, httpStatus: Int?, error: String?, durationMS: Int, crmRecordID: String?, response: JSON?, nextAttemptInSeconds: Double?, authFailure: Bool) {
+        self.status = status
+        self.httpStatus = httpStatus
+        self.error = error
+        self.durationMS = durationMS
+        self.crmRecordID = crmRecordID
+        self.response = response
+        self.nextAttemptInSeconds = nextAttemptInSeconds
+        self.authFailure = authFailure
+    }
+}
+
+/// The delivery queue: sync log rows written before a CRM is called, claimed with
+/// `FOR UPDATE SKIP LOCKED` (safe across any number of workers), updated after each attempt.
+public struct DeliveryStore: Sendable {
+    let pool: Pool
+    let key: Secret
+
+    public init(pool: Pool, encryptionKey: Secret) {
+        self.pool = pool
+        key = encryptionKey
+    }
+
+    /// The user's active integrations that take this kind of sync (optionally only `types`).
+    public func targets(user: UserID, operation: String, types: [CRMType]?) throws -> [CRMType] {
+        let flag = operation == "contact" ? "sync_contacts" : "sync_events"
+        let sql: SQL = """
+            SELECT crm_type FROM crm.crm_integrations
+             WHERE user_id = \(user) AND is_active AND COALESCE((settings ->> \(flag))::boolean, true)
+             ORDER BY crm_type
+            """
+        let all = try pool.withConnection { try $0.execute(sql) }.rows.compactMap { $0.string("crm_type").flatMap(CRMType.init) }
+        guard let types else { return all }
+        return all.filter { types.contains($0) }
+    }
+
+    /// Decrypted credentials and settings of one integration; nil when it is gone or inactive.
+    public func target(user: UserID, type: CRMType) throws -> DeliveryTarget? {
+        let sql: SQL = """
+            SELECT pgp_sym_decrypt(credentials, \(key)) AS plain, settings FROM crm.crm_integrations
+             WHERE user_id = \(user) AND crm_type = \(type) AND is_active
+            """
+        guard let row = try pool.withConnection({ try $0.execute(sql) }).first, let plain = row.string("plain") else { return nil }
+        guard let json = try? JSONParser.parse(plain), case let .success(credentials) = Credentials.decode(json, for: type, at: []) else {
+            throw DatabaseError(.decoding, message: "stored credentials for \(type.rawValue) are not readable")
+        }
+        return DeliveryTarget(crmType: type, credentials: credentials, settings: IntegrationSettings.fromStored(row.json("settings") ?? .object([]), for: type))
+    }
+
+    /// Writes one row per target in one transaction: `in_flight` claimed by `worker` (synchronous
+    /// delivery) or `queued` for the sweep. Event rows get a unique id derived from their row id
+    /// unless the caller gave one. Returns (type, log id, unique id) in target order.
+    public func createLogs(user: UserID, types: [CRMType], operation: String, request: JSON, uniqueID: String?,
+                           queued: Bool, worker: String, claimSeconds: Double) throws -> [(CRMType, Int64, String?)] {
+        try pool.transaction { c in
+            try types.map { type in
+                let sql: SQL = """
+                    INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, unique_id, next_attempt_at, claimed_by, claimed_until)
+                    VALUES (\(user), \(type), \(operation), \(queued ? "queued" : "in_flight"), \(request), \(uniqueID),
+                            CASE WHEN \(queued) THEN now() END,
+                            CASE WHEN \(queued) THEN NULL ELSE \(worker) END,
+                            CASE WHEN \(queued) THEN NULL ELSE now() + make_interval(secs => \(String(claimSeconds))::double precision) END)
+                    RETURNING id
+                    """
+                guard let id = try c.execute(sql).first?.int64("id") else { throw DatabaseError(.decoding, message: "insert returned no id") }
+                var unique = uniqueID
+                if operation == "event", unique == nil {
+                    let derived = "crm-log-\(id)"
+                    try c.execute("UPDATE crm.crm_sync_logs SET unique_id = \(derived) WHERE id = \(id)")
+                    unique = derived
+                }
+                return (type, id, unique)
+            }
+        }
+    }
+
+    /// Claims up to `limit` due rows: queued or retrying whose time has come, and in-flight rows
+    /// whose claim expired (their worker died). Any number of workers may call this at once.
+    public func claimDue(worker: String, limit: Int, claimSeconds: Double) throws -> [ClaimedLog] {
+        let sql: SQL = """
+            UPDATE crm.crm_sync_logs l
+               SET status = 'in_flight', claimed_by = \(worker),
+                   claimed_until = now() + make_interval(secs => \(String(claimSeconds))::double precision), updated_at = now()
+             WHERE l.id IN (SELECT id FROM crm.crm_sync_logs
+                             WHERE (status IN ('queued', 'retrying') AND next_attempt_at <= now())
+                                OR (status = 'in_flight' AND claimed_until < now())
+                             ORDER BY next_attempt_at NULLS FIRST, id
+                             LIMIT \(limit)
+                             FOR UPDATE SKIP LOCKED)
+            RETURNING l.id, l.user_id, l.crm_type, l.operation, l.request, l.unique_id, l.attempts,
+                      EXTRACT(EPOCH FROM now() - l.created_at) AS age
+            """
+        return try pool.withConnection { try $0.execute(sql) }.rows.compactMap(Self.claimed)
+    }
+
+    /// Takes a `failed` row for a manual retry; nil when the row is not (or no longer) failed.
+    public func claimFailed(user: UserID, id: Int64, worker: String, claimSeconds: Double) throws -> ClaimedLog? {
+        let sql: SQL = """
+            UPDATE crm.crm_sync_logs
+               SET status = 'in_flight', claimed_by = \(worker), next_attempt_at = NULL,
+                   claimed_until = now() + make_interval(secs => \(String(claimSeconds))::double precision), updated_at = now()
+             WHERE user_id = \(user) AND id = \(id) AND status = 'failed'
+            RETURNING id, user_id, crm_type, operation, request, unique_id, attempts, 0 AS age
+            """
+        return try pool.withConnection { try $0.execute(sql) }.first.flatMap(Self.claimed)
+    }
+
+    /// A worker that restarts under the same identity takes back the rows its previous life left in flight.
+    public func releaseClaims(worker: String) throws -> Int {
+        try pool.withConnection {
+            try $0.execute("""
+                UPDATE crm.crm_sync_logs SET status = 'retrying', next_attempt_at = now(), claimed_by = NULL, claimed_until = NULL, updated_at = now()
+                 WHERE status = 'in_flight' AND claimed_by = \(worker)
+                """).affectedRows
+        }
+    }
+
+    /// Writes an attempt's outcome, only while the row is still ours (a disconnect may have
+    /// cancelled it meanwhile), and the integration's last sync (and `auth_error`).
+    @discardableResult
+    public func record(_ attempt: AttemptRecord, logID: Int64, user: UserID, type: CRMType, worker: String) throws -> Bool {
+        try pool.transaction { c in
+            let updated = try c.execute("""
+                UPDATE crm.crm_sync_logs
+                   SET status = \(attempt.status), http_status = \(attempt.httpStatus), error = \(attempt.error),
+                       duration_ms = \(attempt.durationMS), crm_record_id = COALESCE(\(attempt.crmRecordID), crm_record_id),
+                       response = \(attempt.response), attempts = attempts + 1, updated_at = now(),
+                       next_attempt_at = CASE WHEN \(attempt.nextAttemptInSeconds.map { String($0) })::double precision IS NULL THEN NULL
+                                              ELSE now() + make_interval(secs => \(attempt.nextAttemptInSeconds.map { String($0) })::double precision) END,
+                       claimed_by = NULL, claimed_until = NULL
+                 WHERE id = \(logID) AND status = 'in_flight' AND claimed_by = \(worker)
+                """).affectedRows
+            guard updated > 0 else { return false }
+            try c.execute("""
+                UPDATE crm.crm_integrations
+                   SET last_sync_at = now(), last_sync_status = \(attempt.status),
+                       status = CASE WHEN \(attempt.authFailure) THEN 'auth_error' ELSE status END,
+                       status_detail = CASE WHEN \(attempt.authFailure) THEN \(attempt.error) ELSE status_detail END
+                 WHERE user_id = \(user) AND crm_type = \(type)
+                """)
+            return true
+        }
+    }
+
+    /// Rows waiting for delivery (the retry backlog).
+    public func backlog() throws -> Int {
+        try pool.withConnection {
+            try $0.execute("SELECT count(*) AS n FROM crm.crm_sync_logs WHERE status IN ('queued', 'retrying', 'in_flight')").first?.int("n") ?? 0
+        }
+    }
+
+    static func claimed(_ row: Row) -> ClaimedLog? {
+        guard let id = row.int64("id"), let user = row.string("user_id").flatMap(UserID.init),
+              let type = row.string("crm_type").flatMap(CRMType.init), let operation = row.string("operation") else { return nil }
+        return ClaimedLog(id: id, user: user, crmType: type, operation: operation, request: row.json("request") ?? .null,
+                          uniqueID: row.string("unique_id"), attempts: row.int("attempts") ?? 0,
+                          ageSeconds: row.string("age").flatMap(Double.init) ?? 0)
+    }
+}
