@@ -59,8 +59,8 @@ public struct SalesforceConnector: Connector {
         let event: [(String, String?)] = events == "task"
             ? [("event", "Task.Subject"), ("email", "Task.WhoId"), ("properties", "Task.Description"), ("value", "Task.Description"),
                ("timestamp", "Task.ActivityDate"), ("unique_id", "Task.Description")]
-            : [("event", "\(events).Name__c"), ("email", "\(events).Email__c"), ("properties", "\(events).Properties__c"),
-               ("value", "\(events).Value__c"), ("timestamp", "\(events).Timestamp__c"), ("unique_id", "\(events).Unique_Id__c")]
+            : [("event", "\(events).Event_Name__c"), ("email", "\(events).Contact_Email__c"), ("properties", "\(events).Payload__c"),
+               ("value", "\(events).Payload__c"), ("timestamp", "\(events).Occurred_At__c"), ("unique_id", "\(events).Event_Id__c")]
         return FieldMapping(
             contact: [("email", "Email"), ("first_name", "FirstName"), ("last_name", "LastName"), ("phone", "Phone"),
                       ("company", lead ? "Company" : nil), ("title", "Title")] + address,

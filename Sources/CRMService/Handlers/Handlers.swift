@@ -87,7 +87,7 @@ struct Handlers: Sendable {
 
     private func ready() throws -> HTTPResponse {
         do {
-            try context.pool.withConnection { try $0.execute("SELECT 1") }
+            _ = try context.pool.withConnection { try $0.execute("SELECT 1") }
             return .json(200, ["status": "ready", "database": "ok"])
         } catch let error as DatabaseError where error.kind == .unavailable {
             return .error(.serviceUnavailable("Database unavailable"))
