@@ -11,6 +11,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C libraries from Debian's -dev packages.
@@ -32,6 +34,8 @@ let package = Package(
             "CRMCore", "CRMConnectors", "CRMStore", "HTTPClient",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Configuration", package: "swift-configuration"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         // FastCGI transport over libfcgi.
         .target(name: "FastCGI", dependencies: ["CFastCGI"]),
@@ -40,7 +44,15 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "CRMServiceTests", dependencies: ["CRMService", "CRMCore", "CRMStore", "CRMConnectors", "HTTPClient"]),
+        .testTarget(name: "CRMCoreTests", dependencies: ["CRMCore"]),
+        .testTarget(name: "CRMServiceTests", dependencies: [
+            "CRMService", "CRMCore", "CRMStore",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Configuration", package: "swift-configuration"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
+        .testTarget(name: "CRMStoreTests", dependencies: ["CRMStore", "CRMCore"]),
     ],
     swiftLanguageModes: [.v6]
 )

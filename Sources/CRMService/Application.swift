@@ -40,7 +40,7 @@ public struct Application: Sendable {
         response.headers += corsHeaders(request)
         let elapsed = ContinuousClock.now - started
         let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
-        context.metrics.record(route: routeName, status: response.status)
+        context.metrics.request(route: routeName, status: response.status, duration: elapsed)
         var metadata: Logger.Metadata = [
             "request_id": "\(requestID)", "method": "\(request.method)", "route": "\(routeName)",
             "status": "\(response.status)", "duration_ms": "\((ms * 10).rounded() / 10)",

@@ -4,7 +4,7 @@ enum EmbeddedSQL {
 -- crm-service: the full current schema, applied to a new database by `crm-service migrate`
 -- (which then records every numbered migration as applied). Existing databases are
 -- upgraded by the files in migrations/ instead; keep both in step.
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
+CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA public;
 CREATE SCHEMA IF NOT EXISTS crm;
 
 CREATE TABLE IF NOT EXISTS crm.schema_migrations (

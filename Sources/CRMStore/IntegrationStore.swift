@@ -114,3 +114,34 @@ public struct IntegrationStore: Sendable {
             lastSyncStatus: row.string("last_sync_status"))
     }
 }
+
+/// Re-encryption of every stored credential from one key to another.
+public enum KeyRotation {
+    public enum Failure: Error, CustomStringConvertible {
+        case wrongCurrentKey
+        public var description: String {
+            "the current key does not decrypt every stored credential; nothing was changed"
+        }
+    }
+
+    /// In one transaction: every row is decrypted with `current` and encrypted with `new`. One row
+    /// the current key cannot decrypt aborts the statement, so a wrong key changes nothing.
+    public static func rotate(on connection: Connection, current: Secret, new: Secret) throws -> Int {
+        do {
+            return try connection.transaction { c in
+                let rows = try c.execute("""
+                    UPDATE crm.crm_integrations
+                       SET credentials = pgp_sym_encrypt(pgp_sym_decrypt(credentials, \(current)), \(new))
+                    """).affectedRows
+                // Prove the new key reads every row back before committing.
+                let readable = try c.execute("""
+                    SELECT count(pgp_sym_decrypt(credentials, \(new))) AS n FROM crm.crm_integrations
+                    """).first?.int("n") ?? -1
+                guard readable == rows else { throw DatabaseError(.query, message: "re-encrypted rows do not decrypt with the new key") }
+                return rows
+            }
+        } catch let error as DatabaseError where error.isDecryptionFailure {
+            throw Failure.wrongCurrentKey
+        }
+    }
+}

@@ -13,7 +13,7 @@ struct CRMServiceCommand: AsyncParsableCommand {
         commandName: "crm-service",
         abstract: "CRM integration worker: FastCGI behind nginx, PostgreSQL through libpq.",
         discussion: "Configuration comes from the environment and an optional .env file in the working directory (the environment wins).",
-        subcommands: [Serve.self, Migrate.self, CheckConfig.self, PrintOpenAPI.self])
+        subcommands: [Serve.self, Migrate.self, CheckConfig.self, RotateKey.self, PrintOpenAPI.self])
 }
 
 /// Environment first, then `.env` in the working directory.
@@ -84,6 +84,47 @@ struct Migrate: AsyncParsableCommand {
             FileHandle.standardError.write(Data("crm-service migrate failed: \(error)\n".utf8))
             throw ExitCode(1)
         }
+    }
+}
+
+struct RotateKey: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rotate-key",
+        abstract: "Re-encrypt every stored credential from CRM_ENCRYPTION_KEY to a new key, in one transaction.",
+        discussion: """
+            The new key (exactly 32 characters) is read from CRM_NEW_ENCRYPTION_KEY, or from the first line of \
+            standard input with --new-key-stdin (never from the command line, where other users could see it). \
+            If the current key cannot decrypt every stored credential, nothing is changed. Afterwards, set \
+            CRM_ENCRYPTION_KEY to the new key and restart the workers.
+            """)
+
+    @Flag(help: "Read the new key from the first line of standard input.")
+    var newKeyStdin = false
+
+    func run() async throws {
+        let reader = try await configReader()
+        guard case let .success(database) = Config.loadDatabase(reader) else {
+            fail("DB_DSN is required (or INSTANCE_CONNECTION_NAME)")
+        }
+        let current = reader.string(forKey: ["crm", "encryption", "key"], isSecret: true) ?? ""
+        let new = newKeyStdin ? (readLine(strippingNewline: true) ?? "") : (reader.string(forKey: ["crm", "new", "encryption", "key"], isSecret: true) ?? "")
+        guard current.count == 32 else { fail("CRM_ENCRYPTION_KEY must be the current key, exactly 32 characters") }
+        guard new.count == 32 else { fail("the new key must be exactly 32 characters (CRM_NEW_ENCRYPTION_KEY or --new-key-stdin)") }
+        guard new != current else { fail("the new key is the same as the current one") }
+        do {
+            let connection = try Connection(dsn: database.dsn, connectTimeoutSeconds: database.connectTimeoutSeconds)
+            let rows = try KeyRotation.rotate(on: connection, current: Secret(current), new: Secret(new))
+            print("re-encrypted \(rows) credential(s); now set CRM_ENCRYPTION_KEY to the new key and restart the workers")
+        } catch let failure as KeyRotation.Failure {
+            fail("\(failure)")
+        } catch {
+            fail("key rotation failed, nothing was changed: \(error)")
+        }
+    }
+
+    private func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("crm-service rotate-key: \(message)\n".utf8))
+        Foundation.exit(1)
     }
 }
 

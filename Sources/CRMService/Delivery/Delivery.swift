@@ -146,6 +146,7 @@ public final class Delivery: Sendable {
             // (upserts and deduplicated events make that harmless).
             context.logger.error("could not record a delivery attempt", metadata: ["log_id": "\(id)", "error": "\(error)"])
         }
+        context.metrics.sync(crmType: type.rawValue, status: record.status)
         context.logger.info("delivery attempt", metadata: [
             "log_id": "\(id)", "user_id": "\(user)", "crm_type": "\(type.rawValue)", "status": "\(record.status)",
             "http_status": "\(record.httpStatus.map(String.init) ?? "-")", "attempts": "\(attempts)", "duration_ms": "\(ms)",

@@ -19,7 +19,9 @@ struct Handlers: Sendable {
                 ("Content-Type", "text/html; charset=utf-8"),
                 ("Content-Security-Policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'"),
             ], body: Self.docsBytes)
-        case .metrics: return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(context.metrics.prometheusText().utf8))
+        case .metrics:
+            let body = context.metrics.render(pool: context.pool, backlog: try? delivery.store.backlog())
+            return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: body)
         case let .validate(type, credentials): return try validate(type, credentials)
         case let .connect(user, type, credentials, settings): return try connect(user, type, credentials, settings)
         case let .status(user, type): return try status(user, type)

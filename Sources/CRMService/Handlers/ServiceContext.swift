@@ -12,7 +12,7 @@ public struct ServiceContext: Sendable {
     public let logs: SyncLogStore
     public let connectors: ConnectorRegistry
     public let logger: Logger
-    public let metrics: RequestMetrics
+    public let metrics: ServiceMetrics
 
     public init(config: Config, logger: Logger) {
         self.config = config
@@ -22,6 +22,6 @@ public struct ServiceContext: Sendable {
         logs = SyncLogStore(pool: pool)
         let client = HTTPClient(timeoutSeconds: config.crmHTTPTimeoutSeconds, blockPrivateAddresses: !config.allowPrivateURLs)
         connectors = ConnectorRegistry(client: client, endpoints: config.endpoints)
-        metrics = RequestMetrics()
+        metrics = ServiceMetrics()
     }
 }

@@ -1,0 +1,41 @@
+import CRMStore
+import Metrics
+import Prometheus
+
+/// The service's metrics, recorded through swift-metrics into a Prometheus registry that
+/// `/metrics` renders. Each worker process has its own registry (Prometheus sums across them).
+public final class ServiceMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    let factory: PrometheusMetricsFactory
+
+    public init() {
+        registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+            .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30),
+        ]
+        self.factory = factory
+    }
+
+    /// One HTTP request: counted by route and status, its latency in the histogram.
+    public func request(route: String, status: Int, duration: Duration) {
+        Counter(label: "crm_http_requests_total", dimensions: [("route", route), ("status", String(status))], factory: factory).increment()
+        Timer(label: "crm_http_request_duration_seconds", dimensions: [("route", route)], factory: factory).recordNanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+    }
+
+    /// One delivery attempt's outcome.
+    public func sync(crmType: String, status: String) {
+        Counter(label: "crm_syncs_total", dimensions: [("crm_type", crmType), ("status", status)], factory: factory).increment()
+    }
+
+    /// The Prometheus text, with the gauges read now (backlog, pool use).
+    public func render(pool: Pool, backlog: Int?) -> [UInt8] {
+        let usage = pool.usage
+        Gauge(label: "crm_db_pool_connections", dimensions: [("state", "open")], factory: factory).record(usage.open)
+        Gauge(label: "crm_db_pool_connections", dimensions: [("state", "idle")], factory: factory).record(usage.idle)
+        Gauge(label: "crm_db_pool_size", factory: factory).record(usage.size)
+        if let backlog { Gauge(label: "crm_sync_retry_backlog", factory: factory).record(backlog) }
+        return registry.emitToBuffer()
+    }
+}
