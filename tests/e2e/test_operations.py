@@ -1,0 +1,143 @@
+"""Operations: /metrics, the JSON request log (and that no secret reaches it), rotate-key."""
+import json
+import re
+import secrets
+import subprocess
+
+import pytest
+
+from crm_harness import uid
+
+SECRETS = {
+    "klaviyo": {"api_key": "pk_test_valid_key"},
+    "hubspot": {"access_token": "pat-na1-valid-token"},
+}
+
+
+def connect_all(service, fakes, user):
+    """Connects every CRM type for `user`; returns the secret strings that were sent."""
+    creds = {
+        "klaviyo": {"api_key": "pk_test_valid_key"},
+        "hubspot": {"access_token": "pat-na1-valid-token"},
+        "salesforce": {"client_id": "sf_client_id", "client_secret": "sf_client_secret",
+                       "instance_url": fakes.urls["salesforce"]},
+        "creatio": {"base_url": fakes.urls["creatio"], "username": "Supervisor", "password": "creatio_pass"},
+    }
+    for crm_type, c in creds.items():
+        r = service.request("POST", "/crm/connect", headers={"X-User-Id": user}, json={"crm_type": crm_type, "credentials": c})
+        assert r.status == 200, (crm_type, r.status, r.text)
+    return ["pk_test_valid_key", "pat-na1-valid-token", "sf_client_secret", "creatio_pass"]
+
+
+def parse_prometheus(text):
+    """{(name, frozenset(labels)): value} from the Prometheus text format; fails on bad lines."""
+    samples = {}
+    line_re = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.eE+-]+|NaN|\+Inf|-Inf)$')
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = line_re.match(line)
+        assert m, f"not Prometheus text: {line!r}"
+        labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        samples[(m.group(1), labels)] = float(m.group(4))
+    return samples
+
+
+def test_metrics_count_the_request_just_made(service):
+    def count():
+        r = service.request("GET", "/metrics")
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain")
+        samples = parse_prometheus(r.text)
+        key = ("crm_http_requests_total", frozenset({("route", "/crm/list"), ("status", "200")}))
+        return samples, samples.get(key, 0)
+
+    _, before = count()
+    r = service.request("GET", "/crm/list", headers={"X-User-Id": uid()})
+    assert r.status == 200
+    samples, after = count()
+    assert after == before + 1
+    names = {name for name, _ in samples}
+    assert "crm_http_request_duration_seconds_bucket" in names
+    assert "crm_db_pool_size" in names
+    assert "crm_sync_retry_backlog" in names
+
+
+def test_metrics_count_sync_outcomes(service, fakes):
+    user = uid()
+    r = service.request("POST", "/crm/connect", headers={"X-User-Id": user},
+                        json={"crm_type": "klaviyo", "credentials": {"api_key": "pk_test_valid_key"}})
+    assert r.status == 200
+    key = ("crm_syncs_total", frozenset({("crm_type", "klaviyo"), ("status", "success")}))
+    before = parse_prometheus(service.request("GET", "/metrics").text).get(key, 0)
+    r = service.request("POST", "/crm/sync/contact", headers={"X-User-Id": user}, json={"email": "m@example.com"})
+    assert r.status == 200 and r.json()["results"][0]["status"] == "success", r.text
+    after = parse_prometheus(service.request("GET", "/metrics").text).get(key, 0)
+    assert after == before + 1
+
+
+def test_one_json_log_line_per_request_and_no_secret_anywhere(service, fakes):
+    user = uid()
+    mark = service.log_mark()
+    sent = connect_all(service, fakes, user)
+    rid = "ops-test-" + secrets.token_hex(4)
+    r = service.request("GET", "/crm/list", headers={"X-User-Id": user, "X-Request-Id": rid})
+    assert r.status == 200
+    r = service.request("POST", "/crm/sync/contact", headers={"X-User-Id": user}, json={"email": "logs@example.com"})
+    assert r.status == 200
+    text = service.log_text(mark)
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line is JSON
+    requests = [l for l in lines if l.get("msg") == "request"]
+    mine = [l for l in requests if l.get("request_id") == rid]
+    assert len(mine) == 1, mine
+    line = mine[0]
+    assert line["user_id"] == user and line["method"] == "GET" and line["route"] == "/crm/list" and line["status"] == "200"
+    assert float(line["duration_ms"]) >= 0
+    attempts = [l for l in lines if l.get("msg") == "delivery attempt"]
+    assert len(attempts) == 4, attempts
+    for secret in sent:
+        assert secret not in text, f"a credential reached the log: {secret}"
+
+
+def scratch_db(pg):
+    name = "rot_" + secrets.token_hex(4)
+    pg.sql(f"CREATE DATABASE {name}")
+    return name, re.sub(r"dbname=\S+", f"dbname={name}", pg.dsn)
+
+
+def run(service, *args, env=None):
+    return service.run_cli(*args, extra_env=env or {})
+
+
+def test_rotate_key_round_trip_and_wrong_key_refusal(service, pg, fakes):
+    name, dsn = scratch_db(pg)
+    try:
+        old = "o" * 32
+        new = "n" * 32
+        env = {"DB_DSN": dsn, "CRM_ENCRYPTION_KEY": old}
+        assert run(service, "migrate", env=env).returncode == 0
+        plaintexts = ['{"api_key": "pk_rot_1"}', '{"access_token": "tok_rot_2"}', '{"api_key": "pk_rot_3"}']
+        for i, p in enumerate(plaintexts):
+            subprocess.run(["psql", dsn, "-qAtc", f"INSERT INTO crm.crm_integrations (user_id, crm_type, credentials) "
+                            f"VALUES ('u{i}', 'klaviyo', pgp_sym_encrypt('{p}', '{old}'))"], check=True)
+        before = subprocess.run(["psql", dsn, "-qAtc", "SELECT encode(credentials, 'hex') FROM crm.crm_integrations ORDER BY user_id"],
+                                check=True, capture_output=True, text=True).stdout
+
+        wrong = run(service, "rotate-key", env={**env, "CRM_ENCRYPTION_KEY": "w" * 32, "CRM_NEW_ENCRYPTION_KEY": new})
+        assert wrong.returncode != 0
+        assert "does not decrypt" in wrong.stderr and "nothing was changed" in wrong.stderr
+        unchanged = subprocess.run(["psql", dsn, "-qAtc", "SELECT encode(credentials, 'hex') FROM crm.crm_integrations ORDER BY user_id"],
+                                   check=True, capture_output=True, text=True).stdout
+        assert unchanged == before
+
+        ok = run(service, "rotate-key", env={**env, "CRM_NEW_ENCRYPTION_KEY": new})
+        assert ok.returncode == 0, ok.stderr
+        assert "re-encrypted 3" in ok.stdout
+        rows = subprocess.run(["psql", dsn, "-qAtc", f"SELECT pgp_sym_decrypt(credentials, '{new}') FROM crm.crm_integrations ORDER BY user_id"],
+                              check=True, capture_output=True, text=True).stdout.split("\n")
+        assert [json.loads(r) for r in rows if r] == [json.loads(p) for p in plaintexts]
+        old_try = subprocess.run(["psql", dsn, "-qAtc", f"SELECT pgp_sym_decrypt(credentials, '{old}') FROM crm.crm_integrations"],
+                                 capture_output=True, text=True)
+        assert old_try.returncode != 0 and "Wrong key" in old_try.stderr
+    finally:
+        pg.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
