@@ -8,6 +8,8 @@ public struct CRMURL: Sendable, Equatable {
     public let path: String
 
     public init?(_ raw: String) {
+        // No spaces or control characters anywhere: they would end up in a request line.
+        guard raw.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7F }) else { return nil }
         guard let schemeEnd = raw.range(of: "://") else { return nil }
         let scheme = raw[..<schemeEnd.lowerBound].lowercased()
         guard scheme == "http" || scheme == "https" else { return nil }

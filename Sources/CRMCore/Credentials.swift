@@ -61,6 +61,11 @@ extension Credentials {
             return .failure(.validation([ValidationIssue(loc, "Input should be a valid dictionary", type: "dict_type")]))
         }
         r.rejectUnknown(allowedKeys[type] ?? [])
+        for (key, value) in r.pairs where key != "private_key" {
+            if let text = value.stringValue, text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+                r.add(key, "Value must not contain control characters (CR, LF, tab, ...)", type: "value_error")
+            }
+        }
         let credentials: Credentials?
         switch type {
         case .klaviyo:

@@ -168,7 +168,10 @@ public final class FastCGIServer: Sendable {
             while let entry = cursor.pointee {
                 let pair = String(cString: entry)
                 if let eq = pair.firstIndex(of: "=") {
-                    params[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
+                    // A header sent twice arrives twice: join the values as HTTP does, so a
+                    // doubled X-User-Id is seen (and refused) instead of the last one winning.
+                    let name = String(pair[..<eq]), value = String(pair[pair.index(after: eq)...])
+                    if let existing = params[name] { params[name] = existing + ", " + value } else { params[name] = value }
                 }
                 cursor += 1
             }

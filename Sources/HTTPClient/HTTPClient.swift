@@ -88,6 +88,10 @@ public final class HTTPClient: Sendable {
         var headerList: UnsafeMutablePointer<curl_slist>? = nil
         defer { curl_slist_free_all(headerList) }
         for (name, value) in request.headers {
+            // A value with CR, LF or NUL could add headers or a second request: never send it.
+            guard !(name + value).utf8.contains(where: { $0 == 0x0D || $0 == 0x0A || $0 == 0 }) else {
+                throw HTTPClientError(kind: .other, message: "refused to send a header containing CR, LF or NUL")
+            }
             headerList = curl_slist_append(headerList, "\(name): \(value)")
         }
         headerList = curl_slist_append(headerList, "Expect:")

@@ -115,6 +115,7 @@ footer { color: var(--muted); font-size: 0.8rem; padding: 2rem 0; text-align: ce
   </div>
 </header>
 <div id="status" role="status" aria-live="polite">Loading…</div>
+<form id="key-form" class="wrap" hidden><label>X-API-Key <input id="api-key" type="password" autocomplete="off"></label> <button type="submit">Show the API</button></form>
 <div id="toolbar" class="toolbar" hidden>
   <div class="wrap">
     <input id="filter" type="search" placeholder="Filter by path, summary or operationId" aria-label="Filter operations">
@@ -737,13 +738,37 @@ footer { color: var(--muted); font-size: 0.8rem; padding: 2rem 0; text-align: ce
     document.body.dataset.rendered = "error";
   }
 
-  fetch("/openapi.json", { headers: { "Accept": "application/json" }, credentials: "same-origin", cache: "no-store" })
-    .then(function (res) {
-      if (!res.ok) { throw new Error("HTTP " + res.status + (res.statusText ? " " + res.statusText : "")); }
-      return res.json();
-    })
-    .then(render)
-    .catch(showError);
+  // With API_KEY set, /openapi.json needs X-API-Key: ask for it (kept only in this tab).
+  function load(apiKey) {
+    var headers = { "Accept": "application/json" };
+    if (apiKey) { headers["X-API-Key"] = apiKey; }
+    fetch("/openapi.json", { headers: headers, credentials: "same-origin", cache: "no-store" })
+      .then(function (res) {
+        if (res.status === 401) { askForKey(apiKey); return null; }
+        if (!res.ok) { throw new Error("HTTP " + res.status + (res.statusText ? " " + res.statusText : "")); }
+        return res.json();
+      })
+      .then(function (doc) { if (doc) { document.getElementById("key-form").hidden = true; render(doc); } })
+      .catch(showError);
+  }
+
+  function askForKey(previous) {
+    var form = document.getElementById("key-form");
+    var st = document.getElementById("status");
+    st.textContent = previous ? "That API key was not accepted." : "This service needs an API key to show its API description.";
+    form.hidden = false;
+    form.onsubmit = function (e) {
+      e.preventDefault();
+      var key = document.getElementById("api-key").value;
+      try { sessionStorage.setItem("crm-api-key", key); } catch (ignored) {}
+      st.textContent = "Loading…";
+      load(key);
+    };
+  }
+
+  var saved = null;
+  try { saved = sessionStorage.getItem("crm-api-key"); } catch (ignored) {}
+  load(saved);
 })();
 </script>
 </body>

@@ -1178,9 +1178,18 @@ public enum OpenAPIDocument {
           },
           "500": {
             "$ref": "#/components/responses/InternalServerError"
+          },
+          "401": {
+            "description": "Missing or wrong X-API-Key (when API_KEY is set).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/HTTPError"
+                }
+              }
+            }
           }
-        },
-        "security": []
+        }
       }
     },
     "/docs": {

@@ -16,8 +16,10 @@ public struct Route: Sendable {
     public let pattern: String
     /// Needs `X-User-Id` (every `/crm/*` route).
     public var needsUser: Bool { pattern.hasPrefix("/crm/") }
-    /// Exempt from `X-API-Key`: health checks, and the API description so `/docs` opens in a browser.
-    public var isPublic: Bool { [.health, .ready, .openAPI, .docs].contains(id) }
+    /// Exempt from `X-API-Key`: the health checks (API.md), and the `/docs` page itself, which
+    /// holds no data: a browser cannot send the header, so the page asks for the key and sends it
+    /// when it fetches `/openapi.json` (which needs it, as every other route).
+    public var isPublic: Bool { [.health, .ready, .docs].contains(id) }
     /// Takes a JSON body.
     public var hasJSONBody: Bool { [.validate, .connect, .syncContact, .syncEvent].contains(id) }
 
