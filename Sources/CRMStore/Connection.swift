@@ -6,6 +6,8 @@ import CRMCore
 public final class Connection: @unchecked Sendable {
     private var conn: OpaquePointer?
     var rawConnection: OpaquePointer? { conn }
+    /// Statements that completed: the pool retries work on a fresh connection only when none did.
+    public private(set) var completedStatements = 0
     public let createdAt: ContinuousClock.Instant = .now
 
     /// Opens a connection with the session settings every statement here relies on.
@@ -61,6 +63,7 @@ public final class Connection: @unchecked Sendable {
         defer { PQclear(result) }
         switch PQresultStatus(result) {
         case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            completedStatements += 1
             return Self.copy(result)
         default:
             let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }

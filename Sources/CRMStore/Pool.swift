@@ -26,15 +26,18 @@ public final class Pool: @unchecked Sendable {
     }
 
     /// Runs `body` with a connection. A connection that turns out broken is dropped; if it was
-    /// a stale pooled one that failed on its first statement, the work is retried once on a
-    /// fresh connection (the server never saw it).
+    /// a stale pooled one that failed before any statement of `body` completed, the work is
+    /// retried once on a fresh connection (nothing of it was done). Once a statement has
+    /// completed, a failure is the caller's to see: the work is never repeated.
     public func withConnection<T>(_ body: (Connection) throws -> T) throws -> T {
         var (connection, reused) = try acquire()
+        let completedBefore = connection.completedStatements
         do {
             let value = try body(connection)
             release(connection)
             return value
-        } catch let error as DatabaseError where error.kind == .unavailable && reused && !connection.isHealthy {
+        } catch let error as DatabaseError where error.kind == .unavailable && reused && !connection.isHealthy
+            && connection.completedStatements == completedBefore {
             discard(connection)
             (connection, reused) = try acquire(fresh: true)
             do {

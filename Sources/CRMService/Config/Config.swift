@@ -148,16 +148,58 @@ public struct Config: Sendable {
         ]
     }
 
-    /// Masks `password=…` in keyword DSNs and `user:password@` in URLs.
+    /// The DSN with every password replaced by `********`: `password` in keyword form (spaces
+    /// around `=` and quoted values allowed, as libpq reads them), and in URLs both the
+    /// `user:password@` part and a `password=` query parameter.
     static func maskDSN(_ dsn: String) -> String {
-        if let scheme = dsn.range(of: "://"), let at = dsn[scheme.upperBound...].firstIndex(of: "@") {
-            let userinfo = dsn[scheme.upperBound..<at]
-            if let colon = userinfo.firstIndex(of: ":") {
-                return String(dsn[..<colon]) + ":********" + String(dsn[at...])
+        if dsn.hasPrefix("postgres://") || dsn.hasPrefix("postgresql://") {
+            var url = dsn
+            if let scheme = url.range(of: "://") {
+                let rest = url[scheme.upperBound...]
+                let hostEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+                if let at = rest[..<hostEnd].lastIndex(of: "@"), let colon = rest[..<at].firstIndex(of: ":") {
+                    url = String(url[..<colon]) + ":********" + String(url[at...])
+                }
             }
-            return dsn
+            guard let q = url.firstIndex(of: "?") else { return url }
+            let query = url[url.index(after: q)...].split(separator: "&", omittingEmptySubsequences: false).map { pair in
+                pair.lowercased().hasPrefix("password=") ? "password=********" : String(pair)
+            }
+            return String(url[...q]) + query.joined(separator: "&")
         }
-        return dsn.split(separator: " ").map { $0.hasPrefix("password=") ? "password=********" : String($0) }.joined(separator: " ")
+        return maskKeywordDSN(dsn)
+    }
+
+    /// Keyword/value DSN: `key = value` pairs, values bare or single-quoted with `\` escapes.
+    static func maskKeywordDSN(_ dsn: String) -> String {
+        let chars = Array(dsn)
+        var out = ""
+        var i = 0
+        func skipSpaces() { while i < chars.count, chars[i].isWhitespace { i += 1 } }
+        skipSpaces()
+        while i < chars.count {
+            var key = ""
+            while i < chars.count, chars[i] != "=", !chars[i].isWhitespace { key.append(chars[i]); i += 1 }
+            skipSpaces()
+            guard i < chars.count, chars[i] == "=" else { return out + key + " ********" }  // malformed: hide the rest
+            i += 1
+            skipSpaces()
+            var value = ""
+            if i < chars.count, chars[i] == "'" {
+                i += 1
+                while i < chars.count, chars[i] != "'" {
+                    if chars[i] == "\\", i + 1 < chars.count { i += 1 }
+                    value.append(chars[i]); i += 1
+                }
+                i += 1
+            } else {
+                while i < chars.count, !chars[i].isWhitespace { value.append(chars[i]); i += 1 }
+            }
+            if !out.isEmpty { out += " " }
+            out += key + "=" + (key.lowercased() == "password" ? "********" : (value.contains(" ") || value.isEmpty ? "'\(value)'" : value))
+            skipSpaces()
+        }
+        return out
     }
 }
 
