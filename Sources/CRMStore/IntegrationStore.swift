@@ -58,7 +58,8 @@ public struct IntegrationStore: Sendable {
         return try pool.withConnection { try $0.execute(sql) }.rows.compactMap { try? Self.record($0) }
     }
 
-    /// Destroys the stored credentials and cancels pending deliveries; logs are kept.
+    /// Destroys the stored credentials and cancels pending deliveries; logs are kept. A delivery
+    /// in flight right now still records its outcome (the CRM may already have the data).
     /// Returns false when the user had no such integration.
     public func delete(user: UserID, type: CRMType) throws -> Bool {
         try pool.transaction { c in
@@ -67,7 +68,7 @@ public struct IntegrationStore: Sendable {
             try c.execute("""
                 UPDATE crm.crm_sync_logs
                    SET status = 'cancelled', error = 'integration disconnected', next_attempt_at = NULL, updated_at = now()
-                 WHERE user_id = \(user) AND crm_type = \(type) AND status IN ('pending', 'queued', 'retrying', 'in_flight')
+                 WHERE user_id = \(user) AND crm_type = \(type) AND status IN ('pending', 'queued', 'retrying')
                 """)
             return true
         }

@@ -7,12 +7,16 @@ public struct HTTPClientRequest: Sendable {
     public var url: String
     public var headers: [(String, String)]
     public var body: [UInt8]?
+    /// False for a call that creates something: it goes out on a new connection, because libcurl
+    /// silently re-sends a request whose reused connection closed without an answer.
+    public var idempotent: Bool
 
-    public init(method: String, url: String, headers: [(String, String)] = [], body: [UInt8]? = nil) {
+    public init(method: String, url: String, headers: [(String, String)] = [], body: [UInt8]? = nil, idempotent: Bool? = nil) {
         self.method = method
         self.url = url
         self.headers = headers
         self.body = body
+        self.idempotent = idempotent ?? (method != "POST")
     }
 }
 
@@ -118,6 +122,7 @@ public final class HTTPClient: Sendable {
         })
         crm_curl_setopt_ptr(h, CURLOPT_HEADERDATA, sinkPointer)
         if blockPrivateAddresses { crm_curl_block_private(h) }
+        if !request.idempotent { crm_curl_setopt_long(h, CURLOPT_FRESH_CONNECT, 1) }
 
         let method = request.method.uppercased()
         switch method {

@@ -47,7 +47,8 @@ struct Serve: AsyncParsableCommand {
         let server = FastCGIServer(target: target, threads: config.fcgiThreads, maxBodyBytes: Router.maxBodyBytes)
         let sweeper = Sweeper(delivery: application.delivery, threads: max(2, min(16, config.fcgiThreads / 4)))
         sweeper.start()
-        defer { sweeper.stop(waitSeconds: config.crmHTTPTimeoutSeconds + 2) }
+        // Sweep attempts still running after this are left in flight and taken back at the next start.
+        defer { sweeper.stop(waitSeconds: min(5, config.crmHTTPTimeoutSeconds + 1)) }
         logger.info("worker starting", metadata: ["listen": "\(target)", "threads": "\(config.fcgiThreads)", "db_pool_size": "\(config.dbPoolSize)"])
         let drained = try server.run { request in
             let response = application.handle(HTTPRequest(fastCGI: request))

@@ -26,7 +26,7 @@ public struct CreatioConnector: Connector {
             let body = JSON.object([("UserName", .string(username)), ("UserPassword", .string(password.revealed))]).serialized()
             let response = try transport.send(HTTPClientRequest(method: "POST", url: base + "/ServiceModel/AuthService.svc/Login", headers: [
                 ("Content-Type", "application/json"), ("Accept", "application/json"), ("ForceUseSession", "true"),
-            ], body: body))
+            ], body: body, idempotent: true))
             // A failed login still answers HTTP 200: only `Code` tells.
             let json = transport.json(response)
             guard response.status == 200, let code = json?["Code"]?.intValue else {
@@ -46,7 +46,7 @@ public struct CreatioConnector: Connector {
             let base = CRMURL(identityURL)?.base ?? identityURL
             let response = try transport.send(HTTPClientRequest(method: "POST", url: base + "/connect/token", headers: [
                 ("Content-Type", "application/x-www-form-urlencoded"), ("Accept", "application/json"),
-            ], body: FormEncoding.encode([("grant_type", "client_credentials"), ("client_id", clientID), ("client_secret", clientSecret.revealed)])))
+            ], body: FormEncoding.encode([("grant_type", "client_credentials"), ("client_id", clientID), ("client_secret", clientSecret.revealed)]), idempotent: true))
             let json = transport.json(response)
             guard response.status == 200, let token = json?["access_token"]?.stringValue else {
                 return .rejected(json?["error"]?.stringValue ?? "token endpoint answered HTTP \(response.status)")

@@ -102,7 +102,9 @@ extension HubSpotConnector {
     func send(_ token: Secret, method: String, path: String, body: JSON?) throws(ConnectorError) -> HTTPClientResponse {
         var headers = [("Authorization", "Bearer \(token.revealed)"), ("Accept", "application/json")]
         if body != nil { headers.append(("Content-Type", "application/json")) }
-        return try transport.send(HTTPClientRequest(method: method, url: base + path, headers: headers, body: body?.serialized()))
+        // An upsert by email may safely be re-sent; a note or an event may not.
+        let idempotent = method != "POST" || path.hasSuffix("/batch/upsert")
+        return try transport.send(HTTPClientRequest(method: method, url: base + path, headers: headers, body: body?.serialized(), idempotent: idempotent))
     }
 
     func portalInfo(_ target: SyncTarget, token: Secret) throws -> PortalInfo {

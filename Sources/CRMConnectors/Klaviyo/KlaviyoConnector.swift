@@ -62,7 +62,7 @@ extension KlaviyoConnector {
     func write(_ path: String, _ body: JSON, key: Secret) throws(ConnectorError) -> HTTPClientResponse {
         try transport.send(HTTPClientRequest(method: "POST", url: base + path,
                                              headers: headers(key) + [("Content-Type", "application/vnd.api+json")],
-                                             body: body.serialized()))
+                                             body: body.serialized(), idempotent: true))
     }
 
     /// `POST /api/profile-import`: 201 created, 200 updated; then the optional list.

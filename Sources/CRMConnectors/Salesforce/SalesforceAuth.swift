@@ -76,7 +76,7 @@ struct SalesforceAuth: Sendable {
         let response = try transport.send(HTTPClientRequest(
             method: "POST", url: base + "/services/oauth2/token",
             headers: [("Content-Type", "application/x-www-form-urlencoded"), ("Accept", "application/json")] + extraHeaders,
-            body: FormEncoding.encode(form)))
+            body: FormEncoding.encode(form), idempotent: true))
         let body = transport.json(response)
         guard response.status == 200, let token = body?["access_token"]?.stringValue, let instance = body?["instance_url"]?.stringValue else {
             let error = body?["error"]?.stringValue ?? "HTTP \(response.status)"

@@ -1,0 +1,504 @@
+"""Delivery guarantees end to end: retries with backoff and Retry-After, permanent failures,
+credential failures (auth_error), a worker killed mid-delivery, several workers sharing one
+database, disconnect cancelling pending retries.
+
+Every test runs its workers on a private database (see test_sync.py): the shared test
+database is swept by other test runs' workers at the same time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from crm_harness import Service, uid
+from test_sync import (  # noqa: F401  (fixtures are used by name)
+    BASE_ENV, _no_leftover_deliveries, by_type, connect, contact_mapping, crm_records, assert_contact_fields,
+    db, email_for, fake_requests, fresh_db, full_contact, get_log, hdr, svc, sync_contact, sync_event,
+    wait_log, wait_until,
+)
+
+
+def integration_status(svc, user: str, crm_type: str) -> dict:
+    r = svc.get(f"/crm/{crm_type}/status", headers=hdr(user))
+    assert r.status == 200, r
+    return r.json()
+
+
+def kill9_and_restart(service: Service, extra_env: dict | None = None):
+    """SIGKILL the worker (by its PID), then start it again on the same socket path: the same
+    worker identity (<hostname>:<socket>). Service.restart() alone would assert a clean exit."""
+    proc = service.worker
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+    service.worker = None
+    if service._log:
+        service._log.close()
+        service._log = None
+    socket_path = service.socket_path
+    service.restart(extra_env)  # stops nginx; starts migrate + serve on the same FCGI_SOCKET
+    assert service.socket_path == socket_path
+
+
+def delivery_attempts_in_log(service: Service) -> list:
+    """log_id of every 'delivery attempt' line in this worker's log."""
+    ids = []
+    for line in service.log_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("msg") == "delivery attempt":
+            ids.append(int(entry["log_id"]))
+    return ids
+
+
+# ------------------------------------------------------------------------------------------ retries
+
+
+def test_503_twice_then_200_is_retrying_then_success_after_three_attempts(svc, fakes, user_id):
+    connect(svc, fakes, user_id, "klaviyo")
+    contact = full_contact(email_for("flaky"), 1)
+    # Retry-After: 0 must not shorten the backoff (next attempt = max(backoff, Retry-After)).
+    fakes.faults("klaviyo", [{"status": 503, "headers": {"Retry-After": "0"}}, {"status": 503}],
+                 match="/api/profile-import")
+    body = sync_contact(svc, user_id, contact).json()
+    res = by_type(body)["klaviyo"]
+    assert res["status"] == "retrying", body
+    assert body["success_count"] == 0 and body["failure_count"] == 0, body
+
+    log = get_log(svc, user_id, res["log_id"])
+    assert log["status"] == "retrying" and log["attempts"] == 1 and log["http_status"] == 503, log
+    assert log["next_attempt_at"], log
+
+    log = wait_log(svc, user_id, res["log_id"], timeout=20)
+    assert log["status"] == "success", log
+    assert log["attempts"] == 3, log
+    assert log["http_status"] in (200, 201) and log["crm_record_id"], log
+    assert log["next_attempt_at"] is None, log
+
+    calls = fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")
+    assert len(calls) == 3, calls
+    gaps = [b["at"] - a["at"] for a, b in zip(calls, calls[1:])]
+    # base 1 s, doubling, ±20 % jitter: >= 0.8 s, then >= 1.6 s
+    assert gaps[0] >= 0.8 and gaps[1] >= 1.6, gaps
+    records = crm_records(fakes, "klaviyo", contact["email"])
+    assert len(records) == 1
+    assert_contact_fields("klaviyo", contact_mapping(svc, user_id, "klaviyo"), contact, records[0], "stored record")
+    assert integration_status(svc, user_id, "klaviyo")["last_sync_status"] == "success"
+
+
+def test_429_with_retry_after_is_not_retried_before_that_many_seconds(svc, fakes, user_id):
+    connect(svc, fakes, user_id, "klaviyo")
+    contact = {"email": email_for("throttled"), "first_name": "Thr"}
+    fakes.faults("klaviyo", [{"status": 429, "headers": {"Retry-After": "2"}}], match="/api/profile-import")
+    res = by_type(sync_contact(svc, user_id, contact).json())["klaviyo"]
+    assert res["status"] == "retrying", res
+    log = get_log(svc, user_id, res["log_id"])
+    assert log["http_status"] == 429 and log["attempts"] == 1, log
+
+    log = wait_log(svc, user_id, res["log_id"], timeout=15)
+    assert log["status"] == "success" and log["attempts"] == 2, log
+    calls = fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")
+    assert len(calls) == 2, calls
+    gap = calls[1]["at"] - calls[0]["at"]
+    assert gap >= 2.0, f"second attempt {gap:.3f} s after the 429 with Retry-After: 2"
+    assert len(crm_records(fakes, "klaviyo", contact["email"])) == 1
+
+
+def test_salesforce_request_limit_exceeded_403_is_retried_not_an_auth_error(svc, fakes, user_id):
+    connect(svc, fakes, user_id, "salesforce")
+    contact = {"email": email_for("sflimit"), "last_name": "Limit"}
+    fakes.faults("salesforce", [{"status": 403, "headers": {"Retry-After": "1"},
+                                 "body": [{"message": "TotalRequests Limit exceeded.",
+                                           "errorCode": "REQUEST_LIMIT_EXCEEDED"}]}],
+                 match="/services/data/")
+    res = by_type(sync_contact(svc, user_id, contact).json())["salesforce"]
+    assert res["status"] == "retrying", res
+    log = wait_log(svc, user_id, res["log_id"], timeout=15)
+    assert log["status"] == "success" and log["attempts"] == 2, log
+    assert integration_status(svc, user_id, "salesforce")["status"] == "connected"
+    assert len(crm_records(fakes, "salesforce", contact["email"])) == 1
+
+
+@pytest.mark.parametrize("faults", [
+    [{"status": 408}], [{"status": 500}], [{"status": 502}], [{"status": 504}],
+    # The connection dropped without an answer. Twice: libcurl itself re-sends a request once
+    # when a reused keep-alive connection turns out dead, so one close may never surface.
+    [{"close": True}, {"close": True}],
+    [{"hang_s": 6}],    # no answer within CRM_HTTP_TIMEOUT_S (3 s in the harness)
+], ids=["408", "500", "502", "504", "connection-closed", "timeout"])
+def test_transient_failures_are_retried_until_success(svc, fakes, user_id, faults):
+    connect(svc, fakes, user_id, "klaviyo")
+    contact = {"email": email_for("transient"), "first_name": "Tra"}
+    fakes.faults("klaviyo", faults, match="/api/profile-import")
+    res = by_type(sync_contact(svc, user_id, contact).json())["klaviyo"]
+    assert res["status"] == "retrying", res
+    log = get_log(svc, user_id, res["log_id"])
+    assert log["attempts"] == 1 and log["next_attempt_at"], log
+    if "status" in faults[0]:
+        assert log["http_status"] == faults[0]["status"], log
+    log = wait_log(svc, user_id, res["log_id"], timeout=20)
+    assert log["status"] == "success", log
+    # one attempt per fault, the last succeeds (a close may be absorbed by libcurl's own re-send)
+    assert log["attempts"] == len(faults) + 1 or (faults[0].get("close") and log["attempts"] == 2), log
+    assert len(fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")) == len(faults) + 1
+    assert len(crm_records(fakes, "klaviyo", contact["email"])) == 1
+
+
+def test_retries_stop_after_max_attempts(fresh_db, fakes):
+    service = Service(fresh_db().dsn, fakes.urls, dict(BASE_ENV, CRM_RETRY_MAX_ATTEMPTS="3"))
+    try:
+        user = uid()
+        connect(service, fakes, user, "klaviyo")
+        fakes.down("klaviyo", status=503)
+        res = by_type(sync_contact(service, user, {"email": email_for("giveup")}).json())["klaviyo"]
+        assert res["status"] == "retrying", res
+        log = wait_log(service, user, res["log_id"], timeout=20)
+        assert log["status"] == "failed" and log["attempts"] == 3, log
+        assert log["http_status"] == 503 and log["next_attempt_at"] is None and log["error"], log
+        calls = len(fake_requests(fakes, "klaviyo", "POST", "/api/profile-import"))
+        assert calls == 3
+        time.sleep(2.5)
+        assert len(fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")) == 3
+        # Transient failures are not credential failures.
+        assert integration_status(service, user, "klaviyo")["status"] == "connected"
+        # Once the CRM is back, a manual retry delivers it.
+        fakes.down("klaviyo", down=False)
+        r = service.post(f"/crm/sync/logs/{res['log_id']}/retry", headers=hdr(user))
+        assert r.status == 200 and r.json()["status"] == "success", r
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("crm_type, data_path", [
+    ("klaviyo", "/api/events"), ("hubspot", "/events/"), ("salesforce", "/services/data/"), ("creatio", "/0/odata/"),
+])
+def test_a_retried_event_keeps_its_unique_id_and_is_recorded_once(svc, fakes, user_id, crm_type, data_path):
+    if crm_type == "hubspot":
+        fakes.config("hubspot", {"events": ["trial_started"]})
+    connect(svc, fakes, user_id, crm_type)
+    email = email_for(f"ev{crm_type}")
+    event = {"event": "Trial Started", "email": email, "properties": {"plan": "pro"}}  # no unique_id: derived
+    fakes.faults(crm_type, [{"status": 503}], match=data_path)
+    res = by_type(sync_event(svc, user_id, event).json())[crm_type]
+    assert res["status"] == "retrying", res
+    log = wait_log(svc, user_id, res["log_id"], timeout=15)
+    assert log["status"] == "success" and log["attempts"] == 2, log
+    state = fakes.state(crm_type)
+    if crm_type == "klaviyo":
+        ids = [q["body"]["data"]["attributes"]["unique_id"] for q in fake_requests(fakes, "klaviyo", "POST", "/api/events")]
+        assert len(ids) == 2 and ids[0] == ids[1], ids
+        assert len(state["events"]) == 1
+    elif crm_type == "hubspot":
+        ids = [q["body"]["uuid"] for q in fake_requests(fakes, "hubspot", "POST", "/events/")]
+        assert len(ids) == 1 or (len(ids) == 2 and ids[0] == ids[1]), ids
+        assert len(state["events"]) == 1
+    elif crm_type == "salesforce":
+        assert len(state["tasks"]) == 1, state["tasks"]
+    else:
+        assert len(state["activities"]) == 1, state["activities"]
+
+
+def test_event_after_an_ambiguous_timeout_is_not_doubled(svc, fakes, user_id):
+    """The CRM stores the event but its answer comes too late: the retry must carry the same
+    unique id, so Klaviyo recognises it instead of recording a second event."""
+    connect(svc, fakes, user_id, "klaviyo")
+    fakes.config("klaviyo", {"latency_s": 4.5})  # > CRM_HTTP_TIMEOUT_S (3): stored after the worker gave up
+    event = {"event": "Paid", "email": email_for("ambiguous"), "value": 9.5}
+    res = by_type(sync_event(svc, user_id, event).json())["klaviyo"]
+    fakes.config("klaviyo", {"latency_s": 0})
+    assert res["status"] == "retrying", res
+    log = wait_log(svc, user_id, res["log_id"], timeout=15)
+    assert log["status"] == "success" and log["attempts"] == 2, log
+    wait_until(lambda: fakes.state("klaviyo")["events"], 5, "the late event to be stored")
+    time.sleep(1.5)  # the slow first request finishes ~4.5 s after it arrived
+    ids = [q["body"]["data"]["attributes"]["unique_id"] for q in fake_requests(fakes, "klaviyo", "POST", "/api/events")]
+    assert len(ids) == 2 and ids[0] == ids[1], ids
+    state = fakes.state("klaviyo")
+    assert len(state["events"]) == 1 and state["duplicate_events"] == 1, state
+
+
+@pytest.mark.parametrize("crm_type, data_path", [("salesforce", "/services/data/"), ("creatio", "/0/odata/")])
+def test_one_expired_session_is_renewed_transparently(svc, fakes, user_id, crm_type, data_path):
+    connect(svc, fakes, user_id, crm_type)
+    contact = {"email": email_for(f"renew{crm_type}"), "last_name": "Renew"}
+    fakes.faults(crm_type, [{"status": 401}], match=data_path)
+    res = by_type(sync_contact(svc, user_id, contact).json())[crm_type]
+    assert res["status"] == "success" and res["action"] == "created", res
+    assert get_log(svc, user_id, res["log_id"])["attempts"] == 1
+    assert integration_status(svc, user_id, crm_type)["status"] == "connected"
+    assert len(crm_records(fakes, crm_type, contact["email"])) == 1
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 422])
+def test_4xx_fails_at_once_without_retry(svc, fakes, user_id, status):
+    connect(svc, fakes, user_id, "klaviyo")
+    connect(svc, fakes, user_id, "hubspot")
+    contact = {"email": email_for("refused"), "first_name": "Ref"}
+    fakes.faults("klaviyo", [{"status": status}], match="/api/profile-import")
+    body = sync_contact(svc, user_id, contact).json()
+    results = by_type(body)
+    assert results["klaviyo"]["status"] == "failed", body
+    assert results["klaviyo"].get("detail"), body
+    assert results["hubspot"]["status"] == "success", body  # the other CRM is unaffected
+    assert body["success_count"] == 1 and body["failure_count"] == 1, body
+
+    log_id = results["klaviyo"]["log_id"]
+    log = get_log(svc, user_id, log_id)
+    assert log["status"] == "failed" and log["attempts"] == 1 and log["http_status"] == status, log
+    assert log["next_attempt_at"] is None and log["error"], log
+    time.sleep(2.5)  # a (wrongly) scheduled retry would come after ~1 s
+    assert len(fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")) == 1
+    assert get_log(svc, user_id, log_id)["attempts"] == 1
+    assert crm_records(fakes, "klaviyo", contact["email"]) == []
+    # Refused data is not a credential problem.
+    assert integration_status(svc, user_id, "klaviyo")["status"] == "connected"
+
+
+# The data calls each connector makes with its session or key, and the call that renews a session.
+AUTH_CASES = {
+    "salesforce": ("/services/data/", "/services/oauth2/token"),
+    "creatio": ("/0/odata/", "/ServiceModel/AuthService.svc/Login"),
+    "klaviyo": ("/api/profile-import", None),   # a static key: nothing to renew
+    "hubspot": ("/crm/", None),
+}
+
+
+@pytest.mark.parametrize("crm_type", sorted(AUTH_CASES))
+def test_401_twice_fails_and_marks_the_integration_auth_error(svc, fakes, user_id, crm_type):
+    data_path, renew_path = AUTH_CASES[crm_type]
+    connect(svc, fakes, user_id, crm_type)
+    assert integration_status(svc, user_id, crm_type)["status"] == "connected"
+    contact = {"email": email_for(f"auth{crm_type}"), "last_name": "Auth"}
+    fakes.faults(crm_type, [{"status": 401}, {"status": 401}], match=data_path)
+    start = len(fakes.requests(crm_type))
+    body = sync_contact(svc, user_id, contact).json()
+    res = by_type(body)[crm_type]
+    assert res["status"] == "failed", body
+    assert body["failure_count"] == 1, body
+
+    log = get_log(svc, user_id, res["log_id"])
+    assert log["status"] == "failed" and log["attempts"] == 1 and log["next_attempt_at"] is None, log
+    assert log["http_status"] == 401, log
+    status = integration_status(svc, user_id, crm_type)
+    assert status["status"] == "auth_error", status
+    assert status["last_sync_status"] == "failed", status
+
+    calls = fakes.requests(crm_type)[start:]
+    faulted = [i for i, q in enumerate(calls) if q["path"].startswith(data_path)]
+    if renew_path:
+        # 401, the session renewed once, 401 again: then it gives up.
+        assert len(faulted) == 2, [(q["method"], q["path"]) for q in calls]
+        assert any(q["path"].startswith(renew_path) for q in calls[faulted[0] + 1:faulted[1]]), \
+            [(q["method"], q["path"]) for q in calls]
+    time.sleep(2.5)  # no retry of a credential failure
+    assert len(fakes.requests(crm_type)) == start + len(calls), fakes.requests(crm_type)[start + len(calls):]
+    assert crm_records(fakes, crm_type, contact["email"]) == []
+
+
+# ------------------------------------------------------------------------------------------ crash
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_worker_killed_mid_delivery_is_delivered_exactly_once_after_restart(fresh_db, fakes, mode):
+    import threading
+
+    database = fresh_db()
+    # A long HTTP timeout: the worker must die while the CRM call hangs, not time out first;
+    # the claim then lasts 20*8+30 s, so only the restart's take-back can deliver in time.
+    service = Service(database.dsn, fakes.urls, dict(BASE_ENV, CRM_HTTP_TIMEOUT_S="20"))
+    try:
+        user = uid()
+        connect(service, fakes, user, "klaviyo")
+        connect(service, fakes, user, "salesforce")
+        email = email_for("crash")
+        fakes.faults("klaviyo", [{"hang_s": 25}], match="/api/events")
+        fakes.faults("salesforce", [{"hang_s": 25}], match="/services/data/")
+        event = {"event": "Order Placed", "email": email, "properties": {"order_id": "C-1"}}
+        start = {v: len(fakes.requests(v)) for v in ("klaviyo", "salesforce")}
+        answer = {}
+        if mode == "async":
+            r = sync_event(service, user, event, headers={"Prefer": "respond-async"}, expect=202)
+            log_ids = {res["crm_type"]: res["log_id"] for res in r.json()["results"]}
+            client = None
+        else:
+            # A synchronous request: the caller never gets its answer, but the rows exist.
+            def call():
+                try:
+                    answer["r"] = service.post("/crm/sync/event", headers=hdr(user), json=event, timeout=60)
+                except OSError as e:
+                    answer["error"] = e
+            client = threading.Thread(target=call)
+            client.start()
+
+        def hanging():
+            kl = [q for q in fakes.requests("klaviyo")[start["klaviyo"]:] if q["path"].startswith("/api/events")]
+            sf = [q for q in fakes.requests("salesforce")[start["salesforce"]:] if q["path"].startswith("/services/data/")]
+            return kl and sf
+        wait_until(hanging, 10, "both CRM calls to arrive (and hang)")
+        rows = database.sql("SELECT crm_type, id, status FROM crm.crm_sync_logs WHERE user_id = $1 ORDER BY 1", user)
+        assert [(t, st) for t, _, st in rows] == [("klaviyo", "in_flight"), ("salesforce", "in_flight")], rows
+        if mode == "async":
+            assert log_ids == {t: int(i) for t, i, _ in rows}
+        log_ids = {t: int(i) for t, i, _ in rows}
+
+        kill9_and_restart(service)
+        if client is not None:
+            client.join(30)
+            assert "r" not in answer or answer["r"].status >= 500, answer  # the caller saw the worker die
+
+        for crm_type, log_id in log_ids.items():
+            log = wait_log(service, user, log_id, timeout=20)
+            assert log["status"] == "success", (crm_type, log, service.log_text()[-3000:])
+        klaviyo = fakes.state("klaviyo")
+        assert len(klaviyo["events"]) == 1 and klaviyo["duplicate_events"] == 0, klaviyo["events"]
+        assert len(fake_requests(fakes, "klaviyo", "POST", "/api/events")) == 2  # the hung one + one after restart
+        sf = fakes.state("salesforce")
+        assert len(sf["tasks"]) == 1, sf["tasks"]
+        assert len([c for c in sf["contacts"] if c["Email"].lower() == email]) == 1, sf["contacts"]
+        assert "released deliveries left in flight" in service.log_text()
+    finally:
+        service.close()
+
+
+def test_sigterm_during_a_hanging_delivery_exits_cleanly_and_delivers_after_restart(fresh_db, fakes):
+    database = fresh_db()
+    service = Service(database.dsn, fakes.urls, dict(BASE_ENV))  # CRM_HTTP_TIMEOUT_S=3 (harness)
+    try:
+        user = uid()
+        connect(service, fakes, user, "klaviyo")
+        fakes.faults("klaviyo", [{"hang_s": 15}], match="/api/profile-import")
+        contact = {"email": email_for("sigterm"), "first_name": "Term"}
+        r = sync_contact(service, user, contact, headers={"Prefer": "respond-async"}, expect=202)
+        log_id = r.json()["results"][0]["log_id"]
+        wait_until(lambda: fake_requests(fakes, "klaviyo", "POST", "/api/profile-import"), 10, "the CRM call to hang")
+        started = time.monotonic()
+        service.restart()  # SIGTERM: asserts exit status 0 within 10 s
+        assert time.monotonic() - started < 10
+        log = wait_log(service, user, log_id, timeout=20)
+        assert log["status"] == "success", log
+        assert len(crm_records(fakes, "klaviyo", contact["email"])) == 1
+        assert len(fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")) == 2
+    finally:
+        service.close()
+
+
+def test_row_left_in_flight_by_another_worker_is_taken_over_only_after_its_claim_expires(svc, db, fakes, user_id):
+    connect(svc, fakes, user_id, "klaviyo")
+    live_email, dead_email = email_for("live"), email_for("dead")
+    insert = ("INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, claimed_by, claimed_until)"
+              " VALUES ($1, 'klaviyo', 'contact', 'in_flight', $2::jsonb, $3, now() + make_interval(secs => $4::int))"
+              " RETURNING id")
+    live = int(db.sql(insert, user_id, {"email": live_email}, "otherhost:/run/other.sock", 3600)[0][0])
+    dead = int(db.sql(insert, user_id, {"email": dead_email}, "deadhost:/run/dead.sock", -5)[0][0])
+    log = wait_log(svc, user_id, dead, timeout=10)
+    assert log["status"] == "success" and log["attempts"] == 1, log
+    assert len(crm_records(fakes, "klaviyo", dead_email)) == 1
+    time.sleep(2)
+    # The other worker's claim still holds: its row is left alone.
+    assert get_log(svc, user_id, live)["status"] == "in_flight"
+    assert crm_records(fakes, "klaviyo", live_email) == []
+    db.sql("UPDATE crm.crm_sync_logs SET status = 'cancelled' WHERE id = $1", live)
+
+
+# ------------------------------------------------------------------------------------------ two workers
+
+
+def test_two_workers_deliver_200_due_rows_each_exactly_once(fresh_db, fakes):
+    database = fresh_db()
+    first = Service(database.dsn, fakes.urls, dict(BASE_ENV))
+    try:
+        second = Service(database.dsn, fakes.urls, dict(BASE_ENV))
+    except BaseException:
+        first.close()
+        raise
+    try:
+        assert first.socket_path != second.socket_path
+        user = uid()
+        connect(first, fakes, user, "klaviyo")
+        fakes.config("klaviyo", {"latency_s": 0.01})  # a little overlap between the workers' calls
+        tag = email_for("bulk").split("@")[0]
+        contacts = [f"{tag}.c{i}@example.com" for i in range(100)]
+        events = [f"{tag}-ev-{i}" for i in range(100)]
+        # 200 rows due at once: 100 contacts and 100 events (each with its own unique id).
+        database.sql(
+            "INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, next_attempt_at)"
+            " SELECT $1, 'klaviyo', 'contact', 'queued',"
+            "        jsonb_build_object('email', $2 || '.c' || i || '@example.com', 'first_name', 'N' || i), now()"
+            "   FROM generate_series(0, 99) i", user, tag)
+        database.sql(
+            "INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, unique_id, next_attempt_at)"
+            " SELECT $1, 'klaviyo', 'event', 'queued',"
+            "        jsonb_build_object('event', 'Bulk', 'email', $2 || '.e' || i || '@example.com',"
+            "                           'properties', jsonb_build_object('i', i), 'unique_id', $2 || '-ev-' || i),"
+            "        $2 || '-ev-' || i, now()"
+            "   FROM generate_series(0, 99) i", user, tag)
+        ids = {int(row[0]) for row in database.sql("SELECT id FROM crm.crm_sync_logs WHERE user_id = $1", user)}
+        assert len(ids) == 200
+
+        def all_done():
+            rows = database.sql("SELECT count(*) FROM crm.crm_sync_logs WHERE user_id = $1"
+                                " AND status NOT IN ('success', 'failed', 'cancelled')", user)
+            return rows[0][0] == "0"
+        wait_until(all_done, 90, "all 200 rows to be delivered", interval=0.25)
+
+        statuses = database.sql("SELECT status, attempts, count(*) FROM crm.crm_sync_logs WHERE user_id = $1"
+                                " GROUP BY 1, 2", user)
+        assert statuses == [["success", "1", "200"]], statuses
+
+        imports = fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")
+        sent_emails = [q["body"]["data"]["attributes"]["email"] for q in imports]
+        assert len(sent_emails) == 100 and sorted(set(sent_emails)) == sorted(contacts), \
+            sorted(e for e in sent_emails if sent_emails.count(e) > 1)
+        posted = fake_requests(fakes, "klaviyo", "POST", "/api/events")
+        sent_ids = [q["body"]["data"]["attributes"]["unique_id"] for q in posted]
+        assert len(sent_ids) == 100 and sorted(set(sent_ids)) == sorted(events), \
+            sorted(e for e in sent_ids if sent_ids.count(e) > 1)
+        state = fakes.state("klaviyo")
+        assert len(state["events"]) == 100 and state["duplicate_events"] == 0
+
+        # Each row was attempted by exactly one of the two workers, once.
+        by_first, by_second = delivery_attempts_in_log(first), delivery_attempts_in_log(second)
+        attempted = [i for i in by_first + by_second if i in ids]
+        assert sorted(attempted) == sorted(ids), (len(attempted), len(set(attempted)))
+        print(f"first worker delivered {len(by_first)}, second {len(by_second)}")
+    finally:
+        try:
+            second.close()
+        finally:
+            first.close()
+
+
+# ------------------------------------------------------------------------------------------ disconnect
+
+
+def test_disconnect_cancels_pending_retries_and_keeps_the_logs(svc, fakes, user_id):
+    connect(svc, fakes, user_id, "klaviyo")
+    ok = by_type(sync_contact(svc, user_id, {"email": email_for("kept")}).json())["klaviyo"]
+    assert ok["status"] == "success"
+
+    fakes.down("klaviyo", status=503, retry_after=60)  # the next attempt would be a minute away
+    pending = by_type(sync_contact(svc, user_id, {"email": email_for("pending")}).json())["klaviyo"]
+    assert pending["status"] == "retrying", pending
+    assert integration_status(svc, user_id, "klaviyo")["stats"]["retrying"] == 1
+
+    r = svc.delete("/crm/klaviyo/disconnect", headers=hdr(user_id))
+    assert r.status == 200, r
+    fakes.down("klaviyo", down=False)
+    calls = len(fakes.requests("klaviyo"))
+
+    log = get_log(svc, user_id, pending["log_id"])
+    assert log["status"] == "cancelled", log
+    assert log["next_attempt_at"] is None, log
+    assert get_log(svc, user_id, ok["log_id"])["status"] == "success"
+    listed = {entry["id"]: entry["status"] for entry in svc.get("/crm/sync/logs", headers=hdr(user_id)).json()["logs"]}
+    assert listed == {ok["log_id"]: "success", pending["log_id"]: "cancelled"}, listed
+    # A cancelled row is never retried (nor manually retryable).
+    assert svc.post(f"/crm/sync/logs/{pending['log_id']}/retry", headers=hdr(user_id)).status == 409
+    time.sleep(2)
+    assert len(fakes.requests("klaviyo")) == calls
+    assert get_log(svc, user_id, pending["log_id"])["status"] == "cancelled"
