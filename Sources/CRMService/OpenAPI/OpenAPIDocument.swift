@@ -1187,6 +1187,11 @@ public enum OpenAPIDocument {
                   "$ref": "#/components/schemas/HTTPError"
                 }
               }
+            },
+            "headers": {
+              "X-Request-Id": {
+                "$ref": "#/components/headers/X-Request-Id"
+              }
             }
           }
         }
