@@ -36,7 +36,7 @@ public struct IdempotencyStore: Sendable {
     }
 
     public func finish(user: UserID, key: String, status: Int, body: JSON) throws {
-        try pool.withConnection {
+        _ = try pool.withConnection {
             try $0.execute("""
                 UPDATE crm.crm_idempotency_keys SET response_status = \(status), response = \(body)
                  WHERE user_id = \(user) AND key = \(key)
@@ -46,7 +46,7 @@ public struct IdempotencyStore: Sendable {
 
     /// The request failed before anything was accepted: the key may be used again.
     public func abandon(user: UserID, key: String) throws {
-        try pool.withConnection {
+        _ = try pool.withConnection {
             try $0.execute("DELETE FROM crm.crm_idempotency_keys WHERE user_id = \(user) AND key = \(key) AND response IS NULL")
         }
     }

@@ -147,6 +147,13 @@ public final class Delivery: Sendable {
             context.logger.error("could not record a delivery attempt", metadata: ["log_id": "\(id)", "error": "\(error)"])
         }
         context.metrics.sync(crmType: type.rawValue, status: record.status)
+        // DEBUG adds what the CRM said (never a credential: requests are not logged, and
+        // credentials never reach `record`).
+        context.logger.debug("delivery detail", metadata: [
+            "log_id": "\(id)", "crm_type": "\(type.rawValue)", "error": "\(record.error ?? "-")",
+            "crm_record_id": "\(record.crmRecordID ?? "-")", "next_attempt_in_s": "\(record.nextAttemptInSeconds.map { String(Int($0)) } ?? "-")",
+            "crm_response": "\(record.response.map { String($0.jsonString.prefix(2000)) } ?? "-")",
+        ])
         context.logger.info("delivery attempt", metadata: [
             "log_id": "\(id)", "user_id": "\(user)", "crm_type": "\(type.rawValue)", "status": "\(record.status)",
             "http_status": "\(record.httpStatus.map(String.init) ?? "-")", "attempts": "\(attempts)", "duration_ms": "\(ms)",

@@ -101,7 +101,11 @@ struct Handlers: Sendable {
         let issues = URLGuard.check(credentials, allowPrivate: context.config.allowPrivateURLs, at: ["body", "credentials"])
         guard issues.isEmpty else { throw APIError.validation(issues) }
         do {
-            return try context.connectors.connector(for: credentials.crmType).validate(credentials)
+            let result = try context.connectors.connector(for: credentials.crmType).validate(credentials)
+            if case let .rejected(detail) = result {
+                context.logger.debug("crm rejected credentials", metadata: ["crm_type": "\(credentials.crmType.rawValue)", "detail": "\(detail)"])
+            }
+            return result
         } catch {
             context.logger.warning("crm validation failed", metadata: ["crm_type": "\(credentials.crmType.rawValue)", "error": "\(error.detail)"])
             throw APIError.badGateway("Could not validate the credentials: \(error.detail)")
