@@ -7,6 +7,7 @@ set -euo pipefail
 APT_PACKAGES=(
     libfcgi-dev libpq-dev libcurl4-openssl-dev libssl-dev pkg-config
     nginx postgresql postgresql-contrib chromium procps curl
+    systemd openssl
 )
 PIP_PACKAGES=(pytest openapi-spec-validator)
 PIP_MODULES=(pytest openapi_spec_validator)

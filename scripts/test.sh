@@ -89,7 +89,7 @@ add "swift test" "$rc" $((xp + tp)) $((xf + tf)) $((xs + ts))
 
 # 2. pytest over the Python suites that exist.
 pytest_dirs=()
-for d in tests/fakes tests/e2e; do [ -d "$d" ] && pytest_dirs+=("$d"); done
+for d in tests/fakes tests/deploy tests/e2e; do [ -d "$d" ] && pytest_dirs+=("$d"); done
 if [ "${#pytest_dirs[@]}" -gt 0 ]; then
     say "pytest ${pytest_dirs[*]}"
     rm -f "$RUN/pytest.xml" "$RUN"/fakes-*.log

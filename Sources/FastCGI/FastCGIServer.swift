@@ -60,6 +60,9 @@ public final class FastCGIServer: Sendable {
     private let listenFD: Mutex<Int32> = Mutex(-1)
     private let stopping = Atomic<Bool>(false)
     private let active = Atomic<Int>(0)
+    /// Accept threads that are waiting in accept(), to be woken with SIGUSR1 on shutdown when the
+    /// listening socket is inherited (and so must not be shut down: it belongs to systemd).
+    private let idleThreads = Mutex<[UInt: pthread_t]>([:])
 
     public init(target: ListenTarget, threads: Int, maxBodyBytes: Int = 1 << 20, drainSeconds: Double = 25) {
         self.target = target
@@ -82,6 +85,12 @@ public final class FastCGIServer: Sendable {
         signal(SIGTERM, SIG_IGN)
         signal(SIGINT, SIG_IGN)
         signal(SIGPIPE, SIG_IGN)
+        // SIGUSR1 only interrupts accept() (no SA_RESTART), so idle threads see the shutdown.
+        var wake = sigaction()
+        wake.__sigaction_handler.sa_handler = { _ in }
+        sigemptyset(&wake.sa_mask)
+        wake.sa_flags = 0
+        sigaction(SIGUSR1, &wake, nil)
         let signalQueue = DispatchQueue(label: "crm-service.signals")
         let sources = [SIGTERM, SIGINT].map { DispatchSource.makeSignalSource(signal: $0, queue: signalQueue) }
         for source in sources {
@@ -125,8 +134,22 @@ public final class FastCGIServer: Sendable {
     public func beginShutdown() {
         guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
         FCGX_ShutdownPending()
-        let fd = listenFD.withLock { $0 }
-        if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
+        if case .inherited = target {
+            // Not ours to shut down (systemd keeps it for the next start): interrupt the idle
+            // accept() calls instead, until every idle thread has left.
+            Thread.detachNewThread { [self] in
+                while true {
+                    let idle = self.idleThreads.withLock { Array($0.values) }
+                    if idle.isEmpty && self.active.load(ordering: .relaxed) == 0 { break }
+                    for thread in idle { pthread_kill(thread, SIGUSR1) }
+                    usleep(50_000)
+                    if idle.isEmpty { usleep(200_000) }
+                }
+            }
+        } else {
+            let fd = listenFD.withLock { $0 }
+            if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
+        }
     }
 
     private func openListener() throws -> Int32 {
@@ -149,10 +172,24 @@ public final class FastCGIServer: Sendable {
     private func acceptLoop(fd: Int32, handler: @Sendable (FastCGIRequest) -> FastCGIResponse) {
         let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
         defer { request.deallocate() }
-        guard FCGX_InitRequest(request, fd, 0) == 0 else { return }
+        // The process starts with most signals blocked (Dispatch's doing); this thread must see SIGUSR1.
+        var usr1 = sigset_t()
+        sigemptyset(&usr1)
+        sigaddset(&usr1, SIGUSR1)
+        pthread_sigmask(SIG_UNBLOCK, &usr1, nil)
+        // FCGI_FAIL_ACCEPT_ON_INTR: a signal makes accept() give up, so shutdown can wake this thread.
+        guard FCGX_InitRequest(request, fd, FCGI_FAIL_ACCEPT_ON_INTR) == 0 else { return }
         defer { FCGX_Free(request, 1) }
+        let me = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(request)))
         while !stopping.load(ordering: .acquiring) {
-            guard FCGX_Accept_r(request) >= 0 else { break }
+            idleThreads.withLock { $0[me] = pthread_self() }
+            let accepted = FCGX_Accept_r(request)
+            idleThreads.withLock { _ = $0.removeValue(forKey: me) }
+            guard accepted >= 0 else {
+                if stopping.load(ordering: .acquiring) { break }
+                usleep(10_000)  // interrupted or out of descriptors: try again shortly
+                continue
+            }
             active.add(1, ordering: .relaxed)
             let incoming = read(request)
             let response = handler(incoming)
