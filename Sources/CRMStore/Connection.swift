@@ -53,9 +53,41 @@ public final class Connection: @unchecked Sendable {
     @discardableResult
     public func execute(_ sql: SQL) throws(DatabaseError) -> QueryResult {
         guard let conn else { throw DatabaseError(.unavailable, message: "connection is closed") }
+        do {
+            return try run(sql, on: conn)
+        } catch let error where error.sqlState == "0A000" || error.sqlState == "26000" {
+            // A schema change invalidated a prepared plan (or the statement is gone): prepare afresh, once.
+            prepared.removeValue(forKey: sql.text)
+            return try run(sql, on: conn)
+        }
+    }
+
+    /// Statements with parameters are prepared once per connection (the SQL texts are fixed at
+    /// the call sites, so this cache is bounded) and then executed by name: PostgreSQL skips
+    /// parsing and planning on every later call. Parameterless ones use the simple protocol.
+    private var prepared: [String: String] = [:]
+
+    private func run(_ sql: SQL, on conn: OpaquePointer) throws(DatabaseError) -> QueryResult {
         let params = sql.parameters
-        let result: OpaquePointer? = params.withOptionalCStrings { values in
-            PQexecParams(conn, sql.text, Int32(params.count), nil, values, nil, nil, 0)
+        let result: OpaquePointer?
+        if params.isEmpty {
+            result = PQexec(conn, sql.text)
+        } else {
+            let name: String
+            if let known = prepared[sql.text] {
+                name = known
+            } else {
+                name = "crm_\(prepared.count + 1)"
+                guard let preparation = PQprepare(conn, name, sql.text, Int32(params.count), nil) else {
+                    throw DatabaseError(.unavailable, message: Connection.lastError(conn))
+                }
+                defer { PQclear(preparation) }
+                if PQresultStatus(preparation) != PGRES_COMMAND_OK { throw Self.error(preparation, conn) }
+                prepared[sql.text] = name
+            }
+            result = params.withOptionalCStrings { values in
+                PQexecPrepared(conn, name, Int32(params.count), values, nil, nil, 0)
+            }
         }
         guard let result else {
             throw DatabaseError(.unavailable, message: Connection.lastError(conn))
@@ -66,14 +98,18 @@ public final class Connection: @unchecked Sendable {
             completedStatements += 1
             return Self.copy(result)
         default:
-            let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
-            let primary = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
-            let message = primary ?? Connection.lastError(conn)
-            if PQstatus(conn) != CONNECTION_OK || DatabaseError.isConnectionState(state) {
-                throw DatabaseError(.unavailable, sqlState: state, message: message)
-            }
-            throw DatabaseError(.query, sqlState: state, message: message)
+            throw Self.error(result, conn)
         }
+    }
+
+    private static func error(_ result: OpaquePointer, _ conn: OpaquePointer) -> DatabaseError {
+        let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+        let primary = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
+        let message = primary ?? Connection.lastError(conn)
+        if PQstatus(conn) != CONNECTION_OK || DatabaseError.isConnectionState(state) {
+            return DatabaseError(.unavailable, sqlState: state, message: message)
+        }
+        return DatabaseError(.query, sqlState: state, message: message)
     }
 
     private static func copy(_ result: OpaquePointer) -> QueryResult {
