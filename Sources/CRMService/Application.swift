@@ -93,13 +93,16 @@ public struct Application: Sendable {
         }) {
             return given
         }
+        // Two 64-bit draws (two getrandom calls), not one per byte.
         var generator = SystemRandomNumberGenerator()
         let hex = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        for _ in 0..<16 {
-            let byte = UInt8.random(in: 0...255, using: &generator)
-            out.append(hex[Int(byte >> 4)])
-            out.append(hex[Int(byte & 0xF)])
+        var out = [UInt8](repeating: 0, count: 32)
+        for half in 0..<2 {
+            var bits = generator.next()
+            for i in 0..<16 {
+                out[half * 16 + i] = hex[Int(bits & 0xF)]
+                bits >>= 4
+            }
         }
         return String(decoding: out, as: UTF8.self)
     }

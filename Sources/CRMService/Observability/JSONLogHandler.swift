@@ -55,7 +55,18 @@ public struct JSONLogHandler: LogHandler {
         var t = time_t(tv.tv_sec)
         var parts = tm()
         gmtime_r(&t, &parts)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
-                      parts.tm_hour, parts.tm_min, parts.tm_sec, Int(tv.tv_usec / 1000))
+        var out = [UInt8]()
+        out.reserveCapacity(24)
+        func digits(_ value: Int, _ width: Int) {
+            var divisor = 1
+            for _ in 1..<width { divisor *= 10 }
+            var v = value
+            while divisor > 0 { out.append(UInt8(48 + (v / divisor) % 10)); v %= divisor; divisor /= 10 }
+        }
+        digits(Int(parts.tm_year) + 1900, 4); out.append(0x2D); digits(Int(parts.tm_mon) + 1, 2); out.append(0x2D)
+        digits(Int(parts.tm_mday), 2); out.append(0x54); digits(Int(parts.tm_hour), 2); out.append(0x3A)
+        digits(Int(parts.tm_min), 2); out.append(0x3A); digits(Int(parts.tm_sec), 2); out.append(0x2E)
+        digits(Int(tv.tv_usec / 1000), 3); out.append(0x5A)
+        return String(decoding: out, as: UTF8.self)
     }
 }

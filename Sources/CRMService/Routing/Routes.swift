@@ -24,12 +24,15 @@ public struct Route: Sendable {
     public var hasJSONBody: Bool { [.validate, .connect, .syncContact, .syncEvent].contains(id) }
 
     let segments: [Substring]
+    /// How many segments are parameters: fewer is more specific (`/crm/sync/logs` beats `/crm/{crm_type}/...`).
+    let parameterCount: Int
 
     init(_ id: RouteID, _ method: String, _ pattern: String) {
         self.id = id
         self.method = method
         self.pattern = pattern
         segments = pattern.split(separator: "/")
+        parameterCount = segments.filter { $0.hasPrefix("{") }.count
     }
 
     /// The path parameters when `path` matches, else nil.
@@ -72,15 +75,17 @@ public enum Routes {
     /// Literal segments win over parameters (`/crm/sync/logs` is never `{crm_type}`).
     static func resolve(method: String, path: String) -> Result<(Route, [String: String]), APIError> {
         let segments = path.split(separator: "/", omittingEmptySubsequences: true)
-        let matches = all.compactMap { route in route.match(segments).map { (route, $0) } }
-            .sorted { $0.0.segments.filter { $0.hasPrefix("{") }.count < $1.0.segments.filter { $0.hasPrefix("{") }.count }
-        guard !matches.isEmpty, !path.hasSuffix("/") || path == "/" else { return .failure(.notFound()) }
-        // The most specific pattern decides which methods exist at this path.
-        let bestSpecificity = matches[0].0.segments.filter { $0.hasPrefix("{") }.count
-        let candidates = matches.filter { $0.0.segments.filter { $0.hasPrefix("{") }.count == bestSpecificity }
-        if let hit = candidates.first(where: { $0.0.method == method }) { return .success(hit) }
-        if let hit = matches.first(where: { $0.0.method == method }) { return .success(hit) }
-        let allowed = Array(Set(candidates.map(\.0.method))).sorted().joined(separator: ", ")
+        guard !path.hasSuffix("/") || path == "/" else { return .failure(.notFound()) }
+        // The most specific patterns matching this path decide which methods exist at it.
+        var best: [(Route, [String: String])] = []
+        for route in all where best.isEmpty || route.parameterCount <= best[0].0.parameterCount {
+            guard let params = route.match(segments) else { continue }
+            if let current = best.first, route.parameterCount < current.0.parameterCount { best.removeAll() }
+            best.append((route, params))
+        }
+        guard !best.isEmpty else { return .failure(.notFound()) }
+        if let hit = best.first(where: { $0.0.method == method }) { return .success(hit) }
+        let allowed = Array(Set(best.map(\.0.method))).sorted().joined(separator: ", ")
         return .failure(.http(status: 405, detail: "Method Not Allowed", headers: [("Allow", allowed)]))
     }
 }
