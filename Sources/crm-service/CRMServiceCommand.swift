@@ -45,7 +45,7 @@ struct Serve: AsyncParsableCommand {
         let worker = "\(ProcessInfo.processInfo.hostName):\(target)"
         let application = Application(context: ServiceContext(config: config, logger: logger), worker: worker)
         let server = FastCGIServer(target: target, threads: config.fcgiThreads, maxBodyBytes: Router.maxBodyBytes)
-        let sweeper = Sweeper(delivery: application.delivery, threads: max(2, min(16, config.fcgiThreads / 4)))
+        let sweeper = Sweeper(delivery: application.delivery, concurrency: config.sweepConcurrency)
         sweeper.start()
         // Sweep attempts still running after this are left in flight and taken back at the next start.
         defer { sweeper.stop(waitSeconds: min(5, config.crmHTTPTimeoutSeconds + 1)) }

@@ -22,6 +22,8 @@ public struct Config: Sendable {
     public var crmRetryBaseDelaySeconds: Double
     public var dbPoolSize: Int
     public var dbConnectTimeoutSeconds: Int
+    /// Background deliveries (queued and retried syncs) in progress at once per worker.
+    public var sweepConcurrency: Int
     public var allowPrivateURLs: Bool
     public var endpoints: CRMEndpoints
 
@@ -102,6 +104,7 @@ public struct Config: Sendable {
             crmRetryBaseDelaySeconds: double("CRM_RETRY_BASE_DELAY_S", default: 30, range: 0...86_400),
             dbPoolSize: int("DB_POOL_SIZE", default: 10, range: 1...500),
             dbConnectTimeoutSeconds: int("DB_CONNECT_TIMEOUT_S", default: 3, range: 1...120),
+            sweepConcurrency: int("CRM_SWEEP_CONCURRENCY", default: 64, range: 1...1024),
             allowPrivateURLs: bool("CRM_ALLOW_PRIVATE_URLS", default: false),
             endpoints: endpoints)
         for problem in config.privateURLProblems() { p.problems.append(problem) }
@@ -141,7 +144,8 @@ public struct Config: Sendable {
             ("FCGI_SOCKET", fcgiSocket), ("FCGI_THREADS", String(fcgiThreads)),
             ("CRM_HTTP_TIMEOUT_S", String(crmHTTPTimeoutSeconds)), ("CRM_RETRY_MAX_ATTEMPTS", String(crmRetryMaxAttempts)),
             ("CRM_RETRY_BASE_DELAY_S", String(crmRetryBaseDelaySeconds)), ("DB_POOL_SIZE", String(dbPoolSize)),
-            ("DB_CONNECT_TIMEOUT_S", String(dbConnectTimeoutSeconds)), ("CRM_ALLOW_PRIVATE_URLS", String(allowPrivateURLs)),
+            ("DB_CONNECT_TIMEOUT_S", String(dbConnectTimeoutSeconds)), ("CRM_SWEEP_CONCURRENCY", String(sweepConcurrency)),
+            ("CRM_ALLOW_PRIVATE_URLS", String(allowPrivateURLs)),
             ("CRM_KLAVIYO_BASE_URL", endpoints.klaviyoBaseURL), ("CRM_KLAVIYO_REVISION", endpoints.klaviyoRevision),
             ("CRM_HUBSPOT_BASE_URL", endpoints.hubspotBaseURL), ("CRM_HUBSPOT_API_VERSION", endpoints.hubspotAPIVersion),
             ("CRM_SALESFORCE_LOGIN_URL", endpoints.salesforceLoginURL), ("CRM_SALESFORCE_API_VERSION", endpoints.salesforceAPIVersion),

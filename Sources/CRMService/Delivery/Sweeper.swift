@@ -3,17 +3,23 @@ import Foundation
 import Logging
 import Synchronization
 
-/// The retry sweep: a few threads that claim due rows (`FOR UPDATE SKIP LOCKED`, so any number
-/// of workers on any number of hosts can run it) and deliver them.
+/// The retry sweep. One claim loop takes due rows (`FOR UPDATE SKIP LOCKED`, so any number of
+/// workers on any number of hosts can run it) as long as it has free delivery slots, and runs
+/// each delivery on its own thread: a slow CRM occupies a slot, not the loop, and an idle
+/// sweep costs one query per second.
 public final class Sweeper: Sendable {
     let delivery: Delivery
-    let threads: Int
+    /// Deliveries in progress at most (each mostly waits on a CRM).
+    let concurrency: Int
     private let stopping = Atomic<Bool>(false)
-    private let finished = DispatchSemaphore(value: 0)
+    private let inFlight = Atomic<Int>(0)
+    private let slots: DispatchSemaphore
+    private let loopDone = DispatchSemaphore(value: 0)
 
-    public init(delivery: Delivery, threads: Int) {
+    public init(delivery: Delivery, concurrency: Int) {
         self.delivery = delivery
-        self.threads = max(1, threads)
+        self.concurrency = max(1, concurrency)
+        slots = DispatchSemaphore(value: max(1, concurrency))
     }
 
     public func start() {
@@ -21,41 +27,55 @@ public final class Sweeper: Sendable {
         if let released = try? delivery.store.releaseClaims(worker: delivery.worker), released > 0 {
             delivery.context.logger.info("released deliveries left in flight by a previous run", metadata: ["count": "\(released)"])
         }
-        for index in 0..<threads {
-            let thread = Thread { [self] in
-                self.loop()
-                self.finished.signal()
-            }
-            thread.name = "sweep-\(index)"
-            thread.stackSize = 1 << 20
-            thread.start()
+        let thread = Thread { [self] in
+            self.loop()
+            self.loopDone.signal()
         }
+        thread.name = "sweep"
+        thread.stackSize = 1 << 20
+        thread.start()
     }
 
-    /// Stops claiming; waits up to `seconds` for attempts in progress.
+    /// Stops claiming; waits up to `seconds` for deliveries in progress. Rows still in flight
+    /// afterwards are taken back at the next start (or by another worker when the claim expires).
     public func stop(waitSeconds seconds: Double) {
         stopping.store(true, ordering: .releasing)
-        for _ in 0..<threads { delivery.wakeup.signal() }
-        let deadline = DispatchTime.now() + seconds
-        for _ in 0..<threads where finished.wait(timeout: deadline) == .timedOut { break }
+        delivery.wakeup.signal()
+        let deadline = Date().addingTimeInterval(seconds)
+        _ = loopDone.wait(timeout: .now() + seconds)
+        while inFlight.load(ordering: .acquiring) > 0 && Date() < deadline { usleep(20_000) }
     }
 
     private func loop() {
         var idle = 0.2
         while !stopping.load(ordering: .acquiring) {
+            // Wait for one free slot, then take as many as are free.
+            slots.wait()
+            var free = 1
+            while free < concurrency, slots.wait(timeout: .now()) == .success { free += 1 }
             let claimed: [ClaimedLog]
             do {
-                claimed = try delivery.store.claimDue(worker: delivery.worker, limit: 1, claimSeconds: delivery.claimSeconds)
+                claimed = try delivery.store.claimDue(worker: delivery.worker, limit: free, claimSeconds: delivery.claimSeconds)
             } catch {
-                delivery.wakeup.wait(seconds: 2)   // the database is away: try again later
-                continue
+                claimed = []
+                idle = 2  // the database is away: try again later
             }
-            if let log = claimed.first {
-                _ = delivery.attempt(log)
-                idle = 0.2
-            } else {
+            for _ in claimed.count..<free { slots.signal() }
+            for log in claimed {
+                inFlight.add(1, ordering: .relaxed)
+                let thread = Thread { [self] in
+                    _ = self.delivery.attempt(log)
+                    self.inFlight.subtract(1, ordering: .releasing)
+                    self.slots.signal()
+                }
+                thread.stackSize = 1 << 20
+                thread.start()
+            }
+            if claimed.isEmpty {
                 delivery.wakeup.wait(seconds: idle)
                 idle = min(1.0, idle * 2)
+            } else {
+                idle = 0.05
             }
         }
     }
