@@ -25,7 +25,11 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from fake_crm import FakeCRMs  # noqa: E402
 
-CAPTURES = pathlib.Path(os.environ.get("CRM_CAPTURES_DIR", "/work/shared/crm-captures"))
+# shared/ sits beside the checkout (CI clones elsewhere and lays a copy of shared/ beside it).
+_REPO = pathlib.Path(__file__).resolve().parents[2]
+CAPTURES = pathlib.Path(os.environ.get("CRM_CAPTURES_DIR")
+                        or next((str(p) for p in (_REPO.parent / "shared" / "crm-captures", pathlib.Path("/work/shared/crm-captures"))
+                                 if p.is_dir()), "/work/shared/crm-captures"))
 KL_KEY, HS_TOKEN = "pk_test_valid_key", "pat-na1-valid-token"
 KL_HEADERS = {"Authorization": f"Klaviyo-API-Key {KL_KEY}", "revision": "2026-10-15",
               "Accept": "application/vnd.api+json", "Content-Type": "application/vnd.api+json"}
