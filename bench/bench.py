@@ -1,0 +1,1018 @@
+#!/usr/bin/env python3
+"""`make bench`: crm-service under load, next to a C floor, on this machine.
+
+Run through bench/run.sh (it installs wrk and nginx's echo module, builds the release worker and
+the C floor, then runs this). Everything runs on loopback:
+
+    wrk ──▶ nginx (nginx.conf, the dev/test template) ──FastCGI──▶ crm-service serve (release)
+    wrk ──▶ nginx (the same template, another port)   ──FastCGI──▶ bench/floor/floor (C)
+    both ──libpq──▶ the private PostgreSQL (scripts/pg.sh), database crm_bench
+    both ──libcurl──▶ the fake CRM: nginx + echo module (bench/fake-crm.nginx.conf)
+
+Scenarios (each: a warm-up, then BENCH_ROUNDS rounds of BENCH_SECONDS; the median round is
+reported; worker and floor rounds alternate so drift hits both alike):
+  1. GET /crm/list, 16 and 64 connections, worker vs floor
+  2. POST /crm/sync/event (fake answers at once), 16 and 64 connections, worker vs floor
+  3. POST /crm/sync/contact (fake answers after 200 ms), 256 connections
+  4. the same with Prefer: respond-async, then the background drain rate until the backlog is empty
+Also: the fake CRM alone (is it the limit?), the worker with LOG_LEVEL=info, and (optional)
+a sweep over FCGI_THREADS.
+
+Prints a Markdown table and writes bench/results/latest.json. Every process it starts is
+stopped by PID, also on Ctrl-C / SIGTERM. See bench/README.md for the knobs.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+RUN = REPO / ".run" / "bench"
+RESULTS = BENCH / "results"
+LUA = BENCH / "wrk" / "bench.lua"
+PGBIN = Path("/usr/lib/postgresql/15/bin")
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
+
+BENCH_DB = "crm_bench"
+BENCH_KEY = "bench-key-0123456789abcdefghijkl"   # 32 characters; throwaway data
+assert len(BENCH_KEY) == 32
+USERS = 10_000
+TYPES = ("klaviyo", "hubspot", "salesforce")
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else default
+
+
+ROUNDS = env_int("BENCH_ROUNDS", 5)
+SECONDS = env_int("BENCH_SECONDS", 5)
+WARMUP = env_int("BENCH_WARMUP_S", 2)
+THREADS = env_int("BENCH_FCGI_THREADS", 64)             # scenarios 1-2, worker and floor alike
+SLOW_THREADS = env_int("BENCH_SLOW_FCGI_THREADS", 256)  # scenarios 3-4 (a thread waits out each CRM call)
+POOL = env_int("BENCH_DB_POOL_SIZE", 16)
+WRK_THREADS = env_int("BENCH_WRK_THREADS", 2)
+DRAIN_MAX_S = env_int("BENCH_DRAIN_MAX_S", 45)
+SLOW_S = env_float("BENCH_CRM_DELAY_S", 0.2)
+SYNC_COMMIT = os.environ.get("BENCH_SYNCHRONOUS_COMMIT", "").strip()   # "", on, off, local, remote_write
+THREAD_SWEEP = [int(x) for x in os.environ.get("BENCH_THREAD_SWEEP", "").replace(",", " ").split()]
+SKIP_INFO = os.environ.get("BENCH_SKIP_INFO", "") == "1"
+INFO_ROUNDS = env_int("BENCH_INFO_ROUNDS", 3)
+FLOOR_UNPREPARED = os.environ.get("BENCH_FLOOR_UNPREPARED", "") == "1"
+
+# Configuration variables a developer's shell might carry: never inherited by the worker.
+CONFIG_VARS = re.compile(r"^(DB_|CRM_|FCGI_|API_KEY$|PORT$|LOG_LEVEL$|CORS_|ENVIRONMENT$|DEBUG$|"
+                         r"INSTANCE_CONNECTION_NAME$|PG[A-Z]+$)")
+
+
+def say(*args):
+    print("bench:", *args, file=sys.stderr, flush=True)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def on_signal(signum, _frame):
+    raise Interrupted(f"signal {signum}")
+
+
+# ------------------------------------------------------------------------------------------
+# Processes: every one is started here, remembered, and stopped by its PID.
+
+STARTED: list["Proc"] = []
+
+
+class Proc:
+    def __init__(self, name: str, args: list, env: dict | None = None, cwd: Path | None = None,
+                 log: Path | None = None, stop_signal: int = signal.SIGTERM):
+        self.name = name
+        self.stop_signal = stop_signal
+        self.log_path = log
+        self._log = open(log, "ab") if log else subprocess.DEVNULL
+        self.popen = subprocess.Popen(args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = self.popen.pid
+        STARTED.append(self)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 15) -> int | None:
+        if self.alive():
+            try:
+                os.kill(self.pid, self.stop_signal)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                say(f"{self.name} (pid {self.pid}) did not stop in {timeout} s: SIGKILL")
+                os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(timeout=5)
+        if self in STARTED:
+            STARTED.remove(self)
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+            self._log = subprocess.DEVNULL
+        return self.popen.returncode
+
+    def pids(self) -> list[int]:
+        """This process and its direct children (nginx's workers)."""
+        out = [self.pid]
+        try:
+            for tid in os.listdir(f"/proc/{self.pid}/task"):
+                out += [int(p) for p in Path(f"/proc/{self.pid}/task/{tid}/children").read_text().split()]
+        except OSError:
+            pass
+        return out
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the process (all threads) and its children, in seconds."""
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+            except (OSError, IndexError, ValueError):
+                pass
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def memory_kib(self) -> dict:
+        values = {}
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads"):
+                    values[key] = int(rest.split()[0])
+        except OSError:
+            pass
+        return values
+
+    def reset_peak(self):
+        """Resets VmHWM to the current RSS (Linux: echo 5 > /proc/PID/clear_refs)."""
+        try:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+
+class External:
+    """A process we did not start (the PostgreSQL postmaster): only read, never signalled."""
+
+    def __init__(self, name: str, pid: int):
+        self.name, self.pid = name, pid
+
+    pids = Proc.pids
+    cpu_seconds = Proc.cpu_seconds
+
+
+def stop_all():
+    for proc in reversed(list(STARTED)):
+        try:
+            proc.stop()
+        except Exception as e:  # keep stopping the others
+            say(f"stopping {proc.name}: {e}")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, proc: Proc | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and not proc.alive():
+            tail = proc.log_path.read_text(errors="replace")[-3000:] if proc.log_path else ""
+            raise RuntimeError(f"{what}: {proc.name} exited ({proc.popen.returncode}) while we waited\n{tail}")
+        time.sleep(0.05)
+    raise RuntimeError(f"{what}: not ready within {timeout} s")
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------------------------------
+# PostgreSQL
+
+def pg_sh(*args) -> str:
+    return subprocess.run([str(REPO / "scripts/pg.sh"), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def dsn(db: str = BENCH_DB) -> str:
+    return pg_sh("dsn", db)
+
+
+def psql(sql: str, db: str = BENCH_DB, variables: dict | None = None, timeout: float = 300) -> str:
+    args = [str(PGBIN / "psql"), dsn(db), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"]
+    for k, v in (variables or {}).items():
+        args += ["-v", f"{k}={v}"]
+    env = dict(os.environ, PGOPTIONS="-c client_min_messages=warning")
+    result = subprocess.run(args, input=sql, capture_output=True, text=True, env=env, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"psql failed: {result.stderr.strip()}\nSQL: {sql[:300]}")
+    return result.stdout.strip()
+
+
+def prepare_database(binary: Path) -> dict:
+    """crm_bench: created and seeded once (10,000 users x 3 integrations), reset on every run."""
+    exists = psql(f"SELECT 1 FROM pg_database WHERE datname = '{BENCH_DB}'", db="postgres") == "1"
+    if exists and os.environ.get("BENCH_RESEED") == "1":
+        say(f"dropping {BENCH_DB} (BENCH_RESEED=1)")
+        psql(f"DROP DATABASE {BENCH_DB} WITH (FORCE)", db="postgres")
+        exists = False
+    if not exists:
+        psql(f"CREATE DATABASE {BENCH_DB}", db="postgres")
+    psql("CREATE EXTENSION IF NOT EXISTS pgcrypto")
+    env = worker_env(threads=1, fake_url="http://127.0.0.1:9")
+    migrate = subprocess.run([str(binary), "migrate"], env=env, cwd=RUN, capture_output=True, text=True, timeout=120)
+    if migrate.returncode != 0:
+        raise RuntimeError(f"crm-service migrate failed:\n{migrate.stdout}{migrate.stderr}")
+    count = int(psql("SELECT count(*) FROM crm.crm_integrations WHERE user_id LIKE 'bench\\_user\\_%'"))
+    readable = count == USERS * len(TYPES) and psql(
+        "SELECT pgp_sym_decrypt(credentials, :'key') FROM crm.crm_integrations WHERE user_id = 'bench_user_1' AND crm_type = 'klaviyo'",
+        variables={"key": BENCH_KEY}) == '{"api_key":"pk_bench"}'
+    seeded_s = None
+    if not readable:
+        say(f"seeding {USERS} users x {len(TYPES)} integrations (pgp_sym_encrypt each; once per database)")
+        started = time.monotonic()
+        psql("TRUNCATE crm.crm_integrations, crm.crm_sync_logs, crm.crm_idempotency_keys")
+        # One statement; the key is a psql variable (a throwaway benchmark key).
+        psql("""
+            INSERT INTO crm.crm_integrations (user_id, crm_type, credentials, settings)
+            SELECT 'bench_user_' || u, t, pgp_sym_encrypt('{"api_key":"pk_bench"}', :'key'), '{}'::jsonb
+              FROM generate_series(1, %d) AS u, unnest(ARRAY['klaviyo', 'hubspot', 'salesforce']) AS t
+            """ % USERS, variables={"key": BENCH_KEY}, timeout=900)
+        seeded_s = round(time.monotonic() - started, 1)
+    # Every run starts from the same state: no logs, no last sync.
+    psql("""
+        TRUNCATE crm.crm_sync_logs, crm.crm_idempotency_keys;
+        UPDATE crm.crm_integrations SET last_sync_at = NULL, last_sync_status = NULL, status = 'connected',
+               status_detail = NULL, is_active = true
+         WHERE last_sync_at IS NOT NULL OR status <> 'connected' OR NOT is_active;
+        """)
+    if SYNC_COMMIT:
+        psql(f"ALTER DATABASE {BENCH_DB} SET synchronous_commit = '{SYNC_COMMIT}'")
+    else:
+        psql(f"ALTER DATABASE {BENCH_DB} RESET synchronous_commit")
+    psql("VACUUM ANALYZE crm.crm_integrations; VACUUM ANALYZE crm.crm_sync_logs")
+    return {
+        "database": BENCH_DB,
+        "integrations": int(psql("SELECT count(*) FROM crm.crm_integrations")),
+        "seeded_now_s": seeded_s,
+        "synchronous_commit": psql("SHOW synchronous_commit"),
+        "fsync": psql("SHOW fsync"),
+        "server_version": psql("SHOW server_version"),
+    }
+
+
+def last_log_id() -> int:
+    return int(psql("SELECT COALESCE(max(id), 0) FROM crm.crm_sync_logs"))
+
+
+def deliveries_since(log_id: int, settle_s: float = 15) -> dict:
+    """Rows written after log_id: waits until none is in flight, then counts them by status."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        rows = psql(f"SELECT status, count(*) FROM crm.crm_sync_logs WHERE id > {log_id} GROUP BY status")
+        counts = {s: int(n) for s, n in (line.split("|") for line in rows.splitlines() if line)}
+        if not counts.get("in_flight") or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.2)
+
+
+def backlog() -> int:
+    return int(psql_retry("SELECT count(*) FROM crm.crm_sync_logs WHERE status IN ('queued', 'retrying', 'in_flight')"))
+
+
+def psql_retry(sql: str, seconds: float = 20) -> str:
+    """psql, retried for a while: the shared cluster may be restarted under us (make test's outage tests)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return psql(sql)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+# ------------------------------------------------------------------------------------------
+# The processes under test
+
+def worker_env(threads: int, fake_url: str, socket_path: str = "", log_level: str = "warning") -> dict:
+    env = {k: v for k, v in os.environ.items() if not CONFIG_VARS.match(k)}
+    env.update({
+        "DB_DSN": dsn(),
+        "FCGI_SOCKET": socket_path or str(RUN / "unused.sock"),
+        "FCGI_THREADS": str(threads),
+        "DB_POOL_SIZE": str(POOL),
+        "CRM_ENCRYPTION_KEY": BENCH_KEY,
+        "CRM_ALLOW_PRIVATE_URLS": "true",
+        "CRM_KLAVIYO_BASE_URL": fake_url,
+        # Nothing may leave the machine even by mistake: every CRM points at the fake.
+        "CRM_HUBSPOT_BASE_URL": fake_url,
+        "CRM_SALESFORCE_LOGIN_URL": fake_url,
+        "LOG_LEVEL": log_level,
+        "ENVIRONMENT": "bench",
+    })
+    # BENCH_WORKER_<NAME>=value sets <NAME> for the worker (e.g. BENCH_WORKER_CRM_SWEEP_CONCURRENCY=128).
+    for key, value in os.environ.items():
+        if key.startswith("BENCH_WORKER_") and len(key) > len("BENCH_WORKER_"):
+            env[key[len("BENCH_WORKER_"):]] = value
+    return env
+
+
+def render_nginx(port: int, fcgi_socket: Path, run_dir: Path) -> Path:
+    text = (REPO / "nginx.conf").read_text()
+    text = text.replace("__PORT__", str(port)).replace("__FCGI_SOCKET__", str(fcgi_socket)).replace("__RUN_DIR__", str(run_dir))
+    conf = run_dir / "nginx.conf"
+    conf.write_text(text)
+    return conf
+
+
+def start_nginx(name: str, conf: Path, run_dir: Path, port: int) -> Proc:
+    pidfile = run_dir / ("fake-crm.pid" if name == "fake-crm" else "nginx.pid")
+    pidfile.unlink(missing_ok=True)
+    proc = Proc(name, ["nginx", "-p", f"{run_dir}/", "-c", str(conf), "-e", str(run_dir / "error.log"), "-g", "daemon off;"],
+                log=run_dir / "nginx.stderr", stop_signal=signal.SIGQUIT)
+    wait_for(lambda: pidfile.exists() and port_open(port), 10, name, proc)
+    return proc
+
+
+class Target:
+    """A worker or a floor: its process, its socket and the nginx in front of it."""
+
+    def __init__(self, name: str, binary: Path, fake_url: str, kind: str = "", extra_env: dict | None = None):
+        self.name = name
+        self.kind = kind or name       # "worker" or "floor"
+        self.binary = binary
+        self.fake_url = fake_url
+        self.extra_env = dict(extra_env or {})
+        self.dir = RUN / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        self.socket = self.dir / "fcgi.sock"
+        self.port = free_port()
+        self.proc: Proc | None = None
+        self.threads = 0
+        self.log_level = "warning"
+        self.nginx = start_nginx(f"nginx-{name}", render_nginx(self.port, self.socket, self.dir), self.dir, self.port)
+
+    def start(self, threads: int, log_level: str = "warning"):
+        if self.proc:
+            self.stop()
+        self.threads, self.log_level = threads, log_level
+        self.socket.unlink(missing_ok=True)
+        env = worker_env(threads, self.fake_url, str(self.socket), log_level)
+        env.update(self.extra_env)
+        args = [str(self.binary), "serve"] if self.kind == "worker" else [str(self.binary)]
+        self.proc = Proc(self.name, args, env=env, cwd=self.dir, log=self.dir / f"{self.name}.log")
+        wait_for(self.socket.exists, 30, f"{self.name} socket", self.proc)
+        time.sleep(0.3)  # the worker's threads and sweep settle
+
+    def stop(self):
+        if self.proc:
+            status = self.proc.stop(timeout=30)
+            if status not in (0, None) and self.kind == "worker":
+                say(f"worker exited {status}; see {self.dir / 'worker.log'}")
+            self.proc = None
+
+    def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            h = dict(headers or {})
+            if payload is not None:
+                h["Content-Type"] = "application/json"
+            conn.request(method, path, body=payload, headers=h)
+            resp = conn.getresponse()
+            raw = resp.read()
+            try:
+                return resp.status, json.loads(raw)
+            except ValueError:
+                return resp.status, raw.decode(errors="replace")
+        finally:
+            conn.close()
+
+
+def shape(value):
+    """The keys (in order) and value types of a JSON document, for comparing two responses."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__ if value is not None else "null"
+
+
+def sanity_check(targets: list[Target]) -> dict:
+    """One request of each benchmarked kind through each target: the right answers, the same shapes."""
+    shapes = {}
+    event = {"event": "Bench Event", "email": "bench_user_1@example.com", "properties": {"plan": "pro", "items": 3},
+             "crm_types": ["klaviyo"]}
+    for t in targets:
+        status, body = t.request("GET", "/crm/list", headers={"X-User-Id": "bench_user_1"})
+        if status != 200 or not isinstance(body, dict) or body.get("count") != 3:
+            raise RuntimeError(f"{t.name}: GET /crm/list answered {status} {str(body)[:300]}")
+        status2, body2 = t.request("POST", "/crm/sync/event", event, headers={"X-User-Id": "bench_user_1"})
+        if status2 != 200 or not isinstance(body2, dict) or body2.get("success_count") != 1:
+            raise RuntimeError(f"{t.name}: POST /crm/sync/event answered {status2} {str(body2)[:300]}")
+        shapes[t.name] = {"list": shape(body), "event": shape(body2)}
+    if "worker" in shapes:
+        contact = {"email": "bench_user_2@example.com", "first_name": "Bench", "last_name": "User 2", "crm_types": ["klaviyo"]}
+        w = next(t for t in targets if t.name == "worker")
+        status, body = w.request("POST", "/crm/sync/contact", contact, headers={"X-User-Id": "bench_user_2"})
+        if status != 200 or not isinstance(body, dict) or body.get("success_count") != 1:
+            raise RuntimeError(f"worker: POST /crm/sync/contact answered {status} {str(body)[:300]}")
+    same = len({json.dumps(s, sort_keys=False) for s in shapes.values()}) == 1
+    if not same:
+        say("WARNING: the worker's and the floor's responses differ in shape:\n" + json.dumps(shapes, indent=1))
+    return {"same_shape": same, "shapes": shapes}
+
+
+# ------------------------------------------------------------------------------------------
+# Load
+
+WRK_RUNNING: list[subprocess.Popen] = []
+WATCH: list = []   # processes whose CPU every round records (PostgreSQL, the fake CRM)
+
+
+def wrk(port: int, route: str, conns: int, seconds: float, asynchronous: bool = False, timeout_s: int = 5) -> dict:
+    env = dict(os.environ, BENCH_ROUTE=route, BENCH_USERS=str(USERS), BENCH_ASYNC="1" if asynchronous else "0")
+    args = ["wrk", "-t", str(max(1, min(WRK_THREADS, conns))), "-c", str(conns), "-d", f"{seconds}s",
+            "--timeout", f"{timeout_s}s", "-s", str(LUA), f"http://127.0.0.1:{port}"]
+    p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    WRK_RUNNING.append(p)
+    try:
+        out, err = p.communicate(timeout=seconds + 60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        WRK_RUNNING.remove(p)
+    line = next((l for l in out.splitlines() if l.startswith("BENCH_JSON ")), None)
+    if p.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({p.returncode}): {err.strip()[:500]}\n{out[-1000:]}")
+    data = json.loads(line[len("BENCH_JSON "):])
+    errors = sum(data["errors"].values())
+    secs = data["duration_us"] / 1e6
+    lat = data["latency_us"]
+    return {
+        "requests": data["requests"], "seconds": round(secs, 3), "rps": round(data["requests"] / secs, 1),
+        "p50_ms": round(lat["p50"] / 1000, 2), "p90_ms": round(lat["p90"] / 1000, 2),
+        "p99_ms": round(lat["p99"] / 1000, 2), "max_ms": round(lat["max"] / 1000, 2),
+        "http_errors": errors, "error_detail": data["errors"],
+    }
+
+
+def measure(target: Target, route: str, conns: int, seconds: float, asynchronous: bool = False,
+            watch: list | None = None) -> dict:
+    """One round: wrk through the target's nginx, plus CPU (target, its nginx, PostgreSQL, the fake),
+    memory and delivery outcomes."""
+    writes = route in ("event", "contact")
+    first_id = last_log_id() if writes else 0
+    procs = [target.proc, target.nginx] + (watch or [])
+    cpu_before = [p.cpu_seconds() for p in procs]
+    stat_before = cpu_stat()
+    result = wrk(target.port, route, conns, seconds, asynchronous)
+    cpu = [p.cpu_seconds() - b for p, b in zip(procs, cpu_before)]
+    stat_after = cpu_stat()
+    total = sum(stat_after) - sum(stat_before)
+    result["machine"] = {"busy": round(1 - (stat_after[3] + stat_after[4] - stat_before[3] - stat_before[4]) / total, 3) if total else None,
+                         "steal": round((stat_after[7] - stat_before[7]) / total, 3) if total else None}
+    mem = target.proc.memory_kib()
+    n = max(1, result["requests"])
+    result.update({
+        "cpu_s": round(cpu[0], 2), "cpu_us_per_request": round(cpu[0] * 1e6 / n, 1),
+        "cpu_us_per_request_by_process": {("nginx" if p is target.nginx else p.name): round(c * 1e6 / n, 1) for p, c in zip(procs, cpu)},
+        "cpu_cores_by_process": {("nginx" if p is target.nginx else p.name): round(c / result["seconds"], 2) for p, c in zip(procs, cpu)},
+        "rss_kib": mem.get("VmRSS"), "peak_rss_kib": mem.get("VmHWM"), "rss_anon_kib": mem.get("RssAnon"),
+        "rss_file_kib": mem.get("RssFile"), "threads": mem.get("Threads")})
+    if writes and not asynchronous:
+        counts = deliveries_since(first_id)
+        result["deliveries"] = counts
+        result["failed_deliveries"] = sum(n for s, n in counts.items() if s != "success")
+    result["errors"] = result["http_errors"] + result.get("failed_deliveries", 0)
+    return result
+
+
+def cpu_stat() -> list[int]:
+    """The machine's CPU time counters (/proc/stat "cpu" line: user nice system idle iowait irq softirq steal ...)."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:]]
+
+
+def summarize(rounds: list[dict]) -> dict:
+    """The median round (by requests/s), errors over all rounds, peak and growth of RSS."""
+    ordered = sorted(rounds, key=lambda r: r["rps"])
+    median = ordered[(len(ordered) - 1) // 2]
+    rss = [r["rss_kib"] for r in rounds if r.get("rss_kib")]
+    growth = None
+    if len(rss) >= 3:
+        # From the second round on: the first may still be touching thread stacks and arenas for
+        # the first time. Growing = up by > 1 MiB and > 3%, never down.
+        base = rss[1]
+        delta = rss[-1] - base
+        growth = {"by_round_kib": rss, "delta_kib": delta,
+                  "growing": delta > max(1024, base * 0.03) and all(b >= a for a, b in zip(rss[1:], rss[2:]))}
+    steal = [r["machine"]["steal"] for r in rounds if r.get("machine", {}).get("steal") is not None]
+    return {
+        "steal": round(max(steal), 3) if steal else None,
+        "rps": median["rps"], "p50_ms": median["p50_ms"], "p90_ms": median["p90_ms"], "p99_ms": median["p99_ms"],
+        "max_ms": median["max_ms"], "cpu_us_per_request": median["cpu_us_per_request"],
+        "errors": sum(r["errors"] for r in rounds), "requests": sum(r["requests"] for r in rounds),
+        "peak_rss_kib": max((r.get("peak_rss_kib") or 0) for r in rounds),
+        "peak_rss_anon_kib": max((r.get("rss_anon_kib") or 0) for r in rounds), "rss_growth": growth,
+        "cpu_us_per_request_by_process": median.get("cpu_us_per_request_by_process"),
+        "cpu_cores_by_process": median.get("cpu_cores_by_process"),
+        "rounds": rounds,
+    }
+
+
+def run_rounds(targets: list[Target], route: str, conns: int, asynchronous: bool = False,
+               rounds: int = ROUNDS, seconds: float = SECONDS, watch: list | None = None) -> dict:
+    """Warm-up each target, then `rounds` rounds alternating between targets."""
+    for t in targets:
+        t.proc.reset_peak()
+        if WARMUP > 0:
+            wrk(t.port, route, conns, WARMUP, asynchronous)
+    per: dict[str, list] = {t.name: [] for t in targets}
+    for i in range(rounds):
+        for t in targets:
+            r = measure(t, route, conns, seconds, asynchronous, watch=WATCH + (watch or []))
+            per[t.name].append(r)
+            say(f"  {route}{' async' if asynchronous else ''} c={conns} {t.name} round {i + 1}/{rounds}: "
+                f"{r['rps']:.0f} req/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms errors {r['errors']} "
+                f"rss {r['rss_kib'] // 1024 if r['rss_kib'] else '?'} MiB cpu {r['cpu_us_per_request']} us/req")
+            time.sleep(0.3)
+    out = {name: summarize(rs) for name, rs in per.items()}
+    if len(targets) > 1:
+        # Worker / other, round by round (each pair ran back to back), and its median.
+        first = targets[0].name
+        for t in targets[1:]:
+            ratios = sorted(a["rps"] / b["rps"] for a, b in zip(per[first], per[t.name]) if b["rps"])
+            out[t.name]["ratio_by_round"] = [round(a["rps"] / b["rps"], 3) for a, b in zip(per[first], per[t.name]) if b["rps"]]
+            out[t.name]["ratio_median"] = round(statistics.median(ratios), 3) if ratios else None
+    return out
+
+
+class ActivitySampler(threading.Thread):
+    """Samples the worker's database sessions (pg_stat_activity) while a scenario runs."""
+
+    def __init__(self, interval: float = 0.5):
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.stop_event = threading.Event()
+        self.samples: list[dict] = []
+
+    def run(self):
+        sql = ("SELECT COALESCE(state, '?'), count(*) FROM pg_stat_activity "
+               f"WHERE datname = '{BENCH_DB}' AND application_name = 'crm-service' GROUP BY 1")
+        while not self.stop_event.wait(self.interval):
+            try:
+                rows = psql(sql, timeout=10)
+                self.samples.append({s: int(n) for s, n in (l.split("|") for l in rows.splitlines() if l)})
+            except Exception:
+                pass
+
+    def stop(self) -> dict:
+        self.stop_event.set()
+        self.join(timeout=15)
+        keys = {k for s in self.samples for k in s}
+        return {"samples": len(self.samples), "max_by_state": {k: max(s.get(k, 0) for s in self.samples) for k in sorted(keys)},
+                "mean_by_state": {k: round(sum(s.get(k, 0) for s in self.samples) / max(1, len(self.samples)), 1) for k in sorted(keys)}}
+
+
+def drain(started_backlog: int) -> dict:
+    """Background deliveries after the async load: rate until the backlog is empty (or the cap)."""
+    start = time.monotonic()
+    done0 = int(psql_retry("SELECT count(*) FROM crm.crm_sync_logs WHERE status NOT IN ('queued', 'retrying', 'in_flight')"))
+    left = started_backlog
+    while time.monotonic() - start < DRAIN_MAX_S:
+        time.sleep(0.5)
+        left = backlog()
+        if left == 0:
+            break
+    elapsed = time.monotonic() - start
+    counts = {s: int(n) for s, n in (l.split("|") for l in psql_retry(
+        "SELECT status, count(*) FROM crm.crm_sync_logs GROUP BY status").splitlines() if l)}
+    delivered = sum(n for s, n in counts.items() if s not in ("queued", "retrying", "in_flight")) - done0
+    rate = delivered / elapsed if elapsed > 0 else 0
+    result = {"backlog_at_start": started_backlog, "delivered": delivered, "seconds": round(elapsed, 1),
+              "deliveries_per_s": round(rate, 1), "left": left, "emptied": left == 0,
+              "failed": counts.get("failed", 0) + counts.get("retrying", 0)}
+    if left:
+        result["estimated_s_to_empty"] = round(left / rate, 0) if rate else None
+        # Stop the rest: later runs and other scenarios start from an empty queue.
+        psql_retry("UPDATE crm.crm_sync_logs SET status = 'cancelled', next_attempt_at = NULL WHERE status IN ('queued', 'retrying')")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and backlog():
+            time.sleep(0.3)
+    return result
+
+
+# ------------------------------------------------------------------------------------------
+# The report
+
+def iter_summaries(report: dict):
+    for key, value in report.get("scenarios", {}).items():
+        if key in ("list", "event"):
+            for pair in value.values():
+                yield from (v for v in pair.values() if isinstance(v, dict))
+        elif isinstance(value, dict) and "worker" in value:
+            yield value["worker"]
+
+
+def pct(x):
+    return f"{x * 100:.0f}%" if x is not None else "-"
+
+
+def mib(kib):
+    return f"{kib / 1024:.1f}" if kib else "-"
+
+
+def cpu(r: dict) -> str:
+    by = r.get("cpu_us_per_request_by_process") or {}
+    return f"{r['cpu_us_per_request']:.0f} +{by.get('postgres', 0):.0f}"
+
+
+def render(report: dict) -> str:
+    s = report["scenarios"]
+    m = report["meta"]
+    lines = [
+        f"## crm-service benchmark ({m['date']}, commit {m['git']}{' + uncommitted Sources changes' if m['sources_dirty'] else ''}"
+        f"{'; the binary is OLDER than Sources/' if m.get('binary_older_than_sources') else ''})",
+        "",
+        f"Machine: {m['cpus']} CPUs, {m['cpu_model']}. PostgreSQL {m['db']['server_version']}, "
+        f"**synchronous_commit = {m['db']['synchronous_commit']}** (fsync = {m['db']['fsync']}). "
+        f"Worker: release build, FCGI_THREADS={THREADS} (scenarios 1-2; floor the same) / {SLOW_THREADS} (scenarios 3-4), "
+        f"DB_POOL_SIZE={POOL}, LOG_LEVEL=warning"
+        + "".join(f", {k}={v}" for k, v in (m.get("worker_overrides") or {}).items())
+        + f". wrk -t{WRK_THREADS}, warm-up {WARMUP} s, then {ROUNDS} rounds x {SECONDS} s: "
+        f"the median round is shown; worker/floor is the median of the round-by-round ratios (each pair ran back to back); "
+        f"errors are summed over all rounds (non-2xx, socket errors, deliveries not `success`). "
+        f"Floor values in parentheses. CPU: µs of CPU per request of the worker (or floor) process, + of all PostgreSQL "
+        f"backends. RSS: VmHWM over the scenario [its anonymous part, RssAnon]; growth = VmRSS rising from the second "
+        f"round on, never down, by > 3% and > 1 MiB in all. CPU steal by the hypervisor, worst round: {m.get('max_steal', 0):.0%}.",
+        "",
+        "| scenario | conns | worker req/s | floor req/s | worker/floor | p50 ms | p99 ms | errors | CPU µs/req: process, +PostgreSQL | peak RSS MiB [anon] | RSS growth |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for key, label in (("list", "1. GET /crm/list"), ("event", "2. POST /crm/sync/event")):
+        for c, pair in sorted(s.get(key, {}).items(), key=lambda kv: int(kv[0])):
+            w, f = pair["worker"], pair.get("floor")
+            ratio = f.get("ratio_median") if f else None
+            growth = "yes" if (w.get("rss_growth") or {}).get("growing") else "no"
+            lines.append(
+                f"| {label} | {c} | {w['rps']:.0f} | {f['rps']:.0f} | {pct(ratio)} | {w['p50_ms']} ({f['p50_ms']}) | "
+                f"{w['p99_ms']} ({f['p99_ms']}) | {w['errors']} ({f['errors']}) | {cpu(w)} ({cpu(f)}) | "
+                f"{mib(w['peak_rss_kib'])} [{mib(w['peak_rss_anon_kib'])}] ({mib(f['peak_rss_kib'])} [{mib(f['peak_rss_anon_kib'])}]) | {growth} |")
+    for key, label in (("contact", f"3. POST /crm/sync/contact, CRM {int(SLOW_S * 1000)} ms"),
+                       ("contact_async", "4. … Prefer: respond-async (202)")):
+        if key in s:
+            w = s[key]["worker"]
+            growth = "yes" if (w.get("rss_growth") or {}).get("growing") else "no"
+            lines.append(f"| {label} | {s[key]['connections']} | {w['rps']:.0f} | - | - | {w['p50_ms']} | {w['p99_ms']} | "
+                         f"{w['errors']} | {cpu(w)} | {mib(w['peak_rss_kib'])} [{mib(w['peak_rss_anon_kib'])}] | {growth} |")
+    if "drain" in s:
+        d = s["drain"]
+        lines.append(f"| 4. background drain | - | {d['deliveries_per_s']:.0f} deliveries/s | - | - | - | - | {d['failed']} | - | - | "
+                     f"{'emptied' if d['emptied'] else 'NOT emptied'} in {d['seconds']} s |")
+    lines.append("")
+    if "fake" in report:
+        fk = report["fake"]
+        lines.append(f"Fake CRM alone (nginx+echo, {fk['workers']} worker process): /api/events {fk['events']['rps']:.0f} req/s at 64 connections "
+                     f"(p99 {fk['events']['p99_ms']} ms); /api/profile-import ({int(SLOW_S * 1000)} ms) {fk['contacts']['rps']:.0f} req/s at 256 "
+                     f"connections (p50 {fk['contacts']['p50_ms']} ms; ideal {256 / SLOW_S:.0f}).")
+        if "cpu_during_s2" in fk:
+            lines.append(f"During scenario 2 at 64 connections the fake used {fk['cpu_during_s2']['core_share']:.0%} of one core "
+                         f"({fk['cpu_during_s2']['us_per_call']:.0f} µs per call).")
+        lines.append("")
+    unprep = [(k, c, p["floor-unprepared"], p["floor"]) for k in ("list", "event") for c, p in s.get(k, {}).items() if "floor-unprepared" in p]
+    if unprep:
+        lines.append("The floor without prepared statements (PQexecParams with the text, as the worker does): " + "; ".join(
+            f"{k}@{c} {u['rps']:.0f} req/s = {u['rps'] / f['rps']:.0%} of the prepared floor (PostgreSQL "
+            f"{(u.get('cpu_us_per_request_by_process') or {}).get('postgres', 0):.0f} vs {(f.get('cpu_us_per_request_by_process') or {}).get('postgres', 0):.0f} µs/req)"
+            for k, c, u, f in unprep) + ".")
+        lines.append("")
+    if "info_logging" in report:
+        il = report["info_logging"]
+        parts = [f"{k} {v['rps']:.0f} vs {v['warning_rps']:.0f} req/s (median rounds; round by round {v['delta']:+.0%}); CPU {v['cpu_us_per_request']:.0f} vs "
+                 f"{v['warning_cpu_us_per_request']:.0f} µs/req" for k, v in il.items()]
+        lines.append(f"LOG_LEVEL=info vs warning (two workers side by side, {INFO_ROUNDS} alternating rounds, 64 connections): "
+                     + "; ".join(parts) + ".")
+        lines.append("")
+    if "thread_sweep" in report:
+        lines.append("FCGI_THREADS sweep (worker, one round each): " + "; ".join(
+            f"{t}: list {v['list']:.0f} (p99 {v['list_p99_ms']} ms), event {v['event']:.0f} (p99 {v['event_p99_ms']} ms), "
+            f"contact {v['contact']:.0f} req/s, peak RSS {mib(max(v['list_peak_rss_kib'], v['event_peak_rss_kib'], v['contact_peak_rss_kib']))} MiB"
+            for t, v in report["thread_sweep"].items()) + ".")
+        lines.append("")
+    if "aborted" in report:
+        lines.append(f"**The run was cut short** (the scenarios above are complete, the rest is missing): {report['aborted'][:300]}")
+        lines.append("")
+    lines.append("Targets:")
+    for t in report["targets"]:
+        lines.append(f"- [{'PASS' if t['pass'] else 'FAIL'}] {t['name']}: {t['detail']}")
+    return "\n".join(lines)
+
+
+def evaluate(report: dict) -> list[dict]:
+    s = report["scenarios"]
+    out = []
+
+    def add(name, ok, detail):
+        out.append({"name": name, "pass": bool(ok), "detail": detail})
+
+    for key, label in (("list", "scenario 1"), ("event", "scenario 2")):
+        for c, pair in sorted(s.get(key, {}).items(), key=lambda kv: int(kv[0])):
+            w, f = pair["worker"], pair["floor"]
+            ratio = f.get("ratio_median") or 0
+            add(f"{label} at {c} connections >= 90% of the C floor", ratio >= 0.9,
+                f"median of the round-by-round ratios {ratio:.0%} (" + ", ".join(f"{x:.0%}" for x in f.get("ratio_by_round", []))
+                + f"); median rounds {w['rps']:.0f} / {f['rps']:.0f} req/s")
+            if int(c) == 64:
+                add(f"{label} p99 < 50 ms at 64 connections", w["p99_ms"] < 50, f"p99 {w['p99_ms']} ms")
+            add(f"{label} at {c} connections without errors", w["errors"] == 0, f"{w['errors']} errors")
+    if "contact" in s:
+        w = s["contact"]["worker"]
+        s2 = max((p["worker"]["rps"] for p in s.get("event", {}).values()), default=0)
+        goal = 0.8 * min(s["contact"]["connections"] / SLOW_S, s2)
+        add("scenario 3 >= 80% of min(1280 req/s, scenario 2's rate), no error", w["rps"] >= goal and w["errors"] == 0,
+            f"{w['rps']:.0f} req/s vs goal {goal:.0f} (80% of min({s['contact']['connections'] / SLOW_S:.0f}, {s2:.0f})), {w['errors']} errors")
+        act = s["contact"].get("db_activity", {})
+        held_cap = POOL / SLOW_S
+        add("scenario 3 holds no DB connection across a CRM call", w["rps"] > held_cap * 1.1,
+            f"{w['rps']:.0f} req/s > {held_cap:.0f} req/s = DB_POOL_SIZE/{SLOW_S} s, the most it could do if each request held a "
+            f"connection through its CRM call; worker sessions sampled: max {act.get('max_by_state', {})}")
+    if "contact_async" in s and "list" in s:
+        w = s["contact_async"]["worker"]
+        s1 = max(p["worker"]["rps"] for p in s["list"].values())
+        add("scenario 4: 202s at scenario-1 speed (>= 90%)", w["rps"] >= 0.9 * s1 and w["errors"] == 0,
+            f"{w['rps']:.0f} vs {s1:.0f} req/s = {w['rps'] / s1:.0%}, {w['errors']} errors")
+    if "drain" in s and "contact" in s:
+        d = s["drain"]
+        add("scenario 4: drain >= scenario 3's rate, backlog emptied", d["deliveries_per_s"] >= s["contact"]["worker"]["rps"] and d["emptied"],
+            f"{d['deliveries_per_s']:.0f} deliveries/s vs {s['contact']['worker']['rps']:.0f} req/s; "
+            + ("emptied" if d["emptied"] else f"{d['left']} left after {d['seconds']} s (est. {d.get('estimated_s_to_empty')} s more)"))
+    rss = []
+    for key in ("list", "event"):
+        for c, pair in s.get(key, {}).items():
+            rss.append((f"{key}@{c}", pair["worker"]))
+    for key in ("contact", "contact_async"):
+        if key in s:
+            rss.append((key, s[key]["worker"]))
+    peak = max((w["peak_rss_kib"] for _, w in rss), default=0)
+    add("worker RSS < 32 MiB in every scenario", peak < 32 * 1024,
+        ", ".join(f"{n} {mib(w['peak_rss_kib'])}" for n, w in rss) + " MiB")
+    growing = [n for n, w in rss if (w.get("rss_growth") or {}).get("growing")]
+    add("no RSS growth across rounds", not growing, "growing: " + ", ".join(growing) if growing else
+        "; ".join(f"{n} {w['rss_growth']['delta_kib']:+d} KiB" for n, w in rss if w.get("rss_growth")))
+    if "fake" in report:
+        fk = report["fake"]
+        s2 = max((p["worker"]["rps"] for p in s.get("event", {}).values()), default=0)
+        f2 = max((p["floor"]["rps"] for p in s.get("event", {}).values()), default=0)
+        s3 = s.get("contact", {}).get("worker", {}).get("rps", 0)
+        ideal = 256 / SLOW_S
+        slow_ok = fk["contacts"]["rps"] >= max(1.5 * s3, 0.85 * ideal)
+        ok = fk["events"]["rps"] >= 3 * max(s2, f2) and slow_ok
+        share = fk.get("cpu_during_s2", {}).get("core_share")
+        add("the fake CRM is not the limit", ok and (share is None or share < 0.5),
+            f"alone it serves {fk['events']['rps']:.0f} events/s at 64 connections (>= 3x the fastest scenario 2: {max(s2, f2):.0f}) and "
+            f"{fk['contacts']['rps']:.0f} delayed profile-imports/s at 256 (>= 85% of the {ideal:.0f} that 256 connections x "
+            f"{SLOW_S} s allow, and >= 1.5x scenario 3's {s3:.0f})"
+            + (f"; it used {share:.0%} of a core during scenario 2" if share is not None else ""))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Profiling (bench/bench.py --profile perf): where the worker spends its CPU
+
+def profile(worker: Target, kind: str, seconds: int) -> None:
+    out_dir = RUN / "profile"
+    out_dir.mkdir(exist_ok=True)
+    for route in ("list", "event"):
+        data = out_dir / f"perf-{route}.data"
+        say(f"perf record -p {worker.proc.pid}: {route} at 64 connections for {seconds} s")
+        rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-p", str(worker.proc.pid), "-o", str(data),
+                                "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        r = wrk(worker.port, route, 64, seconds)
+        rec.wait(timeout=60)
+        say(f"  {r['rps']:.0f} req/s under perf")
+        for title, args in (("self", ["--no-children", "--sort", "dso,sym"]), ("inclusive", ["--children", "--sort", "sym"])):
+            rep = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--percent-limit", "1", "-g", "none", *args],
+                                 capture_output=True, text=True)
+            text = "\n".join(l for l in rep.stdout.splitlines() if l and not l.startswith("#"))
+            (out_dir / f"perf-{route}-{title}.txt").write_text(rep.stdout)
+            print(f"\n### {route}: top symbols ({title})\n" + "\n".join(text.splitlines()[:45]))
+
+
+# ------------------------------------------------------------------------------------------
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--binary", default=str(REPO / ".build/release/crm-service"))
+    parser.add_argument("--floor", default=str(RUN / "bin" / "floor"))
+    parser.add_argument("--profile", choices=["perf"], help="profile the worker under load instead of the benchmark")
+    parser.add_argument("--profile-seconds", type=int, default=10)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    binary, floor_bin = Path(args.binary).resolve(), Path(args.floor).resolve()
+    for b in (binary, floor_bin):
+        if not os.access(b, os.X_OK):
+            say(f"{b} is not built (run bench/run.sh)")
+            return 2
+    RUN.mkdir(parents=True, exist_ok=True)
+    os.chmod(RUN, 0o755)
+    for old in RUN.iterdir():   # the previous run's sockets, logs and nginx folders
+        if old.is_dir() and old.name != "bin":
+            shutil.rmtree(old, ignore_errors=True)
+
+    started_pg = False
+    report: dict = {"scenarios": {}}
+    # What is measured: the commit, whether Sources/ differed from it, when the binary was built.
+    git = lambda *a: subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True).stdout.strip()
+    newest_source = max((f.stat().st_mtime for f in (REPO / "Sources").rglob("*") if f.is_file()), default=0)
+    measured = {"git": git("rev-parse", "--short", "HEAD"), "sources_dirty": bool(git("status", "--porcelain", "--", "Sources")),
+                "binary": str(binary),
+                "binary_built": dt.datetime.fromtimestamp(binary.stat().st_mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                "binary_older_than_sources": binary.stat().st_mtime < newest_source,
+                "worker_overrides": {k[len("BENCH_WORKER_"):]: v for k, v in os.environ.items() if k.startswith("BENCH_WORKER_")}}
+    t0 = time.monotonic()
+    try:
+        if subprocess.run([str(REPO / "scripts/pg.sh"), "status"], capture_output=True).returncode != 0:
+            started_pg = True
+        subprocess.run([str(REPO / "scripts/pg.sh"), "start"], check=True, stdout=sys.stderr)
+        db = prepare_database(binary)
+        say(f"database ready: {db}")
+
+        fake_dir = RUN / "fake-crm"
+        fake_dir.mkdir(exist_ok=True)
+        os.chmod(fake_dir, 0o755)
+        fake_port = free_port()
+        fake_workers = env_int("BENCH_FAKE_WORKERS", 1)
+        conf = (BENCH / "fake-crm.nginx.conf").read_text()
+        for k, v in {"__PORT__": fake_port, "__RUN_DIR__": fake_dir, "__SLOW_S__": f"{SLOW_S:g}", "__SLOW_MS__": int(SLOW_S * 1000),
+                     "__WORKERS__": fake_workers, "__ECHO_MODULE__": ECHO_MODULE}.items():
+            conf = conf.replace(k, str(v))
+        (fake_dir / "fake-crm.conf").write_text(conf)
+        fake = start_nginx("fake-crm", fake_dir / "fake-crm.conf", fake_dir, fake_port)
+        fake_url = f"http://127.0.0.1:{fake_port}"
+        postmaster = int(Path(REPO / ".run/pg/data/postmaster.pid").read_text().split()[0])
+        WATCH[:] = [External("postgres", postmaster), fake]
+
+        worker = Target("worker", binary, fake_url)
+        worker.start(THREADS)
+        if args.profile:
+            profile(worker, args.profile, args.profile_seconds)
+            return 0
+        floor = Target("floor", floor_bin, fake_url)
+        floor.start(THREADS)
+        pairs = [worker, floor]
+        if FLOOR_UNPREPARED:
+            unprepared = Target("floor-unprepared", floor_bin, fake_url, kind="floor", extra_env={"FLOOR_UNPREPARED": "1"})
+            unprepared.start(THREADS)
+            pairs.append(unprepared)
+        try:
+            report["sanity"] = sanity_check(pairs)
+
+            # The fake alone: what it can do without the worker in the way.
+            say("fake CRM alone")
+            report["fake"] = {"workers": fake_workers,
+                              "events": wrk(fake_port, "fake-event", 64, SECONDS),
+                              "contacts": wrk(fake_port, "fake-contact", 256, SECONDS)}
+
+            for route in ("list", "event"):
+                report["scenarios"][route] = {}
+                for conns in (16, 64):
+                    say(f"scenario {'1' if route == 'list' else '2'}: {route}, {conns} connections")
+                    result = run_rounds(pairs, route, conns)
+                    report["scenarios"][route][str(conns)] = result
+            # How busy the fake was while the worker ran scenario 2 at 64 connections (median round).
+            w64 = report["scenarios"]["event"]["64"]["worker"]
+            med = sorted(w64["rounds"], key=lambda r: r["rps"])[(len(w64["rounds"]) - 1) // 2]
+            report["fake"]["cpu_during_s2"] = {"core_share": med["cpu_cores_by_process"]["fake-crm"],
+                                               "us_per_call": med["cpu_us_per_request_by_process"]["fake-crm"]}
+            for t in pairs[1:]:
+                t.stop()
+                t.nginx.stop()
+
+            if not SKIP_INFO:
+                # A second worker with LOG_LEVEL=info, rounds alternating with the warning-level one.
+                say(f"LOG_LEVEL=info vs warning, {INFO_ROUNDS} alternating rounds each")
+                chatty = Target("worker-info", binary, fake_url, kind="worker")
+                chatty.start(THREADS, log_level="info")
+                info = {}
+                for route in ("list", "event"):
+                    r = run_rounds([worker, chatty], route, 64, rounds=INFO_ROUNDS)
+                    base, loud = r["worker"], r["worker-info"]
+                    info[route] = {"rps": loud["rps"], "p99_ms": loud["p99_ms"], "warning_rps": base["rps"],
+                                   "cpu_us_per_request": loud["cpu_us_per_request"], "warning_cpu_us_per_request": base["cpu_us_per_request"],
+                                   # round by round: info rps / warning rps, median
+                                   "delta": 1 / loud["ratio_median"] - 1 if loud.get("ratio_median") else 0}
+                chatty.stop()
+                chatty.nginx.stop()
+                report["info_logging"] = info
+                report["info_log_bytes"] = (chatty.dir / "worker-info.log").stat().st_size
+
+            say(f"scenario 3: contact, CRM {SLOW_S} s, 256 connections, FCGI_THREADS={SLOW_THREADS}")
+            worker.start(SLOW_THREADS)
+            sampler = ActivitySampler()
+            sampler.start()
+            try:
+                result = run_rounds([worker], "contact", 256)
+            finally:
+                activity = sampler.stop()
+            report["scenarios"]["contact"] = {"connections": 256, "threads": SLOW_THREADS, "db_activity": activity, **result}
+
+            say("scenario 4: contact with Prefer: respond-async, then the drain")
+            wait_for(lambda: backlog() == 0, 30, "an empty backlog before scenario 4")
+            result = run_rounds([worker], "contact", 256, asynchronous=True)
+            report["scenarios"]["contact_async"] = {"connections": 256, "threads": SLOW_THREADS, **result}
+            left = backlog()
+            say(f"  drain: {left} deliveries queued")
+            report["scenarios"]["drain"] = drain(left)
+            say(f"  drain: {report['scenarios']['drain']}")
+
+            if THREAD_SWEEP:
+                sweep = {}
+                for n in THREAD_SWEEP:
+                    say(f"FCGI_THREADS={n}")
+                    worker.start(n)
+                    sweep[str(n)] = {}
+                    for route, conns in (("list", 64), ("event", 64), ("contact", 256)):
+                        r = run_rounds([worker], route, conns, rounds=1)["worker"]
+                        sweep[str(n)][route] = r["rps"]
+                        sweep[str(n)][route + "_p99_ms"] = r["p99_ms"]
+                        sweep[str(n)][route + "_peak_rss_kib"] = r["peak_rss_kib"]
+                report["thread_sweep"] = sweep
+
+        except (RuntimeError, OSError, subprocess.SubprocessError, KeyError, ValueError) as e:
+            # Report what was measured up to here (e.g. when someone else restarts the shared PostgreSQL).
+            say(f"ABORTED: {e}")
+            report["aborted"] = str(e)[:2000]
+        if worker.proc:
+            worker.stop()
+        report["meta"] = {
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            **measured,
+            "cpus": os.cpu_count(),
+            "cpu_model": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
+            "db": db, "rounds": ROUNDS, "seconds": SECONDS, "warmup_s": WARMUP, "fcgi_threads": THREADS,
+            "slow_fcgi_threads": SLOW_THREADS, "db_pool_size": POOL, "wrk_threads": WRK_THREADS, "crm_delay_s": SLOW_S,
+            "elapsed_s": round(time.monotonic() - t0, 1),
+            "max_steal": max([v.get("steal") or 0 for v in iter_summaries(report)] + [0]),
+        }
+        report["targets"] = evaluate(report)
+        RESULTS.mkdir(exist_ok=True)
+        text = json.dumps(report, indent=1) + "\n"
+        (RESULTS / "latest.json").write_text(text)
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        (RESULTS / f"bench-{stamp}-{report['meta']['git']}.json").write_text(text)   # history, for comparisons
+        print(render(report))
+        print(f"\n(written to {(RESULTS / 'latest.json').relative_to(REPO)}; {report['meta']['elapsed_s']} s)")
+        return 1 if "aborted" in report else 0
+    except Interrupted as e:
+        say(f"interrupted ({e}): stopping everything")
+        return 130
+    finally:
+        for p in list(WRK_RUNNING):
+            if p.poll() is None:
+                p.kill()
+        stop_all()
+        if started_pg:
+            subprocess.run([str(REPO / "scripts/pg.sh"), "stop"], stdout=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
