@@ -484,6 +484,7 @@ def test_idempotent_replay_returns_the_first_response_and_delivers_once(svc, fak
     changed = dict(contact, first_name="Someone Else")
     r = svc.post("/crm/sync/contact", headers=hdr(user_id, **{"Idempotency-Key": key}), json=changed)
     assert r.status == 422, r
+    assert r.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"], r.json()
     assert len(fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")) == 1
 
     # Keys belong to one user: another user's request with the same key is its own sync.

@@ -67,7 +67,7 @@ struct Handlers: Sendable {
         case .inProgress:
             throw APIError.conflict("A request with this Idempotency-Key is still in progress")
         case .mismatch:
-            throw APIError.http(status: 422, detail: "This Idempotency-Key was already used for a different request")
+            throw APIError.invalid(["header", "Idempotency-Key"], "This Idempotency-Key was already used for a different request", type: "idempotency_key_reused")
         case .proceed:
             do {
                 let (status, body) = try delivery.sync(user: user, payload: payload, targets: targets, respondAsync: options.respondAsync)
