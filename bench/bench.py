@@ -817,8 +817,8 @@ def evaluate(report: dict) -> list[dict]:
 # Profiling (bench/bench.py --profile perf): where the worker spends its CPU
 
 def profile(worker: Target, kind: str, seconds: int) -> None:
-    out_dir = RUN / "profile"
-    out_dir.mkdir(exist_ok=True)
+    out_dir = RESULTS / "profile"
+    out_dir.mkdir(parents=True, exist_ok=True)
     for route in ("list", "event"):
         data = out_dir / f"perf-{route}.data"
         say(f"perf record -p {worker.proc.pid}: {route} at 64 connections for {seconds} s")

@@ -41,12 +41,15 @@ public struct Application: Sendable {
         let elapsed = ContinuousClock.now - started
         let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         context.metrics.request(route: routeName, status: response.status, duration: elapsed)
-        var metadata: Logger.Metadata = [
-            "request_id": "\(requestID)", "method": "\(request.method)", "route": "\(routeName)",
-            "status": "\(response.status)", "duration_ms": "\((ms * 10).rounded() / 10)",
-        ]
-        if let user = request.header("x-user-id"), UserID.isValid(user) { metadata["user_id"] = "\(user)" }
-        context.logger.info("request", metadata: metadata)
+        // The metadata is built only when the line will be written.
+        if context.logger.logLevel <= .info {
+            var metadata: Logger.Metadata = [
+                "request_id": "\(requestID)", "method": "\(request.method)", "route": "\(routeName)",
+                "status": "\(response.status)", "duration_ms": "\((ms * 10).rounded() / 10)",
+            ]
+            if let user = request.header("x-user-id"), UserID.isValid(user) { metadata["user_id"] = "\(user)" }
+            context.logger.info("request", metadata: metadata)
+        }
         return response
     }
 

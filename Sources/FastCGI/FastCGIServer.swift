@@ -181,10 +181,13 @@ public final class FastCGIServer: Sendable {
         guard FCGX_InitRequest(request, fd, FCGI_FAIL_ACCEPT_ON_INTR) == 0 else { return }
         defer { FCGX_Free(request, 1) }
         let me = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(request)))
+        // Only an inherited socket needs its idle threads woken by signal (see beginShutdown).
+        var tracked = false
+        if case .inherited = target { tracked = true }
         while !stopping.load(ordering: .acquiring) {
-            idleThreads.withLock { $0[me] = pthread_self() }
+            if tracked { idleThreads.withLock { $0[me] = pthread_self() } }
             let accepted = FCGX_Accept_r(request)
-            idleThreads.withLock { _ = $0.removeValue(forKey: me) }
+            if tracked { idleThreads.withLock { _ = $0.removeValue(forKey: me) } }
             guard accepted >= 0 else {
                 if stopping.load(ordering: .acquiring) { break }
                 usleep(10_000)  // interrupted or out of descriptors: try again shortly
