@@ -14,33 +14,10 @@ RUN="$REPO/.run/bench"
 
 say() { echo "bench: $*" >&2; }
 
-# The project's own dependencies (a no-op when they are there), then the bench-only packages.
-scripts/deps.sh >&2
-
+# The project's own dependencies plus the bench-only packages (a no-op when they are there).
 BENCH_PACKAGES=(wrk libnginx-mod-http-echo)
 case " $* " in *" --profile "*) BENCH_PACKAGES+=(linux-perf) ;; esac
-missing=()
-for p in "${BENCH_PACKAGES[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    [ "$(id -u)" -eq 0 ] || { say "missing ${missing[*]}; run as root to install"; exit 1; }
-    say "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    # Installing an nginx module may try to (re)start the system nginx: forbid service starts.
-    policy=/usr/sbin/policy-rc.d
-    own_policy=0
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy"
-        chmod 0755 "$policy"
-        own_policy=1
-    fi
-    cleanup_policy() { if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi; own_policy=0; }
-    trap cleanup_policy EXIT
-    apt-get install -y -q "${missing[@]}" >&2 || { apt-get update -q >&2 && apt-get install -y -q "${missing[@]}" >&2; }
-    cleanup_policy
-    trap - EXIT
-fi
+scripts/deps.sh "${BENCH_PACKAGES[@]}" >&2
 
 if [ "${BENCH_SKIP_BUILD:-}" != 1 ]; then
     say "swift build -c release"

@@ -2,12 +2,14 @@
 # Installs what building, running and testing crm-service needs, and nothing when it is all
 # there already (checked with dpkg-query and a Python import: a warm machine never hits apt
 # or PyPI). Safe to run any number of times; CI runs it on a fresh machine.
+# Extra Debian packages may be named as arguments (bench/run.sh adds its own this way).
 set -euo pipefail
 
 APT_PACKAGES=(
     libfcgi-dev libpq-dev libcurl4-openssl-dev libssl-dev pkg-config
     nginx postgresql postgresql-contrib chromium procps curl
     systemd openssl
+    "$@"
 )
 PIP_PACKAGES=(pytest openapi-spec-validator)
 PIP_MODULES=(pytest openapi_spec_validator)

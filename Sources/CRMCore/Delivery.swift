@@ -50,16 +50,7 @@ public struct RetryPolicy: Sendable, Equatable {
 
     /// `Retry-After` as seconds (delta-seconds form; HTTP dates are ignored).
     public static func retryAfterSeconds(_ header: String?) -> Double? {
-        guard let header, let seconds = Double(header.trimmingSpacesPlain()), seconds >= 0 else { return nil }
+        guard let header, let seconds = Double(header.trimming()), seconds >= 0 else { return nil }
         return min(seconds, 24 * 3600)
-    }
-}
-
-extension String {
-    func trimmingSpacesPlain() -> String {
-        var s = Substring(self)
-        while s.first == " " { s.removeFirst() }
-        while s.last == " " { s.removeLast() }
-        return String(s)
     }
 }

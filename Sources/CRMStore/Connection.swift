@@ -46,7 +46,7 @@ public final class Connection: @unchecked Sendable {
     public var isHealthy: Bool { conn.map { PQstatus($0) == CONNECTION_OK } ?? false }
 
     static func lastError(_ conn: OpaquePointer) -> String {
-        String(cString: PQerrorMessage(conn)).trimmingCharacters(in: " \n")
+        String(cString: PQerrorMessage(conn)).trimming(" \n")
     }
 
     /// Runs one statement with bound parameters (text format), returning rows as text.
@@ -166,15 +166,6 @@ extension Array where Element == String? {
         defer { owned.forEach { free($0) } }
         let pointers: [UnsafePointer<CChar>?] = owned.map { $0.map { UnsafePointer($0) } }
         return pointers.withUnsafeBufferPointer { body($0.baseAddress) }
-    }
-}
-
-extension String {
-    func trimmingCharacters(in set: String) -> String {
-        var s = Substring(self)
-        while let f = s.first, set.contains(f) { s.removeFirst() }
-        while let l = s.last, set.contains(l) { s.removeLast() }
-        return String(s)
     }
 }
 

@@ -195,7 +195,7 @@ private final class ResponseSink {
     }
 }
 
-extension String {
+private extension String {
     func trimmingCharacters(in set: String) -> String {
         var s = Substring(self)
         while let f = s.first, set.contains(f) { s.removeFirst() }
@@ -204,6 +204,6 @@ extension String {
     }
 }
 
-extension Substring {
+private extension Substring {
     func trimmingCharacters(in set: String) -> String { String(self).trimmingCharacters(in: set) }
 }

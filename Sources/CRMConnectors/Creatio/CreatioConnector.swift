@@ -58,7 +58,7 @@ public struct CreatioConnector: Connector {
     static func cookies(_ setCookies: [String]) -> [(String, String)] {
         setCookies.compactMap { header in
             guard let pair = header.split(separator: ";").first, let eq = pair.firstIndex(of: "=") else { return nil }
-            return (String(pair[..<eq]).trimmingCharacters(in: " "), String(pair[pair.index(after: eq)...]))
+            return (pair[..<eq].trimming(" "), String(pair[pair.index(after: eq)...]))
         }
     }
 
@@ -95,14 +95,5 @@ public struct CreatioConnector: Connector {
             event: [("event", "Activity.Title"), ("email", "Activity.ContactId"), ("properties", "Activity.DetailedResult"),
                     ("value", "Activity.DetailedResult"), ("timestamp", "Activity.StartDate"), ("unique_id", "Activity.DetailedResult")],
             customProperties: "Sent as \(entity) columns of the same name; only names with the Usr prefix are sent, others are dropped and listed in the result's detail. Name is first and last name joined (the email when both are empty)")
-    }
-}
-
-extension String {
-    func trimmingCharacters(in set: String) -> String {
-        var s = Substring(self)
-        while let f = s.first, set.contains(f) { s.removeFirst() }
-        while let l = s.last, set.contains(l) { s.removeLast() }
-        return String(s)
     }
 }

@@ -128,7 +128,7 @@ extension KlaviyoConnector {
     /// `+15005550006` from `+1 500-555-0006` / `(+1) 500 555 0006`; nil when it is not E.164.
     static func e164(_ phone: String) -> String? {
         let digits = phone.filter(\.isNumber)
-        guard phone.trimmingCharacters(in: " (").hasPrefix("+"), (8...15).contains(digits.count),
+        guard phone.trimming(" (").hasPrefix("+"), (8...15).contains(digits.count),
               phone.allSatisfy({ $0.isNumber || " +-().".contains($0) }) else { return nil }
         return "+" + digits
     }

@@ -96,7 +96,7 @@ public struct Config: Sendable {
             encryptionKey: Secret(key),
             port: int("PORT", default: 8001, range: 1...65535),
             apiKey: string("API_KEY", secret: true).map(Secret.init),
-            corsAllowedOrigins: (string("CORS_ALLOWED_ORIGINS") ?? "").split(separator: ",").map { $0.trimmingSpaces() }.filter { !$0.isEmpty },
+            corsAllowedOrigins: (string("CORS_ALLOWED_ORIGINS") ?? "").split(separator: ",").map { $0.trimming() }.filter { !$0.isEmpty },
             fcgiSocket: string("FCGI_SOCKET") ?? "/run/crm-service/fcgi.sock",
             fcgiThreads: int("FCGI_THREADS", default: 64, range: 1...1024),
             crmHTTPTimeoutSeconds: double("CRM_HTTP_TIMEOUT_S", default: 10, range: 0.1...600),

@@ -494,13 +494,7 @@ public enum OpenAPIDocument {
                 "$ref": "#/components/headers/X-Request-Id"
               },
               "Idempotent-Replayed": {
-                "description": "`true` when this is the stored first response to a repeated Idempotency-Key.",
-                "schema": {
-                  "type": "string",
-                  "enum": [
-                    "true"
-                  ]
-                }
+                "$ref": "#/components/headers/Idempotent-Replayed"
               }
             },
             "content": {
@@ -518,13 +512,7 @@ public enum OpenAPIDocument {
                 "$ref": "#/components/headers/X-Request-Id"
               },
               "Idempotent-Replayed": {
-                "description": "`true` when this is the stored first response to a repeated Idempotency-Key.",
-                "schema": {
-                  "type": "string",
-                  "enum": [
-                    "true"
-                  ]
-                }
+                "$ref": "#/components/headers/Idempotent-Replayed"
               }
             },
             "content": {
@@ -636,13 +624,7 @@ public enum OpenAPIDocument {
                 "$ref": "#/components/headers/X-Request-Id"
               },
               "Idempotent-Replayed": {
-                "description": "`true` when this is the stored first response to a repeated Idempotency-Key.",
-                "schema": {
-                  "type": "string",
-                  "enum": [
-                    "true"
-                  ]
-                }
+                "$ref": "#/components/headers/Idempotent-Replayed"
               }
             },
             "content": {
@@ -660,13 +642,7 @@ public enum OpenAPIDocument {
                 "$ref": "#/components/headers/X-Request-Id"
               },
               "Idempotent-Replayed": {
-                "description": "`true` when this is the stored first response to a repeated Idempotency-Key.",
-                "schema": {
-                  "type": "string",
-                  "enum": [
-                    "true"
-                  ]
-                }
+                "$ref": "#/components/headers/Idempotent-Replayed"
               }
             },
             "content": {
@@ -3214,6 +3190,15 @@ public enum OpenAPIDocument {
       },
       "Deprecation": {
         "description": "`true` when the request used the deprecated `settings.field_mapping`.",
+        "schema": {
+          "type": "string",
+          "enum": [
+            "true"
+          ]
+        }
+      },
+      "Idempotent-Replayed": {
+        "description": "`true` when this is the stored first response to a repeated Idempotency-Key.",
         "schema": {
           "type": "string",
           "enum": [

@@ -108,7 +108,7 @@ public struct Router: Sendable {
         if request.body.isEmpty && contentType.isEmpty {
             return .failure(.invalid(["body"], "Field required", type: "missing"))
         }
-        let mediaType = contentType.split(separator: ";").first.map { $0.trimmingSpaces().lowercased() } ?? ""
+        let mediaType = contentType.split(separator: ";").first.map { $0.trimming().lowercased() } ?? ""
         guard mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json")) else {
             return .failure(.http(status: 415, detail: "Unsupported media type '\(mediaType.prefix(100))': send application/json"))
         }
@@ -198,7 +198,7 @@ public struct Router: Sendable {
     static func syncOptions(_ request: HTTPRequest) -> Result<SyncOptions, APIError> {
         var options = SyncOptions()
         if let prefer = request.header("prefer") {
-            options.respondAsync = prefer.split(separator: ",").contains { $0.trimmingSpaces().lowercased() == "respond-async" }
+            options.respondAsync = prefer.split(separator: ",").contains { $0.trimming().lowercased() == "respond-async" }
         }
         if let key = request.header("idempotency-key") {
             guard (1...255).contains(key.utf8.count), key.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else {
@@ -244,14 +244,5 @@ public struct Router: Sendable {
             diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
         }
         return diff == 0 && x.count == y.count
-    }
-}
-
-extension Substring {
-    func trimmingSpaces() -> String {
-        var s = self
-        while s.first == " " || s.first == "\t" { s.removeFirst() }
-        while s.last == " " || s.last == "\t" { s.removeLast() }
-        return String(s)
     }
 }
