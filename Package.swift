@@ -28,17 +28,19 @@ let package = Package(
         // One folder per CRM, and the registry.
         .target(name: "CRMConnectors", dependencies: ["CRMCore", "HTTPClient", "COpenSSL"]),
         // libpq layer, stores, migrator.
-        .target(name: "CRMStore", dependencies: ["CRMCore", "CLibPQ"]),
+        .target(name: "CRMStore", dependencies: ["CRMCore", "CLibPQ", "Threads"]),
         // The application: router, handlers, config, OpenAPI.
         .target(name: "CRMService", dependencies: [
-            "CRMCore", "CRMConnectors", "CRMStore", "HTTPClient",
+            "CRMCore", "CRMConnectors", "CRMStore", "HTTPClient", "Threads",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Configuration", package: "swift-configuration"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         // FastCGI transport over libfcgi.
-        .target(name: "FastCGI", dependencies: ["CFastCGI"]),
+        .target(name: "FastCGI", dependencies: ["CFastCGI", "Threads"]),
+        // POSIX threads and a condition variable (no Foundation in the worker).
+        .target(name: "Threads"),
         .executableTarget(name: "crm-service", dependencies: [
             "CRMService", "FastCGI", "CRMStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

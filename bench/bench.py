@@ -78,6 +78,8 @@ THREAD_SWEEP = [int(x) for x in os.environ.get("BENCH_THREAD_SWEEP", "").replace
 SKIP_INFO = os.environ.get("BENCH_SKIP_INFO", "") == "1"
 INFO_ROUNDS = env_int("BENCH_INFO_ROUNDS", 3)
 FLOOR_UNPREPARED = os.environ.get("BENCH_FLOOR_UNPREPARED", "") == "1"
+# A subset for quick iterations (the full set is the benchmark): list, event, slow (scenarios 3-4).
+SCENARIOS = [x for x in os.environ.get("BENCH_SCENARIOS", "list,event,slow").replace(" ", "").split(",") if x]
 
 # Configuration variables a developer's shell might carry: never inherited by the worker.
 CONFIG_VARS = re.compile(r"^(DB_|CRM_|FCGI_|API_KEY$|PORT$|LOG_LEVEL$|CORS_|ENVIRONMENT$|DEBUG$|"
@@ -912,22 +914,23 @@ def main() -> int:
                               "events": wrk(fake_port, "fake-event", 64, SECONDS),
                               "contacts": wrk(fake_port, "fake-contact", 256, SECONDS)}
 
-            for route in ("list", "event"):
+            for route in [r for r in ("list", "event") if r in SCENARIOS]:
                 report["scenarios"][route] = {}
                 for conns in (16, 64):
                     say(f"scenario {'1' if route == 'list' else '2'}: {route}, {conns} connections")
                     result = run_rounds(pairs, route, conns)
                     report["scenarios"][route][str(conns)] = result
-            # How busy the fake was while the worker ran scenario 2 at 64 connections (median round).
-            w64 = report["scenarios"]["event"]["64"]["worker"]
-            med = sorted(w64["rounds"], key=lambda r: r["rps"])[(len(w64["rounds"]) - 1) // 2]
-            report["fake"]["cpu_during_s2"] = {"core_share": med["cpu_cores_by_process"]["fake-crm"],
-                                               "us_per_call": med["cpu_us_per_request_by_process"]["fake-crm"]}
+            if "event" in SCENARIOS:
+                # How busy the fake was while the worker ran scenario 2 at 64 connections (median round).
+                w64 = report["scenarios"]["event"]["64"]["worker"]
+                med = sorted(w64["rounds"], key=lambda r: r["rps"])[(len(w64["rounds"]) - 1) // 2]
+                report["fake"]["cpu_during_s2"] = {"core_share": med["cpu_cores_by_process"]["fake-crm"],
+                                                   "us_per_call": med["cpu_us_per_request_by_process"]["fake-crm"]}
             for t in pairs[1:]:
                 t.stop()
                 t.nginx.stop()
 
-            if not SKIP_INFO:
+            if not SKIP_INFO and "list" in SCENARIOS and "event" in SCENARIOS:
                 # A second worker with LOG_LEVEL=info, rounds alternating with the warning-level one.
                 say(f"LOG_LEVEL=info vs warning, {INFO_ROUNDS} alternating rounds each")
                 chatty = Target("worker-info", binary, fake_url, kind="worker")
@@ -945,24 +948,25 @@ def main() -> int:
                 report["info_logging"] = info
                 report["info_log_bytes"] = (chatty.dir / "worker-info.log").stat().st_size
 
-            say(f"scenario 3: contact, CRM {SLOW_S} s, 256 connections, FCGI_THREADS={SLOW_THREADS}")
-            worker.start(SLOW_THREADS)
-            sampler = ActivitySampler()
-            sampler.start()
-            try:
-                result = run_rounds([worker], "contact", 256)
-            finally:
-                activity = sampler.stop()
-            report["scenarios"]["contact"] = {"connections": 256, "threads": SLOW_THREADS, "db_activity": activity, **result}
+            if "slow" in SCENARIOS:
+                say(f"scenario 3: contact, CRM {SLOW_S} s, 256 connections, FCGI_THREADS={SLOW_THREADS}")
+                worker.start(SLOW_THREADS)
+                sampler = ActivitySampler()
+                sampler.start()
+                try:
+                    result = run_rounds([worker], "contact", 256)
+                finally:
+                    activity = sampler.stop()
+                report["scenarios"]["contact"] = {"connections": 256, "threads": SLOW_THREADS, "db_activity": activity, **result}
 
-            say("scenario 4: contact with Prefer: respond-async, then the drain")
-            wait_for(lambda: backlog() == 0, 30, "an empty backlog before scenario 4")
-            result = run_rounds([worker], "contact", 256, asynchronous=True)
-            report["scenarios"]["contact_async"] = {"connections": 256, "threads": SLOW_THREADS, **result}
-            left = backlog()
-            say(f"  drain: {left} deliveries queued")
-            report["scenarios"]["drain"] = drain(left)
-            say(f"  drain: {report['scenarios']['drain']}")
+                say("scenario 4: contact with Prefer: respond-async, then the drain")
+                wait_for(lambda: backlog() == 0, 30, "an empty backlog before scenario 4")
+                result = run_rounds([worker], "contact", 256, asynchronous=True)
+                report["scenarios"]["contact_async"] = {"connections": 256, "threads": SLOW_THREADS, **result}
+                left = backlog()
+                say(f"  drain: {left} deliveries queued")
+                report["scenarios"]["drain"] = drain(left)
+                say(f"  drain: {report['scenarios']['drain']}")
 
             if THREAD_SWEEP:
                 sweep = {}

@@ -1,5 +1,3 @@
-import Foundation
-
 /// A parsed absolute http(s) URL: enough to check a CRM address and join paths onto it.
 public struct CRMURL: Sendable, Equatable {
     public let scheme: String
@@ -10,7 +8,7 @@ public struct CRMURL: Sendable, Equatable {
     public init?(_ raw: String) {
         // No spaces or control characters anywhere: they would end up in a request line.
         guard raw.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7F }) else { return nil }
-        guard let schemeEnd = raw.range(of: "://") else { return nil }
+        guard let schemeEnd = raw.firstRange(of: "://") else { return nil }
         let scheme = raw[..<schemeEnd.lowerBound].lowercased()
         guard scheme == "http" || scheme == "https" else { return nil }
         let rest = raw[schemeEnd.upperBound...]

@@ -1,6 +1,6 @@
 import CRMCore
 import CRMStore
-import Foundation
+import FoundationEssentials
 import Logging
 
 /// The whole HTTP surface behind one call: request id, CORS, routing, handling, error

@@ -1,4 +1,4 @@
-import Foundation
+import Threads
 import Synchronization
 
 /// A bounded pool of connections. A connection is held only for the statements that need
@@ -9,7 +9,7 @@ public final class Pool: @unchecked Sendable {
     public let size: Int
     public let connectTimeoutSeconds: Int
 
-    private let condition = NSCondition()
+    private let condition = Condition()
     private var idle: [Connection] = []
     private var open = 0
 
@@ -59,7 +59,7 @@ public final class Pool: @unchecked Sendable {
     }
 
     private func acquire(fresh: Bool = false) throws(DatabaseError) -> (Connection, Bool) {
-        let deadline = Date().addingTimeInterval(Double(connectTimeoutSeconds))
+        let deadline = Deadline.after(seconds: Double(connectTimeoutSeconds))
         condition.lock()
         while true {
             if !fresh, let connection = idle.popLast() {

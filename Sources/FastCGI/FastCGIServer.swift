@@ -1,6 +1,6 @@
 import CFastCGI
 import Dispatch
-import Foundation
+import Threads
 import Glibc
 import Synchronization
 
@@ -36,8 +36,9 @@ public enum ListenTarget: Sendable {
 
     /// systemd's LISTEN_FDS, then a listening socket on fd 0, else `path`.
     public static func detect(path: String) -> ListenTarget {
-        let env = ProcessInfo.processInfo.environment
-        if env["LISTEN_FDS"] == "1", env["LISTEN_PID"].flatMap(Int32.init) == getpid() { return .inherited(3) }
+        let listenFDs = getenv("LISTEN_FDS").map { String(cString: $0) }
+        let listenPID = getenv("LISTEN_PID").flatMap { Int32(String(cString: $0)) }
+        if listenFDs == "1", listenPID == getpid() { return .inherited(3) }
         if isListeningSocket(0) { return .inherited(0) }
         return .path(path)
     }
@@ -99,14 +100,11 @@ public final class FastCGIServer: Sendable {
         }
 
         let finished = DispatchSemaphore(value: 0)
-        for index in 0..<threads {
-            let thread = Thread { [self] in
+        for _ in 0..<threads {
+            Threads.detach { [self] in
                 self.acceptLoop(fd: fd, handler: handler)
                 finished.signal()
             }
-            thread.name = "fcgi-\(index)"
-            thread.stackSize = 1 << 20
-            thread.start()
         }
 
         // Idle threads return as soon as the listener is shut down; busy ones when their request is done.
@@ -137,7 +135,7 @@ public final class FastCGIServer: Sendable {
         if case .inherited = target {
             // Not ours to shut down (systemd keeps it for the next start): interrupt the idle
             // accept() calls instead, until every idle thread has left.
-            Thread.detachNewThread { [self] in
+            Threads.detach { [self] in
                 while true {
                     let idle = self.idleThreads.withLock { Array($0.values) }
                     if idle.isEmpty && self.active.load(ordering: .relaxed) == 0 { break }

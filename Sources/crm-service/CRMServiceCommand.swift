@@ -4,7 +4,8 @@ import CRMService
 import CRMStore
 import Configuration
 import FastCGI
-import Foundation
+import FoundationEssentials
+import Glibc
 import Logging
 
 @main
@@ -29,7 +30,7 @@ func loadConfig() async throws -> Config {
     switch Config.load(try await configReader()) {
     case let .success(config): return config
     case let .failure(problems):
-        FileHandle.standardError.write(Data("crm-service: refusing to start.\n\(problems)\n".utf8))
+        printError("crm-service: refusing to start.\n\(problems)\n")
         throw ExitCode(2)
     }
 }
@@ -68,7 +69,7 @@ struct Migrate: AsyncParsableCommand {
         switch Config.loadDatabase(reader) {
         case let .success(settings): database = settings
         case let .failure(problems):
-            FileHandle.standardError.write(Data("crm-service migrate: \(problems)\n".utf8))
+            printError("crm-service migrate: \(problems)\n")
             throw ExitCode(2)
         }
         do {
@@ -82,7 +83,7 @@ struct Migrate: AsyncParsableCommand {
                 print("applied: \(report.applied.joined(separator: ", "))")
             }
         } catch {
-            FileHandle.standardError.write(Data("crm-service migrate failed: \(error)\n".utf8))
+            printError("crm-service migrate failed: \(error)\n")
             throw ExitCode(1)
         }
     }
@@ -124,8 +125,8 @@ struct RotateKey: AsyncParsableCommand {
     }
 
     private func fail(_ message: String) -> Never {
-        FileHandle.standardError.write(Data("crm-service rotate-key: \(message)\n".utf8))
-        Foundation.exit(1)
+        printError("crm-service rotate-key: \(message)\n")
+        Glibc.exit(1)
     }
 }
 
@@ -164,4 +165,21 @@ extension HTTPRequest {
 
 extension String {
     func replacingUnderscores() -> String { String(map { $0 == "_" ? "-" : $0 }) }
+}
+
+/// A line for the operator on stderr (stdout stays free for command output).
+func printError(_ message: String) {
+    var stderr = StandardError()
+    print(message, terminator: "", to: &stderr)
+}
+
+struct StandardError: TextOutputStream {
+    mutating func write(_ string: String) {
+        var bytes = Array(string.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let written = Glibc.write(STDERR_FILENO, &bytes[offset], bytes.count - offset)
+            if written > 0 { offset += written } else if written < 0 && errno == EINTR { continue } else { break }
+        }
+    }
 }

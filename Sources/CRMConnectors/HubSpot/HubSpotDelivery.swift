@@ -1,5 +1,5 @@
 import CRMCore
-import Foundation
+import FoundationEssentials
 import HTTPClient
 
 /// What a portal accepts, fetched once and reused.

@@ -1,6 +1,6 @@
 import COpenSSL
 import CRMCore
-import Foundation
+import FoundationEssentials
 import HTTPClient
 
 /// A Salesforce session: the token and the instance it is valid for.

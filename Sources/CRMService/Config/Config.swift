@@ -158,7 +158,7 @@ public struct Config: Sendable {
     static func maskDSN(_ dsn: String) -> String {
         if dsn.hasPrefix("postgres://") || dsn.hasPrefix("postgresql://") {
             var url = dsn
-            if let scheme = url.range(of: "://") {
+            if let scheme = url.firstRange(of: "://") {
                 let rest = url[scheme.upperBound...]
                 let hostEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
                 if let at = rest[..<hostEnd].lastIndex(of: "@"), let colon = rest[..<at].firstIndex(of: ":") {
@@ -217,15 +217,6 @@ public struct ConfigProblems: Error, Sendable, CustomStringConvertible {
 
 extension String {
     func replacingColons() -> String { split(separator: ":", omittingEmptySubsequences: false).joined(separator: "%3A") }
-    func range(of needle: String) -> Range<String.Index>? {
-        guard !needle.isEmpty, count >= needle.count else { return nil }
-        var i = startIndex
-        while i < endIndex {
-            if self[i...].hasPrefix(needle) { return i..<index(i, offsetBy: needle.count) }
-            i = index(after: i)
-        }
-        return nil
-    }
 }
 
 /// What `migrate` needs: only the database.

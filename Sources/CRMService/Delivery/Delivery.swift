@@ -1,7 +1,9 @@
 import CRMConnectors
 import CRMCore
 import CRMStore
-import Foundation
+import Dispatch
+import Glibc
+import Threads
 import Logging
 import Synchronization
 
@@ -179,7 +181,7 @@ public final class Delivery: Sendable {
 
 /// Wakes idle sweep threads when work is queued, instead of waiting for their next poll.
 final class Wakeup: @unchecked Sendable {
-    private let condition = NSCondition()
+    private let condition = Condition()
     private var pending = 0
 
     func signal() {
@@ -192,7 +194,7 @@ final class Wakeup: @unchecked Sendable {
     /// Waits until signalled or `seconds` pass.
     func wait(seconds: Double) {
         condition.lock()
-        if pending == 0 { _ = condition.wait(until: Date().addingTimeInterval(seconds)) }
+        if pending == 0 { condition.wait(until: .after(seconds: seconds)) }
         pending = max(0, pending - 1)
         condition.unlock()
     }
@@ -206,13 +208,11 @@ enum Concurrently {
         let group = DispatchGroup()
         for (index, item) in items.enumerated().dropFirst() {
             group.enter()
-            let thread = Thread {
+            Threads.detach {
                 let value = body(item)
                 results.withLock { $0[index] = value }
                 group.leave()
             }
-            thread.stackSize = 1 << 20
-            thread.start()
         }
         let first = body(items[0])
         group.wait()

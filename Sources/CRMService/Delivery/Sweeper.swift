@@ -1,5 +1,7 @@
 import CRMStore
-import Foundation
+import Dispatch
+import Glibc
+import Threads
 import Logging
 import Synchronization
 
@@ -27,13 +29,10 @@ public final class Sweeper: Sendable {
         if let released = try? delivery.store.releaseClaims(worker: delivery.worker), released > 0 {
             delivery.context.logger.info("released deliveries left in flight by a previous run", metadata: ["count": "\(released)"])
         }
-        let thread = Thread { [self] in
+        Threads.detach { [self] in
             self.loop()
             self.loopDone.signal()
         }
-        thread.name = "sweep"
-        thread.stackSize = 1 << 20
-        thread.start()
     }
 
     /// Stops claiming; waits up to `seconds` for deliveries in progress. Rows still in flight
@@ -41,9 +40,9 @@ public final class Sweeper: Sendable {
     public func stop(waitSeconds seconds: Double) {
         stopping.store(true, ordering: .releasing)
         delivery.wakeup.signal()
-        let deadline = Date().addingTimeInterval(seconds)
+        let deadline = Deadline.after(seconds: seconds)
         _ = loopDone.wait(timeout: .now() + seconds)
-        while inFlight.load(ordering: .acquiring) > 0 && Date() < deadline { usleep(20_000) }
+        while inFlight.load(ordering: .acquiring) > 0 && !deadline.hasPassed { usleep(20_000) }
     }
 
     private func loop() {
@@ -63,13 +62,11 @@ public final class Sweeper: Sendable {
             for _ in claimed.count..<free { slots.signal() }
             for log in claimed {
                 inFlight.add(1, ordering: .relaxed)
-                let thread = Thread { [self] in
+                Threads.detach { [self] in
                     _ = self.delivery.attempt(log)
                     self.inFlight.subtract(1, ordering: .releasing)
                     self.slots.signal()
                 }
-                thread.stackSize = 1 << 20
-                thread.start()
             }
             if claimed.isEmpty {
                 delivery.wakeup.wait(seconds: idle)

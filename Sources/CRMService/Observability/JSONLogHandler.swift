@@ -1,5 +1,5 @@
 import CRMCore
-import Foundation
+import Glibc
 import Logging
 import Synchronization
 
@@ -11,7 +11,8 @@ public struct JSONLogHandler: LogHandler {
     public var logLevel: Logger.Level
     let label: String
 
-    private static let output = Mutex(FileHandle.standardError)
+    /// One writer at a time, so that lines from concurrent requests never interleave.
+    private static let output = Mutex(Int32(STDERR_FILENO))
 
     public init(label: String, level: Logger.Level) {
         self.label = label
@@ -33,8 +34,15 @@ public struct JSONLogHandler: LogHandler {
         }
         var line = JSON.object(pairs).serialized()
         line.append(0x0A)
-        let data = Data(line)
-        Self.output.withLock { $0.write(data) }
+        Self.output.withLock { fd in
+            line.withUnsafeBytes { bytes in
+                var offset = 0
+                while offset < bytes.count {
+                    let written = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                    if written > 0 { offset += written } else if written < 0 && errno == EINTR { continue } else { break }
+                }
+            }
+        }
     }
 
     static func json(_ value: Logger.MetadataValue) -> JSON {

@@ -1,0 +1,89 @@
+import Glibc
+
+/// Plain POSIX threads (Linux): the worker's blocking model (a thread per FastCGI request, per
+/// background delivery) needs nothing more, and this keeps Foundation out of the process.
+public enum Threads {
+    /// Starts `body` on a new detached thread with a `stackSize`-byte stack.
+    public static func detach(stackSize: Int = 1 << 20, _ body: @escaping @Sendable () -> Void) {
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        pthread_attr_setstacksize(&attributes, max(stackSize, 64 << 10))
+        var thread = pthread_t()
+        let started = pthread_create(&thread, &attributes, { raw in
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            box.body()
+            return nil
+        }, box)
+        // Out of threads is not a state the worker can serve in: fail loudly, not silently.
+        precondition(started == 0, "pthread_create failed: \(started)")
+    }
+
+    private final class Box {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+}
+
+/// A mutex with a condition variable (what `NSCondition` offers), timed waits on the
+/// monotonic clock so that a wall-clock step never stretches or cuts a wait.
+public final class Condition: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+
+    public init() {
+        pthread_mutex_init(mutex, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(cond, &attributes)
+        pthread_condattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        cond.deallocate()
+        mutex.deallocate()
+    }
+
+    public func lock() { pthread_mutex_lock(mutex) }
+    public func unlock() { pthread_mutex_unlock(mutex) }
+    public func signal() { pthread_cond_signal(cond) }
+    public func broadcast() { pthread_cond_broadcast(cond) }
+
+    /// Waits (the lock held) until signalled.
+    public func wait() { pthread_cond_wait(cond, mutex) }
+
+    /// Waits (the lock held) until signalled or `deadline` passes; false on timeout.
+    @discardableResult
+    public func wait(until deadline: Deadline) -> Bool {
+        var spec = deadline.timespec
+        return pthread_cond_timedwait(cond, mutex, &spec) == 0
+    }
+}
+
+/// A point on the monotonic clock.
+public struct Deadline: Sendable, Comparable {
+    public let nanoseconds: Int64
+
+    public static func now() -> Deadline {
+        var spec = Glibc.timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return Deadline(nanoseconds: Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))
+    }
+
+    public static func after(seconds: Double) -> Deadline {
+        Deadline(nanoseconds: now().nanoseconds + Int64(seconds * 1_000_000_000))
+    }
+
+    public var hasPassed: Bool { Deadline.now() >= self }
+
+    public static func < (lhs: Deadline, rhs: Deadline) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
+
+    var timespec: Glibc.timespec {
+        Glibc.timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+    }
+}
