@@ -28,6 +28,8 @@ public struct IntegrationSettings: Sendable, Equatable {
         .creatio: ["contact_entity"],
         .hubspot: ["events"],
     ]
+    /// Every key a type's settings may have (built once, not per decode).
+    static let knownByType: [CRMType: Set<String>] = allowedByType.mapValues { $0.union(["sync_contacts", "sync_events", "field_mapping"]) }
 
     /// Decodes settings for `type` (absent → defaults), reporting problems at `loc`.
     public static func decode(_ value: JSON?, for type: CRMType, at loc: [ValidationIssue.Loc]) -> Result<IntegrationSettings, APIError> {
@@ -36,7 +38,7 @@ public struct IntegrationSettings: Sendable, Equatable {
             return .failure(.invalid(loc, "Input should be a valid dictionary", type: "dict_type"))
         }
         let specificKeys = allowedByType[type] ?? []
-        r.rejectUnknown(specificKeys.union(["sync_contacts", "sync_events", "field_mapping"]))
+        r.rejectUnknown(knownByType[type] ?? [])
         var settings = IntegrationSettings.defaults
         settings.syncContacts = r.bool("sync_contacts") ?? true
         settings.syncEvents = r.bool("sync_events") ?? true

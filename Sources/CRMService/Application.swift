@@ -2,6 +2,7 @@ import CRMCore
 import CRMStore
 import FoundationEssentials
 import Logging
+import Synchronization
 
 /// The whole HTTP surface behind one call: request id, CORS, routing, handling, error
 /// mapping, one log line. The transport (FastCGI) only converts to and from these values.
@@ -89,6 +90,19 @@ public struct Application: Sendable {
         }
     }
 
+    private static let requestCounter = Atomic<UInt64>(0)
+    private static let requestKeys: (UInt64, UInt64) = {
+        var generator = SystemRandomNumberGenerator()
+        return (generator.next(), generator.next())
+    }()
+
+    static func splitMix(_ value: UInt64) -> UInt64 {
+        var z = value &* 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
     /// The caller's id when sane (1–128 of `[A-Za-z0-9._:-]`), else a new random one.
     static func requestID(_ given: String?) -> String {
         if let given, (1...128).contains(given.utf8.count), given.utf8.allSatisfy({ b in
@@ -96,12 +110,14 @@ public struct Application: Sendable {
         }) {
             return given
         }
-        // Two 64-bit draws (two getrandom calls), not one per byte.
-        var generator = SystemRandomNumberGenerator()
+        // A new id needs no system call: a process-wide counter through two keyed SplitMix64
+        // finalisers (bijective, so ids never repeat within a process; the keys are random
+        // per process, so they don't repeat across processes either, and look random).
+        let n = requestCounter.add(1, ordering: .relaxed).newValue
         let hex = Array("0123456789abcdef".utf8)
         var out = [UInt8](repeating: 0, count: 32)
-        for half in 0..<2 {
-            var bits = generator.next()
+        for (half, key) in [requestKeys.0, requestKeys.1].enumerated() {
+            var bits = splitMix(n &+ key)
             for i in 0..<16 {
                 out[half * 16 + i] = hex[Int(bits & 0xF)]
                 bits >>= 4

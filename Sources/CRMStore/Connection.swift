@@ -115,8 +115,7 @@ public final class Connection: @unchecked Sendable {
     private static func copy(_ result: OpaquePointer) -> QueryResult {
         let rowCount = Int(PQntuples(result))
         let columnCount = Int(PQnfields(result))
-        var columns: [String: Int] = [:]
-        for c in 0..<columnCount { columns[String(cString: PQfname(result, Int32(c)))] = c }
+        let columns = (0..<columnCount).map { String(cString: PQfname(result, Int32($0))) }
         var rows: [Row] = []
         rows.reserveCapacity(rowCount)
         for r in 0..<rowCount {
@@ -126,7 +125,11 @@ public final class Connection: @unchecked Sendable {
                 if PQgetisnull(result, Int32(r), Int32(c)) == 1 {
                     values.append(nil)
                 } else {
-                    values.append(String(cString: PQgetvalue(result, Int32(r), Int32(c))))
+                    let length = Int(PQgetlength(result, Int32(r), Int32(c)))
+                    let value = PQgetvalue(result, Int32(r), Int32(c))!
+                    values.append(value.withMemoryRebound(to: UInt8.self, capacity: length) {
+                        String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
+                    })
                 }
             }
             rows.append(Row(columns: columns, values: values))
@@ -160,12 +163,23 @@ extension Array where Element == String {
 }
 
 extension Array where Element == String? {
+    /// The values as NUL-terminated C strings (nil stays NULL), all in one buffer.
     func withOptionalCStrings<R>(_ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
         if isEmpty { return body(nil) }
-        let owned = map { $0.map { strdup($0) } ?? nil }
-        defer { owned.forEach { free($0) } }
-        let pointers: [UnsafePointer<CChar>?] = owned.map { $0.map { UnsafePointer($0) } }
-        return pointers.withUnsafeBufferPointer { body($0.baseAddress) }
+        var storage: [CChar] = []
+        storage.reserveCapacity(reduce(0) { $0 + ($1?.utf8.count ?? 0) + 1 })
+        var offsets: [Int?] = []
+        offsets.reserveCapacity(count)
+        for value in self {
+            guard let value else { offsets.append(nil); continue }
+            offsets.append(storage.count)
+            storage.append(contentsOf: value.utf8.map { CChar(bitPattern: $0) })
+            storage.append(0)
+        }
+        return storage.withUnsafeBufferPointer { buffer in
+            let pointers: [UnsafePointer<CChar>?] = offsets.map { $0.map { buffer.baseAddress! + $0 } }
+            return pointers.withUnsafeBufferPointer { body($0.baseAddress) }
+        }
     }
 }
 

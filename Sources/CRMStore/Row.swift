@@ -2,11 +2,13 @@ import CRMCore
 
 /// One result row, copied out of libpq, read by column name.
 public struct Row: Sendable {
-    let columns: [String: Int]
+    /// The result's column names, shared by its rows: a handful, so a linear scan over short
+    /// strings beats hashing the name on every read.
+    let columns: [String]
     let values: [String?]
 
     public func string(_ name: String) -> String? {
-        guard let i = columns[name] else { return nil }
+        guard let i = columns.firstIndex(of: name) else { return nil }
         return values[i]
     }
 
@@ -27,10 +29,15 @@ public struct Row: Sendable {
     /// A timestamptz column as ISO-8601 UTC (`2026-11-28T21:53:07.123456Z`); sessions run with
     /// `TimeZone=UTC` and `DateStyle=ISO`, so the text is `2026-11-28 21:53:07.123456+00`.
     public func timestamp(_ name: String) -> String? {
-        guard var text = string(name) else { return nil }
-        if text.hasSuffix("+00") { text.removeLast(3); text += "Z" }
-        if let space = text.firstIndex(of: " ") { text.replaceSubrange(space...space, with: "T") }
-        return text
+        guard let text = string(name) else { return nil }
+        var bytes = Array(text.utf8)
+        if bytes.count > 3, bytes[bytes.count - 3] == UInt8(ascii: "+"), bytes[bytes.count - 2] == UInt8(ascii: "0"),
+           bytes[bytes.count - 1] == UInt8(ascii: "0") {
+            bytes.removeLast(3)
+            bytes.append(UInt8(ascii: "Z"))
+        }
+        if let space = bytes.firstIndex(of: UInt8(ascii: " ")) { bytes[space] = UInt8(ascii: "T") }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }
 

@@ -4,13 +4,70 @@ import Threads
 import Glibc
 import Synchronization
 
-/// A request as libfcgi hands it over: the CGI parameters and the body.
+/// A request as libfcgi hands it over, reduced to what HTTP handling needs: the method, the
+/// URI, the headers and the body. The other CGI parameters (SERVER_*, REMOTE_*, ...) are skipped.
 public struct FastCGIRequest: Sendable {
-    /// CGI parameters (`REQUEST_METHOD`, `REQUEST_URI`, `HTTP_X_USER_ID`, ...).
-    public var params: [String: String]
+    public var method: String
+    /// `REQUEST_URI`, else `SCRIPT_NAME` + `?QUERY_STRING`.
+    public var uri: String
+    /// From `HTTP_*` (and `CONTENT_TYPE`): lower-case names with dashes (`x-user-id`); a header
+    /// sent twice has its values joined with ", ", as HTTP does.
+    public var headers: [String: String]
     public var body: [UInt8]
     /// CONTENT_LENGTH as declared; the body is not read when it exceeds the limit.
     public var contentLength: Int
+
+    public init(method: String, uri: String, headers: [String: String], body: [UInt8], contentLength: Int) {
+        self.method = method
+        self.uri = uri
+        self.headers = headers
+        self.body = body
+        self.contentLength = contentLength
+    }
+
+    /// Reads the CGI parameters (`NAME=value` C strings) byte by byte: this runs for every
+    /// request, so no Character-level String work and no dictionary of unused parameters.
+    public static func parse(parameters: [UnsafePointer<CChar>]) -> (method: String, uri: String, headers: [String: String], contentLength: Int) {
+        var method = "GET", requestURI: String?, scriptName = "/", query = "", contentLength = 0, contentType = ""
+        var headers: [String: String] = [:]
+        headers.reserveCapacity(12)
+        for entry in parameters {
+            let length = strlen(entry)
+            entry.withMemoryRebound(to: UInt8.self, capacity: length) { raw in
+                let bytes = UnsafeBufferPointer(start: raw, count: length)
+                guard let eq = bytes.firstIndex(of: UInt8(ascii: "=")) else { return }
+                let name = UnsafeBufferPointer(rebasing: bytes[..<eq])
+                let value = String(decoding: UnsafeBufferPointer(rebasing: bytes[(eq + 1)...]), as: UTF8.self)
+                if name.starts(with: httpPrefix) {
+                    var header = [UInt8](name.dropFirst(5))
+                    for i in header.indices {
+                        let b = header[i]
+                        if b == UInt8(ascii: "_") { header[i] = UInt8(ascii: "-") } else if b >= 0x41 && b <= 0x5A { header[i] = b | 0x20 }
+                    }
+                    let key = String(decoding: header, as: UTF8.self)
+                    if let existing = headers[key] { headers[key] = existing + ", " + value } else { headers[key] = value }
+                } else if name.elementsEqual(requestMethodName) { method = value
+                } else if name.elementsEqual(requestURIName) { requestURI = value
+                } else if name.elementsEqual(scriptNameName) { scriptName = value
+                } else if name.elementsEqual(queryStringName) { query = value
+                } else if name.elementsEqual(contentTypeName) { contentType = value
+                } else if name.elementsEqual(contentLengthName) { contentLength = Int(value) ?? 0
+                }
+            }
+        }
+        // CONTENT_TYPE is the header as the server read it (nginx also sends HTTP_CONTENT_TYPE).
+        if !contentType.isEmpty { headers["content-type"] = contentType }
+        let uri = requestURI ?? (query.isEmpty ? scriptName : scriptName + "?" + query)
+        return (method, uri, headers, contentLength)
+    }
+
+    private static let httpPrefix = Array("HTTP_".utf8)
+    private static let requestMethodName = Array("REQUEST_METHOD".utf8)
+    private static let requestURIName = Array("REQUEST_URI".utf8)
+    private static let scriptNameName = Array("SCRIPT_NAME".utf8)
+    private static let queryStringName = Array("QUERY_STRING".utf8)
+    private static let contentTypeName = Array("CONTENT_TYPE".utf8)
+    private static let contentLengthName = Array("CONTENT_LENGTH".utf8)
 }
 
 public struct FastCGIResponse: Sendable {
@@ -201,20 +258,17 @@ public final class FastCGIServer: Sendable {
     }
 
     private func read(_ request: UnsafeMutablePointer<FCGX_Request>) -> FastCGIRequest {
-        var params: [String: String] = [:]
+        var entries: [UnsafePointer<CChar>] = []
+        entries.reserveCapacity(32)
         if var cursor = request.pointee.envp {
             while let entry = cursor.pointee {
-                let pair = String(cString: entry)
-                if let eq = pair.firstIndex(of: "=") {
-                    // A header sent twice arrives twice: join the values as HTTP does, so a
-                    // doubled X-User-Id is seen (and refused) instead of the last one winning.
-                    let name = String(pair[..<eq]), value = String(pair[pair.index(after: eq)...])
-                    if let existing = params[name] { params[name] = existing + ", " + value } else { params[name] = value }
-                }
+                entries.append(UnsafePointer(entry))
                 cursor += 1
             }
         }
-        let declared = params["CONTENT_LENGTH"].flatMap { Int($0) } ?? 0
+        // A header sent twice arrives twice: its values are joined, so a doubled X-User-Id is
+        // seen (and refused) instead of the last one winning.
+        let (method, uri, headers, declared) = FastCGIRequest.parse(parameters: entries)
         var body: [UInt8] = []
         if declared > 0 && declared <= maxBodyBytes {
             body = [UInt8](repeating: 0, count: declared)
@@ -230,17 +284,21 @@ public final class FastCGIServer: Sendable {
             }
             body.removeSubrange(received...)
         }
-        return FastCGIRequest(params: params, body: body, contentLength: declared)
+        return FastCGIRequest(method: method, uri: uri, headers: headers, body: body, contentLength: declared)
     }
 
     private func write(_ response: FastCGIResponse, to request: UnsafeMutablePointer<FCGX_Request>) {
-        var head = "Status: \(response.status) \(response.reason)\r\n"
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(256 + response.body.count)
+        bytes.append(contentsOf: "Status: \(response.status) \(response.reason)\r\n".utf8)
         for (name, value) in response.headers {
+            bytes.append(contentsOf: name.utf8)
+            bytes.append(contentsOf: ": ".utf8)
             // A header value can never split the response: CR and LF are dropped.
-            head += "\(name): \(value.filter { $0 != "\r" && $0 != "\n" })\r\n"
+            for byte in value.utf8 where byte != 0x0D && byte != 0x0A { bytes.append(byte) }
+            bytes.append(contentsOf: "\r\n".utf8)
         }
-        head += "Content-Length: \(response.body.count)\r\n\r\n"
-        var bytes = Array(head.utf8)
+        bytes.append(contentsOf: "Content-Length: \(response.body.count)\r\n\r\n".utf8)
         bytes.append(contentsOf: response.body)
         bytes.withUnsafeBufferPointer { buffer in
             buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buffer.count) {

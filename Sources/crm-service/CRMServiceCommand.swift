@@ -153,18 +153,8 @@ func makeLogger(_ config: Config) -> Logger {
 extension HTTPRequest {
     /// CGI parameters → request value. Headers arrive as `HTTP_*`; CONTENT_TYPE/LENGTH without the prefix.
     init(fastCGI request: FastCGIRequest) {
-        var headers: [String: String] = [:]
-        for (name, value) in request.params where name.hasPrefix("HTTP_") {
-            headers[String(name.dropFirst(5)).lowercased().replacingUnderscores()] = value
-        }
-        if let type = request.params["CONTENT_TYPE"], !type.isEmpty { headers["content-type"] = type }
-        let uri = request.params["REQUEST_URI"] ?? ((request.params["SCRIPT_NAME"] ?? "/") + (request.params["QUERY_STRING"].map { $0.isEmpty ? "" : "?" + $0 } ?? ""))
-        self.init(method: request.params["REQUEST_METHOD"] ?? "GET", uri: uri, headers: headers, body: request.body, contentLength: request.contentLength)
+        self.init(method: request.method, uri: request.uri, headers: request.headers, body: request.body, contentLength: request.contentLength)
     }
-}
-
-extension String {
-    func replacingUnderscores() -> String { String(map { $0 == "_" ? "-" : $0 }) }
 }
 
 /// A line for the operator on stderr (stdout stays free for command output).

@@ -23,9 +23,11 @@ public struct HTTPRequest: Sendable {
 
     /// From a `REQUEST_URI` such as `/crm/sync/logs?limit=5`.
     public init(method: String, uri: String, headers: [String: String] = [:], body: [UInt8] = [], contentLength: Int? = nil) {
-        let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
-        self.init(method: method, path: String(parts.first ?? "/"), query: parts.count > 1 ? String(parts[1]) : "",
-                  headers: headers, body: body, contentLength: contentLength)
+        let utf8 = uri.utf8
+        let mark = utf8.firstIndex(of: UInt8(ascii: "?"))
+        let path = mark.map { String(uri[..<$0]) } ?? uri
+        let query = mark.map { String(uri[uri.index(after: $0)...]) } ?? ""
+        self.init(method: method, path: path.isEmpty ? "/" : path, query: query, headers: headers, body: body, contentLength: contentLength)
     }
 
     public func header(_ name: String) -> String? { headers[name] }

@@ -1,6 +1,7 @@
 import CRMStore
 import Metrics
 import Prometheus
+import Synchronization
 
 /// The service's metrics, recorded through swift-metrics into a Prometheus registry that
 /// `/metrics` renders. Each worker process has its own registry (Prometheus sums across them).
@@ -20,9 +21,27 @@ public final class ServiceMetrics: Sendable {
 
     /// One HTTP request: counted by route and status, its latency in the histogram.
     public func request(route: String, status: Int, duration: Duration) {
-        Counter(label: "crm_http_requests_total", dimensions: [("route", route), ("status", String(status))], factory: factory).increment()
-        Timer(label: "crm_http_request_duration_seconds", dimensions: [("route", route)], factory: factory).recordNanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+        let handles = requestHandles(route: route, status: status)
+        handles.count.increment()
+        handles.latency.recordNanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
     }
+
+    /// The handles per (route, status), made once: the registry lookup behind a new handle
+    /// (labels hashed, a lock, a dictionary) is far dearer than this one. Routes and statuses
+    /// are a small fixed set, so the cache stays small.
+    private func requestHandles(route: String, status: Int) -> RequestHandles {
+        let key = RequestKey(route: route, status: status)
+        if let known = requestCache.withLock({ $0[key] }) { return known }
+        let made = RequestHandles(
+            count: Counter(label: "crm_http_requests_total", dimensions: [("route", route), ("status", String(status))], factory: factory),
+            latency: Timer(label: "crm_http_request_duration_seconds", dimensions: [("route", route)], factory: factory))
+        requestCache.withLock { $0[key] = made }
+        return made
+    }
+
+    private struct RequestKey: Hashable { let route: String; let status: Int }
+    private struct RequestHandles: @unchecked Sendable { let count: Metrics.Counter; let latency: Metrics.Timer }
+    private let requestCache = Mutex<[RequestKey: RequestHandles]>([:])
 
     /// One delivery attempt's outcome.
     public func sync(crmType: String, status: String) {

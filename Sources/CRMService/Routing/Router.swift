@@ -4,6 +4,9 @@ import CRMCore
 /// that a client gets instead. No I/O here: the whole HTTP surface is testable in-process.
 public struct Router: Sendable {
     public static let maxBodyBytes = 1 << 20
+    /// The keys a sync body may have (built once).
+    static let contactBodyKeys = Contact.fields.union(["crm_types"])
+    static let eventBodyKeys = Event.fields.union(["crm_types"])
 
     public let apiKey: Secret?
 
@@ -176,7 +179,7 @@ public struct Router: Sendable {
     static func contactBody(_ body: JSON) -> Result<(Contact, [CRMType]?), APIError> {
         reader(body).flatMap { r in
             var r = r
-            r.rejectUnknown(Contact.fields.union(["crm_types"]))
+            r.rejectUnknown(contactBodyKeys)
             let targets = r.crmTypes("crm_types")
             let contact = Contact.read(&r)
             guard let contact, r.issues.isEmpty else { return .failure(.validation(r.issues)) }
@@ -187,7 +190,7 @@ public struct Router: Sendable {
     static func eventBody(_ body: JSON) -> Result<(Event, [CRMType]?), APIError> {
         reader(body).flatMap { r in
             var r = r
-            r.rejectUnknown(Event.fields.union(["crm_types"]))
+            r.rejectUnknown(eventBodyKeys)
             let targets = r.crmTypes("crm_types")
             let event = Event.read(&r)
             guard let event, r.issues.isEmpty else { return .failure(.validation(r.issues)) }

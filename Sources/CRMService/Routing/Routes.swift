@@ -19,9 +19,19 @@ public struct Route: Sendable {
     /// Exempt from `X-API-Key`: the health checks (API.md), and the `/docs` page itself, which
     /// holds no data: a browser cannot send the header, so the page asks for the key and sends it
     /// when it fetches `/openapi.json` (which needs it, as every other route).
-    public var isPublic: Bool { [.health, .ready, .docs].contains(id) }
+    public var isPublic: Bool {
+        switch id {
+        case .health, .ready, .docs: true
+        default: false
+        }
+    }
     /// Takes a JSON body.
-    public var hasJSONBody: Bool { [.validate, .connect, .syncContact, .syncEvent].contains(id) }
+    public var hasJSONBody: Bool {
+        switch id {
+        case .validate, .connect, .syncContact, .syncEvent: true
+        default: false
+        }
+    }
 
     let segments: [Substring]
     /// How many segments are parameters: fewer is more specific (`/crm/sync/logs` beats `/crm/{crm_type}/...`).
