@@ -56,19 +56,6 @@ public struct DeliveryStore: Sendable {
         key = encryptionKey
     }
 
-    /// The user's active integrations that take this kind of sync (optionally only `types`).
-    public func targets(user: UserID, operation: String, types: [CRMType]?) throws -> [CRMType] {
-        let flag = operation == "contact" ? "sync_contacts" : "sync_events"
-        let sql: SQL = """
-            SELECT crm_type FROM crm.crm_integrations
-             WHERE user_id = \(user) AND is_active AND COALESCE((settings ->> \(flag))::boolean, true)
-             ORDER BY crm_type
-            """
-        let all = try pool.withConnection { try $0.execute(sql) }.rows.compactMap { $0.string("crm_type").flatMap(CRMType.init) }
-        guard let types else { return all }
-        return all.filter { types.contains($0) }
-    }
-
     /// Decrypted credentials and settings of one integration; nil when it is gone or inactive.
     public func target(user: UserID, type: CRMType) throws -> DeliveryTarget? {
         let sql: SQL = """
@@ -82,31 +69,35 @@ public struct DeliveryStore: Sendable {
         return DeliveryTarget(crmType: type, credentials: credentials, settings: IntegrationSettings.fromStored(row.json("settings") ?? .object([]), for: type))
     }
 
-    /// Writes one row per target in one transaction: `in_flight` claimed by `worker` (synchronous
-    /// delivery) or `queued` for the sweep. Event rows get a unique id derived from their row id
-    /// unless the caller gave one. Returns (type, log id, unique id) in target order.
-    public func createLogs(user: UserID, types: [CRMType], operation: String, request: JSON, uniqueID: String?,
+    /// Writes one log row for each of the user's active integrations that take this kind of
+    /// sync (only `types`, when given), in one statement (so all or none): `in_flight` claimed by
+    /// `worker` (synchronous delivery) or `queued` for the sweep. An event row's unique id is the
+    /// caller's, else derived from its row id. Returns (type, log id, unique id) by type; empty
+    /// when no integration takes the sync.
+    public func createLogs(user: UserID, operation: String, types: [CRMType]?, request: JSON, uniqueID: String?,
                            queued: Bool, worker: String, claimSeconds: Double) throws -> [(CRMType, Int64, String?)] {
-        try pool.transaction { c in
-            try types.map { type in
-                let sql: SQL = """
-                    INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, unique_id, next_attempt_at, claimed_by, claimed_until)
-                    VALUES (\(user), \(type), \(operation), \(queued ? "queued" : "in_flight"), \(request), \(uniqueID),
-                            CASE WHEN \(queued) THEN now() END,
-                            CASE WHEN \(queued) THEN NULL ELSE \(worker) END,
-                            CASE WHEN \(queued) THEN NULL ELSE now() + make_interval(secs => \(String(claimSeconds))::double precision) END)
-                    RETURNING id
-                    """
-                guard let id = try c.execute(sql).first?.int64("id") else { throw DatabaseError(.decoding, message: "insert returned no id") }
-                var unique = uniqueID
-                if operation == "event", unique == nil {
-                    let derived = "crm-log-\(id)"
-                    try c.execute("UPDATE crm.crm_sync_logs SET unique_id = \(derived) WHERE id = \(id)")
-                    unique = derived
-                }
-                return (type, id, unique)
+        let flag = operation == "contact" ? "sync_contacts" : "sync_events"
+        // The id is drawn first so that the derived unique id can be written with the row.
+        let sql: SQL = """
+            INSERT INTO crm.crm_sync_logs (id, user_id, crm_type, operation, status, request, unique_id, next_attempt_at, claimed_by, claimed_until)
+            SELECT t.id, \(user), t.crm_type, \(operation), \(queued ? "queued" : "in_flight"), \(request),
+                   CASE WHEN \(operation) = 'event' THEN COALESCE(\(uniqueID), 'crm-log-' || t.id) END,
+                   CASE WHEN \(queued) THEN now() END,
+                   CASE WHEN \(queued) THEN NULL ELSE \(worker) END,
+                   CASE WHEN \(queued) THEN NULL ELSE now() + make_interval(secs => \(String(claimSeconds))::double precision) END
+              FROM (SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, crm_type
+                      FROM crm.crm_integrations
+                     WHERE user_id = \(user) AND is_active AND COALESCE((settings ->> \(flag))::boolean, true)
+                       AND (\(types)::text[] IS NULL OR crm_type = ANY(\(types)::text[]))) t
+            RETURNING id, crm_type, unique_id
+            """
+        let rows = try pool.withConnection { try $0.execute(sql) }.rows
+        return try rows.map { row throws(DatabaseError) in
+            guard let id = row.int64("id"), let type = row.string("crm_type").flatMap(CRMType.init) else {
+                throw DatabaseError(.decoding, message: "insert returned an unreadable row")
             }
-        }
+            return (type, id, row.string("unique_id"))
+        }.sorted { $0.0.rawValue < $1.0.rawValue }
     }
 
     /// Claims up to `limit` due rows: queued or retrying whose time has come, and in-flight rows
@@ -154,27 +145,29 @@ public struct DeliveryStore: Sendable {
     /// cancelled it meanwhile), and the integration's last sync (and `auth_error`).
     @discardableResult
     public func record(_ attempt: AttemptRecord, logID: Int64, user: UserID, type: CRMType, worker: String) throws -> Bool {
-        try pool.transaction { c in
-            let updated = try c.execute("""
+        // One statement (one round trip, atomic): the integration is touched only when the log
+        // row was still ours.
+        let next = attempt.nextAttemptInSeconds.map { String($0) }
+        let sql: SQL = """
+            WITH logged AS (
                 UPDATE crm.crm_sync_logs
                    SET status = \(attempt.status), http_status = \(attempt.httpStatus), error = \(attempt.error),
                        duration_ms = \(attempt.durationMS), crm_record_id = COALESCE(\(attempt.crmRecordID), crm_record_id),
                        response = \(attempt.response), attempts = attempts + 1, updated_at = now(),
-                       next_attempt_at = CASE WHEN \(attempt.nextAttemptInSeconds.map { String($0) })::double precision IS NULL THEN NULL
-                                              ELSE now() + make_interval(secs => \(attempt.nextAttemptInSeconds.map { String($0) })::double precision) END,
+                       next_attempt_at = now() + make_interval(secs => \(next)::double precision),
                        claimed_by = NULL, claimed_until = NULL
                  WHERE id = \(logID) AND status = 'in_flight' AND claimed_by = \(worker)
-                """).affectedRows
-            guard updated > 0 else { return false }
-            try c.execute("""
+                RETURNING id),
+            touched AS (
                 UPDATE crm.crm_integrations
                    SET last_sync_at = now(), last_sync_status = \(attempt.status),
                        status = CASE WHEN \(attempt.authFailure) THEN 'auth_error' ELSE status END,
                        status_detail = CASE WHEN \(attempt.authFailure) THEN \(attempt.error) ELSE status_detail END
-                 WHERE user_id = \(user) AND crm_type = \(type)
-                """)
-            return true
-        }
+                 WHERE user_id = \(user) AND crm_type = \(type) AND EXISTS (SELECT 1 FROM logged)
+                RETURNING 1)
+            SELECT (SELECT count(*) FROM logged) AS logged
+            """
+        return try pool.withConnection { try $0.execute(sql) }.first?.int("logged") ?? 0 > 0
     }
 
     /// Rows waiting for delivery (the retry backlog).

@@ -59,12 +59,11 @@ public final class Delivery: Sendable {
     /// A sync request: one log row per targeted integration, then either the deliveries now
     /// (concurrently, one thread per CRM) or 202 with `queued` results.
     func sync(user: UserID, payload: Payload, targets: [CRMType]?, respondAsync: Bool) throws -> (status: Int, body: JSON) {
-        let types = try store.targets(user: user, operation: payload.operation, types: targets)
-        guard !types.isEmpty else { return (respondAsync ? 202 : 200, Self.body([])) }
         var uniqueID: String?
         if case let .event(event) = payload { uniqueID = event.uniqueID }
-        let rows = try store.createLogs(user: user, types: types, operation: payload.operation, request: payload.json,
+        let rows = try store.createLogs(user: user, operation: payload.operation, types: targets, request: payload.json,
                                         uniqueID: uniqueID, queued: respondAsync, worker: worker, claimSeconds: claimSeconds)
+        guard !rows.isEmpty else { return (respondAsync ? 202 : 200, Self.body([])) }
         if respondAsync {
             wakeup.signal()
             let results: [JSON] = rows.map { type, id, _ in
