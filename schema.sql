@@ -56,8 +56,12 @@ CREATE TABLE crm.crm_sync_logs (
         CHECK (status IN ('pending', 'in_flight', 'success', 'failed', 'retrying', 'queued', 'cancelled'))
 );
 CREATE INDEX crm_sync_logs_user_idx ON crm.crm_sync_logs (user_id, id DESC);
-CREATE INDEX crm_sync_logs_due_idx ON crm.crm_sync_logs (next_attempt_at)
-    WHERE status IN ('pending', 'queued', 'retrying', 'in_flight');
+-- The sweep's claim: due queued/retrying rows in (next_attempt_at, id) order, and expired
+-- in-flight claims, each a top-N scan of a partial index that finished rows stay out of.
+CREATE INDEX crm_sync_logs_queue_idx ON crm.crm_sync_logs (next_attempt_at, id)
+    WHERE status IN ('queued', 'retrying');
+CREATE INDEX crm_sync_logs_claims_idx ON crm.crm_sync_logs (claimed_until)
+    WHERE status = 'in_flight';
 
 -- Idempotency-Key: the first response to a (user, key) is replayed for 24 h.
 CREATE TABLE crm.crm_idempotency_keys (

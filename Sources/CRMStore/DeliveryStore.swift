@@ -100,23 +100,43 @@ public struct DeliveryStore: Sendable {
         }.sorted { $0.0.rawValue < $1.0.rawValue }
     }
 
-    /// Claims up to `limit` due rows: queued or retrying whose time has come, and in-flight rows
-    /// whose claim expired (their worker died). Any number of workers may call this at once.
+    /// Claims up to `limit` due rows: first in-flight rows whose claim expired (their worker
+    /// died; rare), then queued or retrying rows whose time has come, oldest `next_attempt_at`
+    /// first. Any number of workers may call this at once: rows another one holds are skipped.
+    /// Each branch is a top-N scan of its own partial index (migration 004), so the claim costs
+    /// the same whatever the size of the backlog or of the finished history. The outer LIMIT
+    /// reads the branches in order and pulls from `due` only what `expired` left, so no more
+    /// than `limit` rows are ever locked.
     public func claimDue(worker: String, limit: Int, claimSeconds: Double) throws -> [ClaimedLog] {
-        let sql: SQL = """
+        let sql = Self.claimSQL(worker: worker, limit: limit, claimSeconds: claimSeconds)
+        return try pool.withConnection { try $0.execute(sql) }.rows.compactMap(Self.claimed)
+    }
+
+    /// The claim statement (the tests EXPLAIN it).
+    static func claimSQL(worker: String, limit: Int, claimSeconds: Double) -> SQL {
+        """
+            WITH expired AS (
+                SELECT id FROM crm.crm_sync_logs
+                 WHERE status = 'in_flight' AND claimed_until < now()
+                 ORDER BY claimed_until
+                 LIMIT \(limit)
+                 FOR UPDATE SKIP LOCKED),
+            due AS (
+                SELECT id FROM crm.crm_sync_logs
+                 WHERE status IN ('queued', 'retrying') AND next_attempt_at <= now()
+                 ORDER BY next_attempt_at, id
+                 LIMIT \(limit)
+                 FOR UPDATE SKIP LOCKED),
+            picked AS (
+                SELECT id FROM expired UNION ALL SELECT id FROM due
+                 LIMIT \(limit))
             UPDATE crm.crm_sync_logs l
                SET status = 'in_flight', claimed_by = \(worker),
                    claimed_until = now() + make_interval(secs => \(String(claimSeconds))::double precision), updated_at = now()
-             WHERE l.id IN (SELECT id FROM crm.crm_sync_logs
-                             WHERE (status IN ('queued', 'retrying') AND next_attempt_at <= now())
-                                OR (status = 'in_flight' AND claimed_until < now())
-                             ORDER BY next_attempt_at NULLS FIRST, id
-                             LIMIT \(limit)
-                             FOR UPDATE SKIP LOCKED)
+             WHERE l.id IN (SELECT id FROM picked)
             RETURNING l.id, l.user_id, l.crm_type, l.operation, l.request, l.unique_id, l.attempts,
                       EXTRACT(EPOCH FROM now() - l.created_at) AS age
             """
-        return try pool.withConnection { try $0.execute(sql) }.rows.compactMap(Self.claimed)
     }
 
     /// Takes a `failed` row for a manual retry; nil when the row is not (or no longer) failed.
@@ -170,10 +190,14 @@ public struct DeliveryStore: Sendable {
         return try pool.withConnection { try $0.execute(sql) }.first?.int("logged") ?? 0 > 0
     }
 
-    /// Rows waiting for delivery (the retry backlog).
+    /// Rows waiting for delivery (the retry backlog). Two counts, so that each is served by
+    /// one of the claim's partial indexes rather than a scan of the whole log.
     public func backlog() throws -> Int {
         try pool.withConnection {
-            try $0.execute("SELECT count(*) AS n FROM crm.crm_sync_logs WHERE status IN ('queued', 'retrying', 'in_flight')").first?.int("n") ?? 0
+            try $0.execute("""
+                SELECT (SELECT count(*) FROM crm.crm_sync_logs WHERE status IN ('queued', 'retrying'))
+                     + (SELECT count(*) FROM crm.crm_sync_logs WHERE status = 'in_flight') AS n
+                """).first?.int("n") ?? 0
         }
     }
 

@@ -59,8 +59,12 @@ CREATE TABLE crm.crm_sync_logs (
         CHECK (status IN ('pending', 'in_flight', 'success', 'failed', 'retrying', 'queued', 'cancelled'))
 );
 CREATE INDEX crm_sync_logs_user_idx ON crm.crm_sync_logs (user_id, id DESC);
-CREATE INDEX crm_sync_logs_due_idx ON crm.crm_sync_logs (next_attempt_at)
-    WHERE status IN ('pending', 'queued', 'retrying', 'in_flight');
+-- The sweep's claim: due queued/retrying rows in (next_attempt_at, id) order, and expired
+-- in-flight claims, each a top-N scan of a partial index that finished rows stay out of.
+CREATE INDEX crm_sync_logs_queue_idx ON crm.crm_sync_logs (next_attempt_at, id)
+    WHERE status IN ('queued', 'retrying');
+CREATE INDEX crm_sync_logs_claims_idx ON crm.crm_sync_logs (claimed_until)
+    WHERE status = 'in_flight';
 
 -- Idempotency-Key: the first response to a (user, key) is replayed for 24 h.
 CREATE TABLE crm.crm_idempotency_keys (
@@ -210,6 +214,22 @@ CREATE TABLE IF NOT EXISTS crm.crm_idempotency_keys (
     created_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, key)
 );
+"""#),
+        ("004_claim_indexes", #"""
+-- The sweep's claim (DeliveryStore.claimDue) reads two partial indexes in index order, a
+-- top-N scan each, instead of sorting the whole backlog: queued/retrying rows by
+-- (next_attempt_at, id), and in-flight rows by claimed_until (expired claims). Finished rows
+-- are in neither, so the claim does not slow down as the log grows. They replace
+-- crm_sync_logs_due_idx, which served neither order.
+-- The migrator runs each migration in one transaction, where CREATE INDEX CONCURRENTLY is not
+-- allowed: these builds block writes to crm_sync_logs while they scan it. On a large table,
+-- create both CONCURRENTLY by hand first (same names and definitions, and check they are
+-- valid); IF NOT EXISTS then leaves them be.
+CREATE INDEX IF NOT EXISTS crm_sync_logs_queue_idx ON crm.crm_sync_logs (next_attempt_at, id)
+    WHERE status IN ('queued', 'retrying');
+CREATE INDEX IF NOT EXISTS crm_sync_logs_claims_idx ON crm.crm_sync_logs (claimed_until)
+    WHERE status = 'in_flight';
+DROP INDEX IF EXISTS crm.crm_sync_logs_due_idx;
 """#),
     ]
 }

@@ -26,7 +26,7 @@ final class EmbeddedSQLTests: XCTestCase {
             XCTAssertTrue(sql == (try embeddedForm("migrations/\(version).sql")), "migrations/\(version).sql differs. \(stale)")
         }
         XCTAssertEqual(Migrator.embedded.migrations.map(\.version), files.map { String($0.dropLast(4)) }, "applied in file order")
-        XCTAssertEqual(files.map { String($0.prefix(4)) }, ["001_", "002_", "003_"])
+        XCTAssertEqual(files.map { String($0.prefix(4)) }, ["001_", "002_", "003_", "004_"])
     }
 }
 
@@ -46,7 +46,7 @@ final class MigratorTests: XCTestCase {
             XCTAssertEqual(try c.scalar("SELECT to_regclass(\(table)) IS NOT NULL"), "t", table)
         }
         XCTAssertEqual(try recorded(c), Self.versions)
-        XCTAssertEqual(Self.versions.count, 3)
+        XCTAssertEqual(Self.versions.count, 4)
 
         let second = try Migrator.embedded.migrate(try db.connect())
         XCTAssertEqual(second, Migrator.Report(created: false, applied: []))
@@ -76,6 +76,40 @@ final class MigratorTests: XCTestCase {
              WHERE table_schema = 'crm' AND table_name IN ('crm_integrations', 'crm_sync_logs', 'crm_idempotency_keys')
              ORDER BY 1
             """).rows.compactMap { $0.string("col") }
+    }
+
+    /// Definitions of the crm_sync_logs indexes this schema names (a legacy database also
+    /// keeps its own idx_crm_sync_logs_merchant, which is not ours to drop).
+    private func logIndexes(_ c: Connection) throws -> [String] {
+        try c.strings("""
+            SELECT indexdef FROM pg_indexes
+             WHERE schemaname = 'crm' AND tablename = 'crm_sync_logs' AND indexname LIKE 'crm\\_sync\\_logs\\_%'
+             ORDER BY indexname
+            """, "indexdef")
+    }
+
+    /// A database at 003 (the layout before the claim's partial indexes) gets exactly 004.
+    func testDatabaseAt003GetsTheClaimIndexes() throws {
+        let fresh = try ScratchDatabase.migrated(for: self)
+        let expected = try logIndexes(try fresh.connect())
+        XCTAssertEqual(expected.map { $0.components(separatedBy: " ON ")[0] }, [
+            "CREATE INDEX crm_sync_logs_claims_idx", "CREATE UNIQUE INDEX crm_sync_logs_pkey",
+            "CREATE INDEX crm_sync_logs_queue_idx", "CREATE INDEX crm_sync_logs_user_idx",
+        ])
+
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        try c.executeScript("""
+            DROP INDEX crm.crm_sync_logs_queue_idx;
+            DROP INDEX crm.crm_sync_logs_claims_idx;
+            CREATE INDEX crm_sync_logs_due_idx ON crm.crm_sync_logs (next_attempt_at)
+                WHERE status IN ('pending', 'queued', 'retrying', 'in_flight');
+            DELETE FROM crm.schema_migrations WHERE version >= '004';
+            """)
+        let report = try Migrator.embedded.migrate(c)
+        XCTAssertEqual(report, Migrator.Report(created: false, applied: Self.versions.filter { $0 >= "004" }))
+        XCTAssertEqual(try logIndexes(c), expected)
+        XCTAssertEqual(try recorded(c), Self.versions)
     }
 
     func testLegacyDatabaseIsUpgradedKeepingEveryRow() throws {
@@ -166,5 +200,6 @@ final class MigratorTests: XCTestCase {
         let upgraded = try layout(c)
         XCTAssertTrue(upgraded.contains("crm_integrations.user_id text NO"), "\(upgraded)")
         XCTAssertEqual(upgraded, try layout(try fresh.connect()))
+        XCTAssertEqual(try logIndexes(c), try logIndexes(try fresh.connect()))
     }
 }

@@ -1,0 +1,172 @@
+import CRMCore
+import Foundation
+import Synchronization
+import XCTest
+
+@testable import CRMStore
+
+final class DeliveryStoreTests: XCTestCase {
+    /// Inserts one sync log row; times are seconds from now (nil: NULL). Returns its id.
+    @discardableResult
+    private func insert(_ c: Connection, _ status: String, next: Int?, claimedUntil: Int? = nil, attempts: Int = 0) throws -> Int64 {
+        let row = try c.execute("""
+            INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, attempts, next_attempt_at, claimed_by, claimed_until)
+            VALUES ('alice', 'klaviyo', 'contact', \(status), '{"email":"a@b.co"}', \(attempts),
+                    now() + make_interval(secs => \(next)::double precision),
+                    CASE WHEN \(claimedUntil)::int IS NOT NULL THEN 'dead-worker' END,
+                    now() + make_interval(secs => \(claimedUntil)::double precision))
+            RETURNING id
+            """).first
+        return try XCTUnwrap(row?.int64("id"))
+    }
+
+    func testClaimTakesExpiredClaimsFirstThenDueRowsOldestFirstUpToTheLimit() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        let store = DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
+
+        // Never claimed: finished rows (even with a past next_attempt_at), legacy pending rows,
+        // live claims, and queued/retrying rows not yet due (or without a time).
+        var untouched: [Int64] = []
+        for status in ["success", "failed", "cancelled", "pending"] { untouched.append(try insert(c, status, next: -600)) }
+        untouched.append(try insert(c, "in_flight", next: nil, claimedUntil: 600))
+        untouched.append(try insert(c, "in_flight", next: -900, claimedUntil: 60))
+        untouched.append(try insert(c, "queued", next: 3600))
+        untouched.append(try insert(c, "retrying", next: 60, attempts: 2))
+        untouched.append(try insert(c, "queued", next: nil))
+
+        // Due, in the order they are to be claimed: expired claims by claimed_until (even when
+        // their next_attempt_at is later than every queued row's), then by next_attempt_at, id.
+        let q2 = try insert(c, "queued", next: -60)
+        let e2 = try insert(c, "in_flight", next: -30, claimedUntil: -60, attempts: 1)
+        let q1 = try insert(c, "queued", next: -300)
+        let q3 = try insert(c, "queued", next: -120)
+        let e1 = try insert(c, "in_flight", next: nil, claimedUntil: -600)
+        let r1 = try insert(c, "retrying", next: -180, attempts: 3)
+        // Due at the same moment as q2: the lower id (q2) first.
+        let q4 = try insert(c, "queued", next: 0)
+        try c.execute("UPDATE crm.crm_sync_logs SET next_attempt_at = (SELECT next_attempt_at FROM crm.crm_sync_logs WHERE id = \(q2)) WHERE id = \(q4)")
+
+        func claim(_ limit: Int) throws -> Set<Int64> {
+            let claimed = try store.claimDue(worker: "w1", limit: limit, claimSeconds: 300)
+            XCTAssertLessThanOrEqual(claimed.count, limit)
+            return Set(claimed.map(\.id))
+        }
+        XCTAssertEqual(try claim(1), [e1], "the longest-expired claim first")
+        XCTAssertEqual(try claim(3), [e2, q1, r1], "then the other expired claim, then due rows by next_attempt_at")
+        XCTAssertEqual(try claim(1), [q3])
+        XCTAssertEqual(try claim(1), [q2], "equal next_attempt_at: by id")
+        XCTAssertEqual(try claim(5), [q4])
+        XCTAssertEqual(try claim(10), [], "nothing else is due")
+
+        let claimedRows = try c.strings("""
+            SELECT id || ' ' || status || ' ' || claimed_by || ' ' || (claimed_until > now() + interval '250 seconds') AS k
+              FROM crm.crm_sync_logs WHERE id = ANY(\("{\([e1, e2, q1, q2, q3, q4, r1].map(String.init).joined(separator: ","))}")::bigint[])
+             ORDER BY id
+            """, "k")
+        XCTAssertEqual(claimedRows, [e1, e2, q1, q2, q3, q4, r1].sorted().map { "\($0) in_flight w1 true" })
+        XCTAssertEqual(try c.strings("""
+            SELECT status || ' ' || COALESCE(claimed_by, '-') AS k FROM crm.crm_sync_logs
+             WHERE id = ANY(\("{\(untouched.map(String.init).joined(separator: ","))}")::bigint[]) ORDER BY id
+            """, "k"), ["success -", "failed -", "cancelled -", "pending -", "in_flight dead-worker", "in_flight dead-worker",
+                        "queued -", "retrying -", "queued -"])
+    }
+
+    func testClaimedRowsCarryWhatTheDeliveryNeeds() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        let id = try insert(c, "retrying", next: -5, attempts: 2)
+        try c.execute("UPDATE crm.crm_sync_logs SET operation = 'event', unique_id = 'u-1', created_at = now() - interval '90 seconds' WHERE id = \(id)")
+        let claimed = try DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key).claimDue(worker: "w1", limit: 5, claimSeconds: 60)
+        let log = try XCTUnwrap(claimed.first)
+        XCTAssertEqual(claimed.count, 1)
+        XCTAssertEqual(log.id, id)
+        XCTAssertEqual(log.user.value, "alice")
+        XCTAssertEqual(log.crmType, .klaviyo)
+        XCTAssertEqual(log.operation, "event")
+        XCTAssertEqual(log.request, ["email": "a@b.co"])
+        XCTAssertEqual(log.uniqueID, "u-1")
+        XCTAssertEqual(log.attempts, 2)
+        XCTAssertEqual(log.ageSeconds, 90, accuracy: 5)
+    }
+
+    func testConcurrentWorkersClaimEveryDueRowExactlyOnce() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        try c.execute("""
+            INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, next_attempt_at, claimed_by, claimed_until)
+            SELECT 'alice', 'klaviyo', 'contact', s, '{}', now() - g * interval '1 second',
+                   CASE WHEN s = 'in_flight' THEN 'dead-worker' END, CASE WHEN s = 'in_flight' THEN now() - interval '1 minute' END
+              FROM generate_series(1, 300) g, LATERAL (SELECT (ARRAY['queued', 'retrying', 'queued', 'in_flight', 'success'])[1 + g % 5] AS s) x
+            """)
+        let due = Set(try c.strings("SELECT id FROM crm.crm_sync_logs WHERE status <> 'success'", "id").compactMap(Int64.init))
+        XCTAssertEqual(due.count, 240)
+
+        let store = DeliveryStore(pool: db.pool(size: 6), encryptionKey: ScratchDatabase.key)
+        let claims = Mutex<[Int64]>([]), problems = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 6) { worker in
+            var empty = 0
+            while empty < 3 {
+                do {
+                    let got = try store.claimDue(worker: "w\(worker)", limit: 7, claimSeconds: 300)
+                    if got.count > 7 { problems.withLock { $0.append("\(got.count) rows for a limit of 7") } }
+                    claims.withLock { $0.append(contentsOf: got.map(\.id)) }
+                    empty = got.isEmpty ? empty + 1 : 0
+                } catch {
+                    problems.withLock { $0.append("\(error)") }
+                    return
+                }
+            }
+        }
+        XCTAssertEqual(problems.withLock { $0 }, [])
+        let all = claims.withLock { $0 }
+        XCTAssertEqual(all.count, due.count, "no row claimed twice")
+        XCTAssertEqual(Set(all), due)
+        XCTAssertEqual(try c.scalar("SELECT count(*) FROM crm.crm_sync_logs WHERE status = 'in_flight' AND claimed_by LIKE 'w%'"), "240")
+        XCTAssertEqual(try store.backlog(), 240)
+    }
+
+    /// Plan nodes of an EXPLAIN (FORMAT JSON) tree, depth first, as "Node Type[ on Index Name]".
+    private func nodes(_ plan: JSON) -> [String] {
+        var here = plan["Node Type"]?.stringValue ?? "?"
+        if let index = plan["Index Name"]?.stringValue { here += " on \(index)" }
+        return [here] + (plan["Plans"]?.arrayValue ?? []).flatMap(nodes)
+    }
+
+    /// The claim reads both partial indexes in order under a LIMIT and sorts nothing, with a
+    /// custom plan and with the generic one a prepared statement may switch to. The table
+    /// holds enough rows (and statistics) that the planner's choice is not a coin toss.
+    func testClaimIsATopNScanOfThePartialIndexes() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        try c.execute("""
+            INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, next_attempt_at, claimed_by, claimed_until)
+            SELECT 'u' || g % 100, 'klaviyo', 'contact',
+                   CASE WHEN g <= 2000 THEN (ARRAY['queued', 'retrying'])[1 + g % 2]
+                        WHEN g <= 2020 THEN 'in_flight'
+                        ELSE (ARRAY['success', 'failed', 'cancelled'])[1 + g % 3] END,
+                   jsonb_build_object('email', 'u' || g || '@example.com'),
+                   CASE WHEN g <= 2000 THEN now() - interval '1 hour' + g * interval '3 seconds' END,
+                   CASE WHEN g > 2000 AND g <= 2020 THEN 'w' END,
+                   CASE WHEN g > 2000 AND g <= 2020 THEN now() + (g - 2010) * interval '1 minute' END
+              FROM generate_series(1, 7000) g
+            """)
+        try c.execute("ANALYZE crm.crm_sync_logs")
+        let claim = DeliveryStore.claimSQL(worker: "w", limit: 16, claimSeconds: 60)
+        try c.execute(SQL(stringLiteral: "PREPARE claim AS " + claim.text))
+        let arguments = claim.parameters.map { "'\($0 ?? "")'" }.joined(separator: ", ")
+        for mode in ["force_custom_plan", "force_generic_plan"] {
+            try c.execute(SQL(stringLiteral: "SET plan_cache_mode = \(mode)"))
+            let explained = try XCTUnwrap(try c.scalar(SQL(stringLiteral: "EXPLAIN (FORMAT JSON) EXECUTE claim(\(arguments))")))
+            let plan = try XCTUnwrap(try JSONParser.parse(explained).arrayValue?.first?["Plan"], explained)
+            let all = nodes(plan)
+            XCTAssertEqual(plan["Node Type"]?.stringValue, "ModifyTable", mode)
+            let ctes = Dictionary(uniqueKeysWithValues: (plan["Plans"]?.arrayValue ?? []).compactMap { sub in
+                sub["Subplan Name"]?.stringValue.map { ($0, nodes(sub)) }
+            })
+            XCTAssertEqual(ctes["CTE expired"], ["Limit", "LockRows", "Index Scan on crm_sync_logs_claims_idx"], "\(mode): \(all)")
+            XCTAssertEqual(ctes["CTE due"], ["Limit", "LockRows", "Index Scan on crm_sync_logs_queue_idx"], "\(mode): \(all)")
+            XCTAssertFalse(all.contains { $0.contains("Sort") || $0.hasPrefix("Seq Scan") || $0.hasPrefix("Bitmap") }, "\(mode): \(all)")
+        }
+    }
+}
