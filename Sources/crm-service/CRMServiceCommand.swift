@@ -165,11 +165,12 @@ func printError(_ message: String) {
 
 struct StandardError: TextOutputStream {
     mutating func write(_ string: String) {
-        var bytes = Array(string.utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let written = Glibc.write(STDERR_FILENO, &bytes[offset], bytes.count - offset)
-            if written > 0 { offset += written } else if written < 0 && errno == EINTR { continue } else { break }
+        Array(string.utf8).withUnsafeBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = Glibc.write(STDERR_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
+                if written > 0 { offset += written } else if written < 0 && errno == EINTR { continue } else { break }
+            }
         }
     }
 }
