@@ -97,6 +97,13 @@ final class IntegrationStoreTests: XCTestCase {
         XCTAssertEqual([clientSecret.revealed, password.revealed, token?.revealed], secrets)
         XCTAssertEqual(domain, "test")
 
+        // The OpenPGP symmetric-key packet (RFC 4880 5.3, 3.7.1.3): version 4, AES-256 (9),
+        // iterated and salted s2k (3) with SHA-1 (2), then 8 bytes of salt and the count byte:
+        // 0 is 1,024 rounds (the least; see IntegrationStore.encryptionOptions).
+        let header = try c.scalar("SELECT encode(substring(credentials from 3 for 13), 'hex') FROM crm.crm_integrations")
+        XCTAssertEqual(header?.prefix(8), "04090302", header ?? "-")
+        XCTAssertEqual(header?.suffix(2), "00", header ?? "-")
+
         // Another key cannot read them.
         let wrongKey = IntegrationStore(pool: db.pool(), encryptionKey: Secret("ffffffffffffffffffffffffffffffff"))
         XCTAssertThrowsError(try wrongKey.credentials(user: alice, type: .salesforce)) { error in
