@@ -2,7 +2,6 @@ import ArgumentParser
 import CRMCore
 import CRMService
 import CRMStore
-import Configuration
 import FastCGI
 import FoundationEssentials
 import Glibc
@@ -18,16 +17,12 @@ struct CRMServiceCommand: AsyncParsableCommand {
 }
 
 /// Environment first, then `.env` in the working directory.
-func configReader() async throws -> ConfigReader {
-    let secrets = SecretsSpecifier<String, String>.specific(["CRM_ENCRYPTION_KEY", "API_KEY", "DB_DSN"])
-    return ConfigReader(providers: [
-        EnvironmentVariablesProvider(secretsSpecifier: secrets),
-        try await EnvironmentVariablesProvider(environmentFilePath: ".env", allowMissing: true, secretsSpecifier: secrets),
-    ])
+func configReader() throws -> EnvironmentConfig {
+    try EnvironmentConfig.load(environmentFile: ".env")
 }
 
-func loadConfig() async throws -> Config {
-    switch Config.load(try await configReader()) {
+func loadConfig() throws -> Config {
+    switch Config.load(try configReader()) {
     case let .success(config): return config
     case let .failure(problems):
         printError("crm-service: refusing to start.\n\(problems)\n")
@@ -39,7 +34,7 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Serve FastCGI on FCGI_SOCKET (or an inherited socket on fd 0 / systemd's fd 3) until SIGTERM.")
 
     func run() async throws {
-        let config = try await loadConfig()
+        let config = try loadConfig()
         let logger = makeLogger(config)
         let target = ListenTarget.detect(path: config.fcgiSocket)
         // Stable across restarts of this instance, so a restart takes back its own in-flight deliveries.
@@ -64,7 +59,7 @@ struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Bring the database (new, legacy or current) to the current schema, idempotently.")
 
     func run() async throws {
-        let reader = try await configReader()
+        let reader = try configReader()
         let database: DatabaseSettings
         switch Config.loadDatabase(reader) {
         case let .success(settings): database = settings
@@ -104,7 +99,7 @@ struct RotateKey: AsyncParsableCommand {
     var newKeyStdin = false
 
     func run() async throws {
-        let reader = try await configReader()
+        let reader = try configReader()
         guard case let .success(database) = Config.loadDatabase(reader) else {
             fail("DB_DSN is required (or INSTANCE_CONNECTION_NAME)")
         }
@@ -134,7 +129,7 @@ struct CheckConfig: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "check-config", abstract: "Print the effective configuration, secrets masked; exit 2 when it has problems.")
 
     func run() async throws {
-        let config = try await loadConfig()
+        let config = try loadConfig()
         for (name, value) in config.effectiveDescription { print("\(name)=\(value)") }
     }
 }

@@ -1,5 +1,4 @@
 import CRMCore
-import Configuration
 import XCTest
 
 @testable import CRMService
@@ -71,11 +70,7 @@ extension XCTestCase {
     }
 }
 
-/// A `ConfigReader` over environment-style names (`CRM_ENCRYPTION_KEY` → `crm.encryption.key`).
-func configReader(_ env: [String: String]) -> ConfigReader {
-    var values: [AbsoluteConfigKey: ConfigValue] = [:]
-    for (name, value) in env {
-        values[AbsoluteConfigKey(name.lowercased().split(separator: "_").map(String.init))] = ConfigValue(.string(value), isSecret: false)
-    }
-    return ConfigReader(provider: InMemoryProvider(values: values))
+/// The configuration as if `env` were the process environment (and there were no `.env`).
+func configReader(_ env: [String: String]) -> EnvironmentConfig {
+    EnvironmentConfig(environment: env)
 }

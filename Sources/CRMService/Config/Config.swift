@@ -1,6 +1,5 @@
 import CRMConnectors
 import CRMCore
-import Configuration
 import HTTPClient
 
 /// The service's configuration: environment variables, or a `.env` file beside them
@@ -30,7 +29,7 @@ public struct Config: Sendable {
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
     /// Reads and checks everything; `problems` lists each variable that is wrong and how to fix it.
-    public static func load(_ reader: ConfigReader) -> Result<Config, ConfigProblems> {
+    public static func load(_ reader: EnvironmentConfig) -> Result<Config, ConfigProblems> {
         var p = ConfigProblems()
         func string(_ name: String, secret: Bool = false) -> String? {
             let value = reader.string(forKey: ConfigKey(name.lowercased().split(separator: "_").map(String.init)), isSecret: secret)
@@ -226,7 +225,7 @@ public struct DatabaseSettings: Sendable {
 }
 
 extension Config {
-    public static func loadDatabase(_ reader: ConfigReader) -> Result<DatabaseSettings, ConfigProblems> {
+    public static func loadDatabase(_ reader: EnvironmentConfig) -> Result<DatabaseSettings, ConfigProblems> {
         var p = ConfigProblems()
         let instance = reader.string(forKey: ["instance", "connection", "name"]).flatMap { $0.isEmpty ? nil : $0 }
         var dsn = reader.string(forKey: ["db", "dsn"], isSecret: true) ?? ""
