@@ -10,7 +10,7 @@ build:
 	swift build
 
 release:
-	swift build -c release
+	swift build -c release --static-swift-stdlib
 
 run:
 	scripts/run.sh

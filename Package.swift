@@ -19,6 +19,8 @@ let package = Package(
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        // glibc's <malloc.h> (mallopt), part of libc: nothing to link.
+        .systemLibrary(name: "CMalloc"),
 
         // The domain: pure Swift, no I/O.
         .target(name: "CRMCore"),
@@ -40,7 +42,7 @@ let package = Package(
         // POSIX threads and a condition variable (no Foundation in the worker).
         .target(name: "Threads"),
         .executableTarget(name: "crm-service", dependencies: [
-            "CRMService", "FastCGI", "CRMStore",
+            "CRMService", "FastCGI", "CRMStore", "CMalloc",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

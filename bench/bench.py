@@ -72,6 +72,8 @@ WARMUP = env_int("BENCH_WARMUP_S", 2)
 THREADS = env_int("BENCH_FCGI_THREADS", 64)             # scenarios 1-2, worker and floor alike
 SLOW_THREADS = env_int("BENCH_SLOW_FCGI_THREADS", 256)  # scenarios 3-4 (a thread waits out each CRM call)
 POOL = env_int("BENCH_DB_POOL_SIZE", 16)
+# Background deliveries at once: scenario 4's drain gets as many as scenario 3 has request threads.
+SWEEP = env_int("BENCH_SWEEP_CONCURRENCY", 256)
 WRK_THREADS = env_int("BENCH_WRK_THREADS", 2)
 DRAIN_MAX_S = env_int("BENCH_DRAIN_MAX_S", 45)
 SLOW_S = env_float("BENCH_CRM_DELAY_S", 0.2)
@@ -340,6 +342,7 @@ def worker_env(threads: int, fake_url: str, socket_path: str = "", log_level: st
         "FCGI_SOCKET": socket_path or str(RUN / "unused.sock"),
         "FCGI_THREADS": str(threads),
         "DB_POOL_SIZE": str(POOL),
+        "CRM_SWEEP_CONCURRENCY": str(SWEEP),
         "CRM_ENCRYPTION_KEY": BENCH_KEY,
         "CRM_ALLOW_PRIVATE_URLS": "true",
         "CRM_KLAVIYO_BASE_URL": fake_url,
@@ -679,7 +682,7 @@ def render(report: dict) -> str:
         f"Machine: {m['cpus']} CPUs, {m['cpu_model']}. PostgreSQL {m['db']['server_version']}, "
         f"**synchronous_commit = {m['db']['synchronous_commit']}** (fsync = {m['db']['fsync']}). "
         f"Worker: release build, FCGI_THREADS={THREADS} (scenarios 1-2; floor the same) / {SLOW_THREADS} (scenarios 3-4), "
-        f"DB_POOL_SIZE={POOL}, LOG_LEVEL=warning"
+        f"DB_POOL_SIZE={POOL}, CRM_SWEEP_CONCURRENCY={SWEEP}, LOG_LEVEL=warning"
         + "".join(f", {k}={v}" for k, v in (m.get("worker_overrides") or {}).items())
         + f". wrk -t{WRK_THREADS}, warm-up {WARMUP} s, then {ROUNDS} rounds x {SECONDS} s: "
         f"the median round is shown; worker/floor is the median of the round-by-round ratios (each pair ran back to back); "
@@ -1001,7 +1004,7 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "cpu_model": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
             "db": db, "rounds": ROUNDS, "seconds": SECONDS, "warmup_s": WARMUP, "fcgi_threads": THREADS,
-            "slow_fcgi_threads": SLOW_THREADS, "db_pool_size": POOL, "wrk_threads": WRK_THREADS, "crm_delay_s": SLOW_S,
+            "slow_fcgi_threads": SLOW_THREADS, "db_pool_size": POOL, "sweep_concurrency": SWEEP, "wrk_threads": WRK_THREADS, "crm_delay_s": SLOW_S,
             "elapsed_s": round(time.monotonic() - t0, 1),
             "max_steal": max([v.get("steal") or 0 for v in iter_summaries(report)] + [0]),
         }

@@ -20,8 +20,8 @@ case " $* " in *" --profile "*) BENCH_PACKAGES+=(linux-perf) ;; esac
 scripts/deps.sh "${BENCH_PACKAGES[@]}" >&2
 
 if [ "${BENCH_SKIP_BUILD:-}" != 1 ]; then
-    say "swift build -c release"
-    swift build -c release >&2
+    say "swift build -c release --static-swift-stdlib"
+    swift build -c release --static-swift-stdlib >&2
 fi
 
 install -d -m 0755 "$RUN" "$RUN/bin"

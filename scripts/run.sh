@@ -72,7 +72,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 scripts/deps.sh
-swift build -c release
+swift build -c release --static-swift-stdlib
 BIN="$REPO/.build/release/crm-service"
 [ -x "$BIN" ] || die "$BIN was not built"
 install -d -m 0755 "$RUN"
