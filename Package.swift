@@ -19,8 +19,8 @@ let package = Package(
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
-        // glibc's <malloc.h> (mallopt), part of libc: nothing to link.
-        .systemLibrary(name: "CMalloc"),
+        // glibc calls Swift's Glibc module lacks (mallopt, gettid); part of libc: nothing to link.
+        .systemLibrary(name: "CSystem"),
 
         // The domain: pure Swift, no I/O.
         .target(name: "CRMCore"),
@@ -40,9 +40,9 @@ let package = Package(
         // FastCGI transport over libfcgi.
         .target(name: "FastCGI", dependencies: ["CFastCGI", "Threads"]),
         // POSIX threads and a condition variable (no Foundation in the worker).
-        .target(name: "Threads"),
+        .target(name: "Threads", dependencies: ["CSystem"]),
         .executableTarget(name: "crm-service", dependencies: [
-            "CRMService", "FastCGI", "CRMStore", "CMalloc",
+            "CRMService", "FastCGI", "CRMStore", "CSystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

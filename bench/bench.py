@@ -828,6 +828,8 @@ def profile(worker: Target, kind: str, seconds: int) -> None:
     out_dir = RESULTS / "profile"
     out_dir.mkdir(parents=True, exist_ok=True)
     # BENCH_PROFILE_ROUTES picks the routes (list, event, contact: the last at 256 connections with the slow CRM).
+    # BENCH_PROFILE_CALLGRAPH=dwarf also sees callers through libraries built without frame pointers (libc's malloc).
+    CALL_GRAPH = os.environ.get("BENCH_PROFILE_CALLGRAPH", "fp")
     routes = [r for r in os.environ.get("BENCH_PROFILE_ROUTES", "list,event").replace(" ", "").split(",") if r]
     for route in routes:
         conns = 256 if route == "contact" else 64
@@ -835,7 +837,7 @@ def profile(worker: Target, kind: str, seconds: int) -> None:
             worker.start(SLOW_THREADS)
         data = out_dir / f"perf-{route}.data"
         say(f"perf record -p {worker.proc.pid}: {route} at {conns} connections for {seconds} s")
-        rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-p", str(worker.proc.pid), "-o", str(data),
+        rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "--call-graph", CALL_GRAPH, "-p", str(worker.proc.pid), "-o", str(data),
                                 "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         r = wrk(worker.port, route, conns, seconds)
         rec.wait(timeout=60)

@@ -45,11 +45,47 @@ public struct AttemptRecord: Sendable {
     }
 }
 
+/// One sync request's log rows to write: one per active integration of `user` that takes this
+/// kind of sync (only `types`, when given).
+public struct LogRequest: Sendable {
+    public var user: UserID
+    public var operation: String
+    public var types: [CRMType]?
+    public var request: JSON
+    public var uniqueID: String?
+    /// `queued` for the sweep, else `in_flight`, claimed by the caller.
+    public var queued: Bool
+
+    public init(user: UserID, operation: String, types: [CRMType]?, request: JSON, uniqueID: String?, queued: Bool) {
+        self.user = user
+        self.operation = operation
+        self.types = types
+        self.request = request
+        self.uniqueID = uniqueID
+        self.queued = queued
+    }
+}
+
+/// A log row written for a `LogRequest`.
+public struct CreatedLog: Sendable, Equatable {
+    public let crmType: CRMType
+    public let id: Int64
+    public let uniqueID: String?
+
+    public init(crmType: CRMType, id: Int64, uniqueID: String?) {
+        self.crmType = crmType
+        self.id = id
+        self.uniqueID = uniqueID
+    }
+}
+
 /// The delivery queue: sync log rows written before a CRM is called, claimed with
 /// `FOR UPDATE SKIP LOCKED` (safe across any number of workers), updated after each attempt.
 public struct DeliveryStore: Sendable {
     let pool: Pool
     let key: Secret
+    /// Whose work this is: the retry sweep uses `.background`, so requests get connections first.
+    public var priority: Pool.Priority = .request
 
     public init(pool: Pool, encryptionKey: Secret) {
         self.pool = pool
@@ -62,42 +98,69 @@ public struct DeliveryStore: Sendable {
             SELECT pgp_sym_decrypt(credentials, \(key)) AS plain, settings FROM crm.crm_integrations
              WHERE user_id = \(user) AND crm_type = \(type) AND is_active
             """
-        guard let row = try pool.withConnection({ try $0.execute(sql) }).first, let plain = row.string("plain") else { return nil }
+        guard let row = try pool.withConnection(priority: priority, { try $0.execute(sql) }).first, let plain = row.string("plain") else { return nil }
         guard let json = try? JSONParser.parse(plain), case let .success(credentials) = Credentials.decode(json, for: type, at: []) else {
             throw DatabaseError(.decoding, message: "stored credentials for \(type.rawValue) are not readable")
         }
         return DeliveryTarget(crmType: type, credentials: credentials, settings: IntegrationSettings.fromStored(row.json("settings") ?? .object([]), for: type))
     }
 
-    /// Writes one log row for each of the user's active integrations that take this kind of
-    /// sync (only `types`, when given), in one statement (so all or none): `in_flight` claimed by
-    /// `worker` (synchronous delivery) or `queued` for the sweep. An event row's unique id is the
-    /// caller's, else derived from its row id. Returns (type, log id, unique id) by type; empty
-    /// when no integration takes the sync.
-    public func createLogs(user: UserID, operation: String, types: [CRMType]?, request: JSON, uniqueID: String?,
-                           queued: Bool, worker: String, claimSeconds: Double) throws -> [(CRMType, Int64, String?)] {
-        let flag = operation == "contact" ? "sync_contacts" : "sync_events"
-        // The id is drawn first so that the derived unique id can be written with the row.
+    /// Writes the log rows of several sync requests in one statement and one commit (group
+    /// commit: under load, concurrent requests share the commit instead of each waiting for its
+    /// own). All or none. Event rows get the caller's unique id, else one derived from the row
+    /// id. Returns each request's rows by type (empty when no integration takes it).
+    public func createLogs(_ requests: [LogRequest], worker: String, claimSeconds: Double) throws -> [[CreatedLog]] {
+        guard !requests.isEmpty else { return [] }
+        func textArray(_ values: [String?]) -> String {
+            // A text[] literal: every element quoted, NULL unquoted (bound as one parameter).
+            "{" + values.map { value in
+                guard let value else { return "NULL" }
+                var escaped = "\""
+                for ch in value.unicodeScalars {
+                    if ch == "\"" || ch == "\\" { escaped.unicodeScalars.append("\\") }
+                    escaped.unicodeScalars.append(ch)
+                }
+                return escaped + "\""
+            }.joined(separator: ",") + "}"
+        }
+        let users = textArray(requests.map { $0.user.value })
+        let operations = textArray(requests.map { $0.operation })
+        let bodies = textArray(requests.map { $0.request.jsonString })
+        let uniqueIDs = textArray(requests.map { $0.uniqueID })
+        let types = textArray(requests.map { $0.types.map { $0.map(\.rawValue).joined(separator: ",") } })
+        let queued = textArray(requests.map { $0.queued ? "t" : "f" })
+        // The ids are drawn first (in a materialised CTE) so that a derived unique id is written
+        // with its row, and so that every row can be mapped back to its request (`ord`).
         let sql: SQL = """
-            INSERT INTO crm.crm_sync_logs (id, user_id, crm_type, operation, status, request, unique_id, next_attempt_at, claimed_by, claimed_until)
-            SELECT t.id, \(user), t.crm_type, \(operation), \(queued ? "queued" : "in_flight"), \(request),
-                   CASE WHEN \(operation) = 'event' THEN COALESCE(\(uniqueID), 'crm-log-' || t.id) END,
-                   CASE WHEN \(queued) THEN now() END,
-                   CASE WHEN \(queued) THEN NULL ELSE \(worker) END,
-                   CASE WHEN \(queued) THEN NULL ELSE now() + make_interval(secs => \(String(claimSeconds))::double precision) END
-              FROM (SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, crm_type
-                      FROM crm.crm_integrations
-                     WHERE user_id = \(user) AND is_active AND COALESCE((settings ->> \(flag))::boolean, true)
-                       AND (\(types)::text[] IS NULL OR crm_type = ANY(\(types)::text[]))) t
-            RETURNING id, crm_type, unique_id
+            WITH t AS MATERIALIZED (
+                SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, r.ord, i.crm_type, r.user_id, r.operation,
+                       r.request, r.queued, CASE WHEN r.operation = 'event' THEN r.unique_id END AS unique_id
+                  FROM unnest(\(users)::text[], \(operations)::text[], \(bodies)::jsonb[], \(uniqueIDs)::text[], \(types)::text[], \(queued)::boolean[])
+                       WITH ORDINALITY AS r(user_id, operation, request, unique_id, types, queued, ord)
+                  JOIN crm.crm_integrations i
+                    ON i.user_id = r.user_id AND i.is_active
+                   AND COALESCE((i.settings ->> CASE WHEN r.operation = 'contact' THEN 'sync_contacts' ELSE 'sync_events' END)::boolean, true)
+                   AND (r.types IS NULL OR i.crm_type = ANY(string_to_array(r.types, ',')))),
+            inserted AS (
+                INSERT INTO crm.crm_sync_logs (id, user_id, crm_type, operation, status, request, unique_id, next_attempt_at, claimed_by, claimed_until)
+                SELECT id, user_id, crm_type, operation, CASE WHEN queued THEN 'queued' ELSE 'in_flight' END, request,
+                       CASE WHEN operation = 'event' THEN COALESCE(unique_id, 'crm-log-' || id) END,
+                       CASE WHEN queued THEN now() END,
+                       CASE WHEN queued THEN NULL ELSE \(worker) END,
+                       CASE WHEN queued THEN NULL ELSE now() + make_interval(secs => \(String(claimSeconds))::double precision) END
+                  FROM t
+                RETURNING id, unique_id)
+            SELECT t.ord, inserted.id, t.crm_type, inserted.unique_id FROM t JOIN inserted USING (id) ORDER BY t.ord, t.crm_type
             """
-        let rows = try pool.withConnection { try $0.execute(sql) }.rows
-        return try rows.map { row throws(DatabaseError) in
-            guard let id = row.int64("id"), let type = row.string("crm_type").flatMap(CRMType.init) else {
-                throw DatabaseError(.decoding, message: "insert returned an unreadable row")
+        var created = [[CreatedLog]](repeating: [], count: requests.count)
+        for row in try pool.withConnection(priority: priority, { try $0.execute(sql) }).rows {
+            guard let ord = row.int("ord"), (1...requests.count).contains(ord), let id = row.int64("id"),
+                  let type = row.string("crm_type").flatMap(CRMType.init) else {
+                throw DatabaseError(.decoding, message: "the log insert returned an unreadable row")
             }
-            return (type, id, row.string("unique_id"))
-        }.sorted { $0.0.rawValue < $1.0.rawValue }
+            created[ord - 1].append(CreatedLog(crmType: type, id: id, uniqueID: row.string("unique_id")))
+        }
+        return created
     }
 
     /// Claims up to `limit` due rows: first in-flight rows whose claim expired (their worker
@@ -109,7 +172,7 @@ public struct DeliveryStore: Sendable {
     /// than `limit` rows are ever locked.
     public func claimDue(worker: String, limit: Int, claimSeconds: Double) throws -> [ClaimedLog] {
         let sql = Self.claimSQL(worker: worker, limit: limit, claimSeconds: claimSeconds)
-        return try pool.withConnection { try $0.execute(sql) }.rows.compactMap(Self.claimed)
+        return try pool.withConnection(priority: priority) { try $0.execute(sql) }.rows.compactMap(Self.claimed)
     }
 
     /// The claim statement (the tests EXPLAIN it).
@@ -148,12 +211,12 @@ public struct DeliveryStore: Sendable {
              WHERE user_id = \(user) AND id = \(id) AND status = 'failed'
             RETURNING id, user_id, crm_type, operation, request, unique_id, attempts, 0 AS age
             """
-        return try pool.withConnection { try $0.execute(sql) }.first.flatMap(Self.claimed)
+        return try pool.withConnection(priority: priority) { try $0.execute(sql) }.first.flatMap(Self.claimed)
     }
 
     /// A worker that restarts under the same identity takes back the rows its previous life left in flight.
     public func releaseClaims(worker: String) throws -> Int {
-        try pool.withConnection {
+        try pool.withConnection(priority: priority) {
             try $0.execute("""
                 UPDATE crm.crm_sync_logs SET status = 'retrying', next_attempt_at = now(), claimed_by = NULL, claimed_until = NULL, updated_at = now()
                  WHERE status = 'in_flight' AND claimed_by = \(worker)
@@ -187,13 +250,13 @@ public struct DeliveryStore: Sendable {
                 RETURNING 1)
             SELECT (SELECT count(*) FROM logged) AS logged
             """
-        return try pool.withConnection { try $0.execute(sql) }.first?.int("logged") ?? 0 > 0
+        return try pool.withConnection(priority: priority) { try $0.execute(sql) }.first?.int("logged") ?? 0 > 0
     }
 
     /// Rows waiting for delivery (the retry backlog). Two counts, so that each is served by
     /// one of the claim's partial indexes rather than a scan of the whole log.
     public func backlog() throws -> Int {
-        try pool.withConnection {
+        try pool.withConnection(priority: priority) {
             try $0.execute("""
                 SELECT (SELECT count(*) FROM crm.crm_sync_logs WHERE status IN ('queued', 'retrying'))
                      + (SELECT count(*) FROM crm.crm_sync_logs WHERE status = 'in_flight') AS n

@@ -9,9 +9,16 @@ public final class Pool: @unchecked Sendable {
     public let size: Int
     public let connectTimeoutSeconds: Int
 
-    private let condition = Condition()
+    /// Lane 0: request threads waiting; lane 1: background work waiting.
+    private let condition = Condition(lanes: 2)
     private var idle: [Connection] = []
     private var open = 0
+    private var requestsWaiting = 0
+
+    /// Who is asking: a request being answered, or background work (the retry sweep), which
+    /// gets a connection only when no request is waiting for one, so that a big backlog being
+    /// delivered cannot starve the requests.
+    public enum Priority: Sendable { case request, background }
 
     public init(dsn: String, size: Int, connectTimeoutSeconds: Int) {
         self.dsn = dsn
@@ -29,8 +36,8 @@ public final class Pool: @unchecked Sendable {
     /// a stale pooled one that failed before any statement of `body` completed, the work is
     /// retried once on a fresh connection (nothing of it was done). Once a statement has
     /// completed, a failure is the caller's to see: the work is never repeated.
-    public func withConnection<T>(_ body: (Connection) throws -> T) throws -> T {
-        var (connection, reused) = try acquire()
+    public func withConnection<T>(priority: Priority = .request, _ body: (Connection) throws -> T) throws -> T {
+        var (connection, reused) = try acquire(priority: priority)
         let completedBefore = connection.completedStatements
         do {
             let value = try body(connection)
@@ -39,7 +46,7 @@ public final class Pool: @unchecked Sendable {
         } catch let error as DatabaseError where error.kind == .unavailable && reused && !connection.isHealthy
             && connection.completedStatements == completedBefore {
             discard(connection)
-            (connection, reused) = try acquire(fresh: true)
+            (connection, reused) = try acquire(fresh: true, priority: priority)
             do {
                 let value = try body(connection)
                 release(connection)
@@ -54,14 +61,23 @@ public final class Pool: @unchecked Sendable {
         }
     }
 
-    public func transaction<T>(_ body: (Connection) throws -> T) throws -> T {
-        try withConnection { try $0.transaction(body) }
+    public func transaction<T>(priority: Priority = .request, _ body: (Connection) throws -> T) throws -> T {
+        try withConnection(priority: priority) { try $0.transaction(body) }
     }
 
-    private func acquire(fresh: Bool = false) throws(DatabaseError) -> (Connection, Bool) {
+    private func acquire(fresh: Bool = false, priority: Priority) throws(DatabaseError) -> (Connection, Bool) {
         let deadline = Deadline.after(seconds: Double(connectTimeoutSeconds))
+        let lane = priority == .request ? 0 : 1
         condition.lock()
         while true {
+            if priority == .background && requestsWaiting > 0 {
+                // Requests first: wait for a turn (woken when no request is waiting).
+                guard condition.wait(lane: lane, until: deadline) else {
+                    condition.unlock()
+                    throw DatabaseError(.unavailable, message: "no database connection free within \(connectTimeoutSeconds) s")
+                }
+                continue
+            }
             if !fresh, let connection = idle.popLast() {
                 condition.unlock()
                 return (connection, true)
@@ -72,7 +88,7 @@ public final class Pool: @unchecked Sendable {
                 do {
                     return (try Connection(dsn: dsn, connectTimeoutSeconds: connectTimeoutSeconds), false)
                 } catch {
-                    condition.lock(); open -= 1; condition.signal(); condition.unlock()
+                    condition.lock(); open -= 1; wakeOne(); condition.unlock()
                     throw error
                 }
             }
@@ -82,17 +98,25 @@ public final class Pool: @unchecked Sendable {
                 _ = stale
                 continue
             }
-            guard condition.wait(until: deadline) else {
+            if priority == .request { requestsWaiting += 1 }
+            let woken = condition.wait(lane: lane, until: deadline)
+            if priority == .request { requestsWaiting -= 1 }
+            guard woken else {
                 condition.unlock()
                 throw DatabaseError(.unavailable, message: "no database connection free within \(connectTimeoutSeconds) s")
             }
         }
     }
 
+    /// Wakes one waiter for a freed connection (or slot): a request if one waits, else background work.
+    private func wakeOne() {
+        if requestsWaiting > 0 { condition.signal(lane: 0) } else { condition.signal(lane: 1) }
+    }
+
     private func release(_ connection: Connection) {
         condition.lock()
         idle.append(connection)
-        condition.signal()
+        wakeOne()
         condition.unlock()
     }
 
@@ -105,7 +129,7 @@ public final class Pool: @unchecked Sendable {
             open -= idle.count
             idle.removeAll()
         }
-        condition.signal()
+        wakeOne()
         condition.unlock()
     }
 }

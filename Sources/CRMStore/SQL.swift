@@ -43,7 +43,5 @@ public struct SQL: Sendable, ExpressibleByStringInterpolation {
         public mutating func appendInterpolation(_ value: UserID) { bind(value.value) }
         public mutating func appendInterpolation(_ value: CRMType) { bind(value.rawValue) }
         public mutating func appendInterpolation(_ value: CRMType?) { bind(value?.rawValue) }
-        /// A text[] literal (`{klaviyo,hubspot}`); type names are plain identifiers.
-        public mutating func appendInterpolation(_ value: [CRMType]?) { bind(value.map { "{" + $0.map(\.rawValue).joined(separator: ",") + "}" }) }
     }
 }

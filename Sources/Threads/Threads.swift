@@ -1,3 +1,4 @@
+import CSystem
 import Glibc
 
 /// Plain POSIX threads (Linux): the worker's blocking model (a thread per FastCGI request, per
@@ -21,47 +22,57 @@ public enum Threads {
         precondition(started == 0, "pthread_create failed: \(started)")
     }
 
+    /// Lowers the calling thread's CPU priority (nice `niceness`, 0–19): background work
+    /// yields the CPU to request threads when both want it, and runs at full speed otherwise.
+    public static func lowerPriority(niceness: Int32) {
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(crm_gettid()), niceness)
+    }
+
     private final class Box {
         let body: @Sendable () -> Void
         init(_ body: @escaping @Sendable () -> Void) { self.body = body }
     }
 }
 
-/// A mutex with a condition variable (what `NSCondition` offers), timed waits on the
+/// A mutex with condition variables (what `NSCondition` offers, with one or more wait
+/// queues, "lanes", so that a waker can pick which kind of waiter to wake), timed waits on the
 /// monotonic clock so that a wall-clock step never stretches or cuts a wait.
 public final class Condition: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let conds: UnsafeMutablePointer<pthread_cond_t>
+    private let lanes: Int
 
-    public init() {
+    public init(lanes: Int = 1) {
+        self.lanes = max(1, lanes)
+        conds = .allocate(capacity: self.lanes)
         pthread_mutex_init(mutex, nil)
         var attributes = pthread_condattr_t()
         pthread_condattr_init(&attributes)
         pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
-        pthread_cond_init(cond, &attributes)
+        for lane in 0..<self.lanes { pthread_cond_init(conds + lane, &attributes) }
         pthread_condattr_destroy(&attributes)
     }
 
     deinit {
-        pthread_cond_destroy(cond)
+        for lane in 0..<lanes { pthread_cond_destroy(conds + lane) }
         pthread_mutex_destroy(mutex)
-        cond.deallocate()
+        conds.deallocate()
         mutex.deallocate()
     }
 
     public func lock() { pthread_mutex_lock(mutex) }
     public func unlock() { pthread_mutex_unlock(mutex) }
-    public func signal() { pthread_cond_signal(cond) }
-    public func broadcast() { pthread_cond_broadcast(cond) }
+    public func signal(lane: Int = 0) { pthread_cond_signal(conds + lane) }
+    public func broadcast(lane: Int = 0) { pthread_cond_broadcast(conds + lane) }
 
     /// Waits (the lock held) until signalled.
-    public func wait() { pthread_cond_wait(cond, mutex) }
+    public func wait(lane: Int = 0) { pthread_cond_wait(conds + lane, mutex) }
 
     /// Waits (the lock held) until signalled or `deadline` passes; false on timeout.
     @discardableResult
-    public func wait(until deadline: Deadline) -> Bool {
+    public func wait(lane: Int = 0, until deadline: Deadline) -> Bool {
         var spec = deadline.timespec
-        return pthread_cond_timedwait(cond, mutex, &spec) == 0
+        return pthread_cond_timedwait(conds + lane, mutex, &spec) == 0
     }
 }
 

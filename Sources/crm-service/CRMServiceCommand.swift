@@ -4,7 +4,7 @@ import CRMService
 import CRMStore
 import FastCGI
 import FoundationEssentials
-import CMalloc
+import CSystem
 import Glibc
 import Logging
 

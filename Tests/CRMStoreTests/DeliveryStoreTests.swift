@@ -169,4 +169,53 @@ final class DeliveryStoreTests: XCTestCase {
             XCTAssertFalse(all.contains { $0.contains("Sort") || $0.hasPrefix("Seq Scan") || $0.hasPrefix("Bitmap") }, "\(mode): \(all)")
         }
     }
+
+    // MARK: - Writing log rows (group commit)
+
+    func testOneStatementWritesTheLogRowsOfManyRequestsEachToItsOwn() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        // alice: klaviyo + hubspot (hubspot takes no events); bob: salesforce; carol: an inactive one only.
+        try c.execute("""
+            INSERT INTO crm.crm_integrations (user_id, crm_type, credentials, settings, is_active) VALUES
+              ('alice', 'klaviyo', '\\x00', '{}', true), ('alice', 'hubspot', '\\x00', '{"sync_events": false}', true),
+              ('bob', 'salesforce', '\\x00', '{}', true), ('carol', 'klaviyo', '\\x00', '{}', false)
+            """)
+        let store = DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
+        let alice = UserID("alice")!, bob = UserID("bob")!, carol = UserID("carol")!
+        let contact = JSON.object([("email", "a@b.co"), ("note", "quote \" and backslash \\ and , { }")])
+        let requests = [
+            LogRequest(user: alice, operation: "contact", types: nil, request: contact, uniqueID: nil, queued: true),
+            LogRequest(user: alice, operation: "event", types: nil, request: .object([("event", "E")]), uniqueID: nil, queued: false),
+            LogRequest(user: bob, operation: "event", types: [.salesforce], request: .object([("event", "F")]), uniqueID: "given-1", queued: true),
+            LogRequest(user: carol, operation: "contact", types: nil, request: contact, uniqueID: nil, queued: true),
+            LogRequest(user: alice, operation: "contact", types: [.hubspot, .salesforce], request: contact, uniqueID: nil, queued: false),
+        ]
+        let created = try store.createLogs(requests, worker: "w1", claimSeconds: 60)
+        XCTAssertEqual(created.map { $0.map(\.crmType) }, [[.hubspot, .klaviyo], [.klaviyo], [.salesforce], [], [.hubspot]])
+        // A derived unique id names its own row; a given one is kept; contacts have none.
+        XCTAssertEqual(created[1][0].uniqueID, "crm-log-\(created[1][0].id)")
+        XCTAssertEqual(created[2][0].uniqueID, "given-1")
+        XCTAssertNil(created[0][0].uniqueID)
+        XCTAssertEqual(Set(created.flatMap { $0 }.map(\.id)).count, 5, "every row its own id")
+
+        for (index, rows) in created.enumerated() {
+            for row in rows {
+                let stored = try XCTUnwrap(c.execute("""
+                    SELECT user_id, operation, status, request::text AS request, claimed_by,
+                           next_attempt_at IS NOT NULL AS due, claimed_until > now() AS claimed
+                      FROM crm.crm_sync_logs WHERE id = \(row.id)
+                    """).first)
+                let request = requests[index]
+                XCTAssertEqual(stored.string("user_id"), request.user.value)
+                XCTAssertEqual(stored.string("operation"), request.operation)
+                XCTAssertEqual(try JSONParser.parse(XCTUnwrap(stored.string("request"))), request.request)
+                XCTAssertEqual(stored.string("status"), request.queued ? "queued" : "in_flight")
+                XCTAssertEqual(stored.bool("due"), request.queued)
+                XCTAssertEqual(stored.string("claimed_by"), request.queued ? nil : "w1")
+                XCTAssertEqual(stored.bool("claimed"), request.queued ? nil : true)
+            }
+        }
+        XCTAssertEqual(try c.scalar("SELECT count(*) FROM crm.crm_sync_logs"), "5")
+    }
 }

@@ -242,6 +242,30 @@ final class PoolTests: XCTestCase {
         XCTAssertLessThanOrEqual(pool.usage.open, 2)
     }
 
+    func testRequestsGetAConnectionBeforeBackgroundWork() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let pool = db.pool(size: 1)
+        let order = Mutex<[String]>([])
+        let holding = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
+        let group = DispatchGroup()
+        DispatchQueue.global().async(group: group) {
+            _ = try? pool.withConnection { _ in holding.signal(); release.wait() }
+        }
+        holding.wait()
+        // The only connection is busy: background work queues first, then a request.
+        DispatchQueue.global().async(group: group) {
+            _ = try? pool.withConnection(priority: .background) { _ in order.withLock { $0.append("background") } }
+        }
+        usleep(100_000)
+        DispatchQueue.global().async(group: group) {
+            _ = try? pool.withConnection(priority: .request) { _ in order.withLock { $0.append("request") } }
+        }
+        usleep(100_000)
+        release.signal()
+        XCTAssertEqual(group.wait(timeout: .now() + 10), .success)
+        XCTAssertEqual(order.withLock { $0 }, ["request", "background"])
+    }
+
     func testConcurrentCallersShareABoundedPool() throws {
         let db = try ScratchDatabase.migrated(for: self)
         let pool = db.pool(size: 2)

@@ -41,38 +41,49 @@ enum Payload: Sendable {
 public final class Delivery: Sendable {
     let context: ServiceContext
     let store: DeliveryStore
+    /// The same store for the retry sweep: requests get database connections first.
+    let backgroundStore: DeliveryStore
     /// This worker's identity in `claimed_by`: stable across restarts of the same service instance.
     public let worker: String
     let policy: RetryPolicy
     let wakeup = Wakeup()
+    /// How long a claim lasts: long enough for every CRM call of one delivery to time out.
+    let claimSeconds: Double
+    /// Writes the log rows of concurrent sync requests together (group commit).
+    let logWriter: LogWriter
 
     public init(context: ServiceContext, worker: String) {
         self.context = context
         self.worker = worker
-        store = DeliveryStore(pool: context.pool, encryptionKey: context.config.encryptionKey)
+        let store = DeliveryStore(pool: context.pool, encryptionKey: context.config.encryptionKey)
+        self.store = store
+        var backgroundStore = store
+        backgroundStore.priority = .background
+        self.backgroundStore = backgroundStore
+        let claimSeconds = context.config.crmHTTPTimeoutSeconds * 8 + 30
+        self.claimSeconds = claimSeconds
+        logWriter = LogWriter { try store.createLogs($0, worker: worker, claimSeconds: claimSeconds) }
         policy = RetryPolicy(maxAttempts: context.config.crmRetryMaxAttempts, baseDelaySeconds: context.config.crmRetryBaseDelaySeconds)
     }
-
-    /// How long a claim lasts: long enough for every CRM call of one delivery to time out.
-    var claimSeconds: Double { context.config.crmHTTPTimeoutSeconds * 8 + 30 }
 
     /// A sync request: one log row per targeted integration, then either the deliveries now
     /// (concurrently, one thread per CRM) or 202 with `queued` results.
     func sync(user: UserID, payload: Payload, targets: [CRMType]?, respondAsync: Bool) throws -> (status: Int, body: JSON) {
         var uniqueID: String?
         if case let .event(event) = payload { uniqueID = event.uniqueID }
-        let rows = try store.createLogs(user: user, operation: payload.operation, types: targets, request: payload.json,
-                                        uniqueID: uniqueID, queued: respondAsync, worker: worker, claimSeconds: claimSeconds)
+        let rows = try logWriter.createLogs(LogRequest(user: user, operation: payload.operation, types: targets, request: payload.json,
+                                                       uniqueID: uniqueID, queued: respondAsync))
         guard !rows.isEmpty else { return (respondAsync ? 202 : 200, Self.body([])) }
         if respondAsync {
             wakeup.signal()
-            let results: [JSON] = rows.map { type, id, _ in
-                .object([("crm_type", .string(type.rawValue)), ("status", "queued"), ("log_id", .int(id))])
+            let results: [JSON] = rows.map { row in
+                .object([("crm_type", .string(row.crmType.rawValue)), ("status", "queued"), ("log_id", .int(row.id))])
             }
             return (202, Self.body(results))
         }
-        let results = Concurrently.map(rows) { type, id, unique in
-            self.attempt(id: id, user: user, type: type, payload: payload, uniqueID: unique, attemptsBefore: 0, ageSeconds: 0)
+        let results = Concurrently.map(rows) { row in
+            self.attempt(id: row.id, user: user, type: row.crmType, payload: payload, uniqueID: row.uniqueID, attemptsBefore: 0, ageSeconds: 0,
+                         store: self.store)
         }
         return (200, Self.body(results))
     }
@@ -80,11 +91,12 @@ public final class Delivery: Sendable {
     /// Re-delivers a `failed` log now (manual retry); nil when it is not failed.
     func retry(user: UserID, id: Int64) throws -> JSON? {
         guard let log = try store.claimFailed(user: user, id: id, worker: worker, claimSeconds: claimSeconds) else { return nil }
-        return attempt(log)
+        return attempt(log, background: false)
     }
 
-    /// One attempt for a claimed row.
-    func attempt(_ log: ClaimedLog) -> JSON {
+    /// One attempt for a claimed row (`background`: by the retry sweep).
+    func attempt(_ log: ClaimedLog, background: Bool) -> JSON {
+        let store = background ? backgroundStore : self.store
         guard let payload = Payload.from(operation: log.operation, request: log.request) else {
             let record = AttemptRecord(status: "failed", httpStatus: nil, error: "the logged request is not readable", durationMS: 0,
                                        crmRecordID: nil, response: nil, nextAttemptInSeconds: nil, authFailure: false)
@@ -92,16 +104,17 @@ public final class Delivery: Sendable {
             return Self.result(log.crmType, log.id, record, action: nil)
         }
         return attempt(id: log.id, user: log.user, type: log.crmType, payload: payload, uniqueID: log.uniqueID,
-                       attemptsBefore: log.attempts, ageSeconds: log.ageSeconds)
+                       attemptsBefore: log.attempts, ageSeconds: log.ageSeconds, store: store)
     }
 
-    private func attempt(id: Int64, user: UserID, type: CRMType, payload: Payload, uniqueID: String?, attemptsBefore: Int, ageSeconds: Double) -> JSON {
+    private func attempt(id: Int64, user: UserID, type: CRMType, payload: Payload, uniqueID: String?, attemptsBefore: Int, ageSeconds: Double,
+                         store: DeliveryStore) -> JSON {
         let started = ContinuousClock.now
         let outcome: DeliveryOutcome
         do {
             guard let target = try store.target(user: user, type: type) else {
                 outcome = .permanent(httpStatus: nil, error: "the \(type.rawValue) integration is no longer connected", authFailure: false, response: nil)
-                return finish(outcome, id: id, user: user, type: type, attemptsBefore: attemptsBefore, ageSeconds: ageSeconds, started: started)
+                return finish(outcome, id: id, user: user, type: type, attemptsBefore: attemptsBefore, ageSeconds: ageSeconds, started: started, store: store)
             }
             let connector = context.connectors.connector(for: type)
             let syncTarget = SyncTarget(user: user, credentials: target.credentials, settings: target.settings)
@@ -113,11 +126,11 @@ public final class Delivery: Sendable {
             // No credentials without the database: a transient failure, tried again later.
             outcome = .transient(httpStatus: nil, error: "database unavailable", retryAfterSeconds: nil, response: nil)
         }
-        return finish(outcome, id: id, user: user, type: type, attemptsBefore: attemptsBefore, ageSeconds: ageSeconds, started: started)
+        return finish(outcome, id: id, user: user, type: type, attemptsBefore: attemptsBefore, ageSeconds: ageSeconds, started: started, store: store)
     }
 
     private func finish(_ outcome: DeliveryOutcome, id: Int64, user: UserID, type: CRMType, attemptsBefore: Int, ageSeconds: Double,
-                        started: ContinuousClock.Instant) -> JSON {
+                        started: ContinuousClock.Instant, store: DeliveryStore) -> JSON {
         let elapsed = ContinuousClock.now - started
         let ms = Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
         let attempts = attemptsBefore + 1

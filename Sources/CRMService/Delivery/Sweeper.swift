@@ -54,7 +54,7 @@ public final class Sweeper: Sendable {
             while free < concurrency, slots.wait(timeout: .now()) == .success { free += 1 }
             let claimed: [ClaimedLog]
             do {
-                claimed = try delivery.store.claimDue(worker: delivery.worker, limit: free, claimSeconds: delivery.claimSeconds)
+                claimed = try delivery.backgroundStore.claimDue(worker: delivery.worker, limit: free, claimSeconds: delivery.claimSeconds)
             } catch {
                 claimed = []
                 idle = 2  // the database is away: try again later
@@ -63,7 +63,9 @@ public final class Sweeper: Sendable {
             for log in claimed {
                 inFlight.add(1, ordering: .relaxed)
                 Threads.detach { [self] in
-                    _ = self.delivery.attempt(log)
+                    // Background deliveries yield the CPU to requests being answered.
+                    Threads.lowerPriority(niceness: 10)
+                    _ = self.delivery.attempt(log, background: true)
                     self.inFlight.subtract(1, ordering: .releasing)
                     self.slots.signal()
                 }

@@ -1,0 +1,7 @@
+// glibc calls that Swift's Glibc module does not export. Part of libc: nothing to link.
+#include <malloc.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+// The calling thread's kernel id (for per-thread scheduling priority).
+static inline int crm_gettid(void) { return (int)syscall(SYS_gettid); }
