@@ -62,7 +62,10 @@ public final class Delivery: Sendable {
         self.backgroundStore = backgroundStore
         let claimSeconds = context.config.crmHTTPTimeoutSeconds * 8 + 30
         self.claimSeconds = claimSeconds
-        logWriter = LogWriter { try store.createLogs($0, worker: worker, claimSeconds: claimSeconds) }
+        // A few batches committed at a time, each writer holding a connection only while it writes.
+        logWriter = LogWriter(writers: max(1, min(4, context.config.dbPoolSize / 4))) {
+            try store.createLogs($0, worker: worker, claimSeconds: claimSeconds)
+        }
         policy = RetryPolicy(maxAttempts: context.config.crmRetryMaxAttempts, baseDelaySeconds: context.config.crmRetryBaseDelaySeconds)
     }
 
