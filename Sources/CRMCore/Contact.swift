@@ -55,12 +55,27 @@ public struct Contact: Sendable, Equatable {
 
     /// A pragmatic address check: one @, a non-empty local part, a dotted domain, no spaces.
     public static func isEmail(_ s: String) -> Bool {
-        let parts = s.split(separator: "@", omittingEmptySubsequences: false)
-        guard parts.count == 2, let local = parts.first, let domain = parts.last,
-              !local.isEmpty, local.utf8.count <= 64, domain.contains("."),
-              !domain.hasPrefix("."), !domain.hasSuffix("."), !domain.contains("..")
-        else { return false }
-        return !s.contains(where: { $0.isWhitespace || $0 == "," || $0 == "<" || $0 == ">" || $0 == "\"" || $0 == "'" && false })
+        // Byte-wise (this runs for every contact and event): one "@", a non-empty local part of
+        // at most 64 bytes, a dotted domain without empty labels at its ends or in a row, and no
+        // whitespace, comma, angle bracket or double quote anywhere.
+        let bytes = Array(s.utf8)
+        guard let at = bytes.firstIndex(of: UInt8(ascii: "@")), bytes.lastIndex(of: UInt8(ascii: "@")) == at,
+              at > 0, at <= 64 else { return false }
+        let domain = bytes[(at + 1)...]
+        guard domain.contains(UInt8(ascii: ".")), domain.first != UInt8(ascii: "."), domain.last != UInt8(ascii: ".") else { return false }
+        var previous: UInt8 = 0
+        for byte in domain {
+            if byte == UInt8(ascii: "."), previous == UInt8(ascii: ".") { return false }
+            previous = byte
+        }
+        for byte in bytes {
+            switch byte {
+            case 0x09...0x0D, 0x20, UInt8(ascii: ","), UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "\""): return false
+            case 0x80...: return !s.unicodeScalars.contains { $0.properties.isWhitespace }  // e.g. U+00A0, U+2028
+            default: continue
+            }
+        }
+        return true
     }
 
     public var json: JSON {

@@ -187,23 +187,22 @@ private final class ResponseSink {
         return true
     }
 
+    /// One header line as curl hands it over (`Name: value\r\n`), read byte by byte.
     func appendHeaderLine(_ chunk: UnsafeRawBufferPointer) {
-        let line = String(decoding: chunk, as: UTF8.self).trimmingCharacters(in: " \r\n")
-        if line.hasPrefix("HTTP/") { headers.removeAll(); return }  // a new response (e.g. after 100-continue)
-        guard let colon = line.firstIndex(of: ":") else { return }
-        headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: " \t")))
+        let bytes = chunk.bindMemory(to: UInt8.self)
+        let line = Self.trimmed(bytes[...])
+        if line.starts(with: "HTTP/".utf8) { headers.removeAll(); return }  // a new response (e.g. after 100-continue)
+        guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { return }
+        let name = String(decoding: line[..<colon], as: UTF8.self)
+        let value = String(decoding: Self.trimmed(line[(colon + 1)...]), as: UTF8.self)
+        headers.append((name, value))
     }
-}
 
-private extension String {
-    func trimmingCharacters(in set: String) -> String {
-        var s = Substring(self)
-        while let f = s.first, set.contains(f) { s.removeFirst() }
-        while let l = s.last, set.contains(l) { s.removeLast() }
-        return String(s)
+    private static func trimmed(_ bytes: Slice<UnsafeBufferPointer<UInt8>>) -> Slice<UnsafeBufferPointer<UInt8>> {
+        func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0D || b == 0x0A }
+        var slice = bytes
+        while let first = slice.first, isSpace(first) { slice.removeFirst() }
+        while let last = slice.last, isSpace(last) { slice.removeLast() }
+        return slice
     }
-}
-
-private extension Substring {
-    func trimmingCharacters(in set: String) -> String { String(self).trimmingCharacters(in: set) }
 }

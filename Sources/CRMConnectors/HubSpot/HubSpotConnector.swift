@@ -9,12 +9,14 @@ public struct HubSpotConnector: Connector {
     /// The portal's contact property names and its id, cached per token for a few minutes.
     let portals = SessionCache<PortalInfo>()
 
+    /// The configured base URL, normalised once (not on every call).
+    let base: String
+
     init(client: HTTPClient, endpoints: CRMEndpoints) {
         transport = Transport(client: client, vendor: "HubSpot")
         self.endpoints = endpoints
+        base = CRMURL(endpoints.hubspotBaseURL)?.base ?? endpoints.hubspotBaseURL
     }
-
-    var base: String { CRMURL(endpoints.hubspotBaseURL)?.base ?? endpoints.hubspotBaseURL }
 
     public func validate(_ credentials: Credentials) throws(ConnectorError) -> CredentialCheck {
         guard case let .hubspot(token) = credentials else { return .rejected(detail: "not HubSpot credentials") }

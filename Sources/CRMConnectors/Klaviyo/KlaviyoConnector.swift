@@ -6,10 +6,13 @@ public struct KlaviyoConnector: Connector {
     public let crmType = CRMType.klaviyo
     let transport: Transport
     let endpoints: CRMEndpoints
+    /// The configured base URL, normalised once (not on every call).
+    let base: String
 
     init(client: HTTPClient, endpoints: CRMEndpoints) {
         transport = Transport(client: client, vendor: "Klaviyo")
         self.endpoints = endpoints
+        base = CRMURL(endpoints.klaviyoBaseURL)?.base ?? endpoints.klaviyoBaseURL
     }
 
     func headers(_ key: Secret) -> [(String, String)] {
@@ -18,7 +21,6 @@ public struct KlaviyoConnector: Connector {
 
     public func validate(_ credentials: Credentials) throws(ConnectorError) -> CredentialCheck {
         guard case let .klaviyo(key) = credentials else { return .rejected(detail: "not Klaviyo credentials") }
-        let base = CRMURL(endpoints.klaviyoBaseURL)?.base ?? endpoints.klaviyoBaseURL
         let response = try transport.send(HTTPClientRequest(method: "GET", url: base + "/api/accounts", headers: headers(key)))
         let body = transport.json(response)
         guard response.status == 200 else {
@@ -57,8 +59,6 @@ public struct KlaviyoConnector: Connector {
 // MARK: - Delivery
 
 extension KlaviyoConnector {
-    var base: String { CRMURL(endpoints.klaviyoBaseURL)?.base ?? endpoints.klaviyoBaseURL }
-
     func write(_ path: String, _ body: JSON, key: Secret) throws(ConnectorError) -> HTTPClientResponse {
         try transport.send(HTTPClientRequest(method: "POST", url: base + path,
                                              headers: headers(key) + [("Content-Type", "application/vnd.api+json")],

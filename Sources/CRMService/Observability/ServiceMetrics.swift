@@ -45,8 +45,15 @@ public final class ServiceMetrics: Sendable {
 
     /// One delivery attempt's outcome.
     public func sync(crmType: String, status: String) {
-        Counter(label: "crm_syncs_total", dimensions: [("crm_type", crmType), ("status", status)], factory: factory).increment()
+        let key = SyncKey(crmType: crmType, status: status)
+        if let counter = syncCache.withLock({ $0[key] }) { return counter.increment() }
+        let counter = Counter(label: "crm_syncs_total", dimensions: [("crm_type", crmType), ("status", status)], factory: factory)
+        syncCache.withLock { $0[key] = counter }
+        counter.increment()
     }
+
+    private struct SyncKey: Hashable { let crmType: String; let status: String }
+    private let syncCache = Mutex<[SyncKey: Metrics.Counter]>([:])
 
     /// The Prometheus text, with the gauges read now (backlog, pool use).
     public func render(pool: Pool, backlog: Int?) -> [UInt8] {
