@@ -113,18 +113,7 @@ public struct DeliveryStore: Sendable {
         guard !requests.isEmpty else { return [] }
         // One request (no concurrency): the plain statement, cheaper than the batch form.
         if requests.count == 1 { return [try createLogs(requests[0], worker: worker, claimSeconds: claimSeconds)] }
-        func textArray(_ values: [String?]) -> String {
-            // A text[] literal: every element quoted, NULL unquoted (bound as one parameter).
-            "{" + values.map { value in
-                guard let value else { return "NULL" }
-                var escaped = "\""
-                for ch in value.unicodeScalars {
-                    if ch == "\"" || ch == "\\" { escaped.unicodeScalars.append("\\") }
-                    escaped.unicodeScalars.append(ch)
-                }
-                return escaped + "\""
-            }.joined(separator: ",") + "}"
-        }
+        let textArray = Self.arrayLiteral
         let users = textArray(requests.map { $0.user.value })
         let operations = textArray(requests.map { $0.operation })
         let bodies = textArray(requests.map { $0.request.jsonString })
@@ -280,6 +269,86 @@ public struct DeliveryStore: Sendable {
             SELECT (SELECT count(*) FROM logged) AS logged
             """
         return try pool.withConnection(priority: priority) { try $0.execute(sql) }.first?.int("logged") ?? 0 > 0
+    }
+
+    /// An attempt's outcome to write (see `record(_:logID:user:type:worker:)`).
+    public struct Outcome: Sendable {
+        public var attempt: AttemptRecord
+        public var logID: Int64
+        public var user: UserID
+        public var type: CRMType
+        public init(_ attempt: AttemptRecord, logID: Int64, user: UserID, type: CRMType) {
+            self.attempt = attempt
+            self.logID = logID
+            self.user = user
+            self.type = type
+        }
+    }
+
+    /// Writes several attempts' outcomes in one statement and one commit (group commit); per
+    /// outcome, whether the row was still ours. One outcome alone takes the plain statement.
+    public func record(_ outcomes: [Outcome], worker: String) throws -> [Bool] {
+        if outcomes.count == 1 {
+            let o = outcomes[0]
+            return [try record(o.attempt, logID: o.logID, user: o.user, type: o.type, worker: worker)]
+        }
+        guard !outcomes.isEmpty else { return [] }
+        let a = outcomes.map(\.attempt)
+        let ids = Self.arrayLiteral(outcomes.map { String($0.logID) })
+        let statuses = Self.arrayLiteral(a.map(\.status))
+        let httpStatuses = Self.arrayLiteral(a.map { $0.httpStatus.map(String.init) })
+        let errors = Self.arrayLiteral(a.map(\.error))
+        let durations = Self.arrayLiteral(a.map { String($0.durationMS) })
+        let recordIDs = Self.arrayLiteral(a.map(\.crmRecordID))
+        let responses = Self.arrayLiteral(a.map { $0.response?.jsonString })
+        let nexts = Self.arrayLiteral(a.map { $0.nextAttemptInSeconds.map { String($0) } })
+        let authFailures = Self.arrayLiteral(a.map { $0.authFailure ? "t" : "f" })
+        let users = Self.arrayLiteral(outcomes.map(\.user.value))
+        let types = Self.arrayLiteral(outcomes.map(\.type.rawValue))
+        // Two outcomes for one integration in a batch touch it once, with either's status:
+        // they were concurrent, so neither is "the last".
+        let sql: SQL = """
+            WITH r AS (
+                SELECT * FROM unnest(\(ids)::bigint[], \(statuses)::text[], \(httpStatuses)::int[], \(errors)::text[],
+                                     \(durations)::int[], \(recordIDs)::text[], \(responses)::jsonb[], \(nexts)::double precision[],
+                                     \(authFailures)::boolean[], \(users)::text[], \(types)::text[])
+                    AS r(id, status, http_status, error, duration_ms, crm_record_id, response, next_in, auth_failure, user_id, crm_type)),
+            logged AS (
+                UPDATE crm.crm_sync_logs l
+                   SET status = r.status, http_status = r.http_status, error = r.error, duration_ms = r.duration_ms,
+                       crm_record_id = COALESCE(r.crm_record_id, l.crm_record_id), response = r.response,
+                       attempts = l.attempts + 1, updated_at = now(),
+                       next_attempt_at = now() + make_interval(secs => r.next_in),
+                       claimed_by = NULL, claimed_until = NULL
+                  FROM r
+                 WHERE l.id = r.id AND l.status = 'in_flight' AND l.claimed_by = \(worker)
+                RETURNING l.id),
+            touched AS (
+                UPDATE crm.crm_integrations i
+                   SET last_sync_at = now(), last_sync_status = r.status,
+                       status = CASE WHEN r.auth_failure THEN 'auth_error' ELSE i.status END,
+                       status_detail = CASE WHEN r.auth_failure THEN r.error ELSE i.status_detail END
+                  FROM r JOIN logged ON logged.id = r.id
+                 WHERE i.user_id = r.user_id AND i.crm_type = r.crm_type
+                RETURNING 1)
+            SELECT id FROM logged
+            """
+        let written = Set(try pool.withConnection(priority: priority) { try $0.execute(sql) }.rows.compactMap { $0.int64("id") })
+        return outcomes.map { written.contains($0.logID) }
+    }
+
+    /// A PostgreSQL array literal for one bound parameter: every element quoted, nil as NULL
+    /// (the cast at the use site gives the element type).
+    static func arrayLiteral(_ values: [String?]) -> String {
+        "{" + values.map { value in
+            guard let value else { return "NULL" }
+            var escaped = "\""
+            for scalar in value.unicodeScalars {
+                if scalar == "\"" || scalar == "\\" { escaped.unicodeScalars.append("\\") }
+                escaped.unicodeScalars.append(scalar)
+            }
+            return escaped + "\""
+        }.joined(separator: ",") + "}"
     }
 
     /// Rows waiting for delivery (the retry backlog). Two counts, so that each is served by

@@ -218,4 +218,57 @@ final class DeliveryStoreTests: XCTestCase {
         }
         XCTAssertEqual(try c.scalar("SELECT count(*) FROM crm.crm_sync_logs"), "5")
     }
+
+    func testOneStatementWritesManyOutcomesOnlyForRowsStillOurs() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        try c.execute("""
+            INSERT INTO crm.crm_integrations (user_id, crm_type, credentials, settings) VALUES
+              ('alice', 'klaviyo', '\\x00', '{}'), ('bob', 'hubspot', '\\x00', '{}'), ('carol', 'klaviyo', '\\x00', '{}')
+            """)
+        func claimed(_ user: String, _ type: String, by worker: String) throws -> Int64 {
+            try XCTUnwrap(c.execute("""
+                INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, claimed_by, claimed_until)
+                VALUES (\(user), \(type), 'contact', 'in_flight', '{}', \(worker), now() + interval '1 minute') RETURNING id
+                """).first?.int64("id"))
+        }
+        let ok = try claimed("alice", "klaviyo", by: "w1")
+        let later = try claimed("bob", "hubspot", by: "w1")
+        let taken = try claimed("carol", "klaviyo", by: "w2")   // another worker's claim meanwhile
+        let store = DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
+        let written = try store.record([
+            .init(AttemptRecord(status: "success", httpStatus: 200, error: nil, durationMS: 12, crmRecordID: "rec-1",
+                                response: .object([("id", "rec-1"), ("note", "a \"quoted\" {value}")]), nextAttemptInSeconds: nil, authFailure: false),
+                  logID: ok, user: UserID("alice")!, type: .klaviyo),
+            .init(AttemptRecord(status: "retrying", httpStatus: 401, error: "token, expired", durationMS: 7, crmRecordID: nil,
+                                response: nil, nextAttemptInSeconds: 30, authFailure: true),
+                  logID: later, user: UserID("bob")!, type: .hubspot),
+            .init(AttemptRecord(status: "success", httpStatus: 200, error: nil, durationMS: 5, crmRecordID: nil,
+                                response: nil, nextAttemptInSeconds: nil, authFailure: false),
+                  logID: taken, user: UserID("carol")!, type: .klaviyo),
+        ], worker: "w1")
+        XCTAssertEqual(written, [true, true, false])
+
+        let row = { (id: Int64) throws -> Row in try XCTUnwrap(c.execute("""
+            SELECT status, http_status, error, duration_ms, crm_record_id, response::text AS response, attempts, claimed_by,
+                   round(extract(epoch FROM next_attempt_at - now())) AS next_in FROM crm.crm_sync_logs WHERE id = \(id)
+            """).first) }
+        let first = try row(ok), second = try row(later), third = try row(taken)
+        XCTAssertEqual([first.string("status"), first.string("http_status"), first.string("crm_record_id"), first.string("attempts")],
+                       ["success", "200", "rec-1", "1"])
+        XCTAssertEqual(try JSONParser.parse(XCTUnwrap(first.string("response"))), .object([("id", "rec-1"), ("note", "a \"quoted\" {value}")]))
+        XCTAssertNil(first.string("claimed_by"))
+        XCTAssertNil(first.string("next_in"))
+        XCTAssertEqual([second.string("status"), second.string("error"), second.string("attempts")], ["retrying", "token, expired", "1"])
+        XCTAssertEqual(Double(second.string("next_in") ?? "") ?? 0, 30, accuracy: 2)
+        XCTAssertEqual([third.string("status"), third.string("claimed_by"), third.string("attempts")], ["in_flight", "w2", "0"], "not ours: untouched")
+
+        let integration = { (user: String) throws -> [String?] in
+            let r = try XCTUnwrap(c.execute("SELECT status, status_detail, last_sync_status FROM crm.crm_integrations WHERE user_id = \(user)").first)
+            return [r.string("status"), r.string("status_detail"), r.string("last_sync_status")]
+        }
+        XCTAssertEqual(try integration("alice"), ["connected", nil, "success"])
+        XCTAssertEqual(try integration("bob"), ["auth_error", "token, expired", "retrying"])
+        XCTAssertEqual(try integration("carol"), ["connected", nil, nil], "its outcome was not written")
+    }
 }

@@ -50,7 +50,11 @@ public final class Delivery: Sendable {
     /// How long a claim lasts: long enough for every CRM call of one delivery to time out.
     let claimSeconds: Double
     /// Writes the log rows of concurrent sync requests together (group commit).
-    let logWriter: LogWriter
+    let logWriter: GroupCommit<LogRequest, [CreatedLog]>
+    /// Writes the outcomes of concurrent attempts together: requests' and the sweep's apart
+    /// (the sweep's at background priority).
+    let outcomeWriter: GroupCommit<DeliveryStore.Outcome, Bool>
+    let backgroundOutcomeWriter: GroupCommit<DeliveryStore.Outcome, Bool>
 
     public init(context: ServiceContext, worker: String) {
         self.context = context
@@ -63,9 +67,11 @@ public final class Delivery: Sendable {
         let claimSeconds = context.config.crmHTTPTimeoutSeconds * 8 + 30
         self.claimSeconds = claimSeconds
         // A few batches committed at a time, each writer holding a connection only while it writes.
-        logWriter = LogWriter(writers: max(1, min(4, context.config.dbPoolSize / 4))) {
-            try store.createLogs($0, worker: worker, claimSeconds: claimSeconds)
-        }
+        let writers = max(1, min(4, context.config.dbPoolSize / 4))
+        logWriter = GroupCommit(writers: writers) { try store.createLogs($0, worker: worker, claimSeconds: claimSeconds) }
+        outcomeWriter = GroupCommit(writers: writers) { try store.record($0, worker: worker) }
+        let sweepStore = backgroundStore
+        backgroundOutcomeWriter = GroupCommit(writers: writers) { try sweepStore.record($0, worker: worker) }
         policy = RetryPolicy(maxAttempts: context.config.crmRetryMaxAttempts, baseDelaySeconds: context.config.crmRetryBaseDelaySeconds)
     }
 
@@ -74,7 +80,7 @@ public final class Delivery: Sendable {
     func sync(user: UserID, payload: Payload, targets: [CRMType]?, respondAsync: Bool) throws -> (status: Int, body: JSON) {
         var uniqueID: String?
         if case let .event(event) = payload { uniqueID = event.uniqueID }
-        let rows = try logWriter.createLogs(LogRequest(user: user, operation: payload.operation, types: targets, request: payload.json,
+        let rows = try logWriter.submit(LogRequest(user: user, operation: payload.operation, types: targets, request: payload.json,
                                                        uniqueID: uniqueID, queued: respondAsync))
         guard !rows.isEmpty else { return (respondAsync ? 202 : 200, Self.body([])) }
         if respondAsync {
@@ -157,7 +163,8 @@ public final class Delivery: Sendable {
             }
         }
         do {
-            try store.record(record, logID: id, user: user, type: type, worker: worker)
+            let writer = store.priority == .background ? backgroundOutcomeWriter : outcomeWriter
+            _ = try writer.submit(DeliveryStore.Outcome(record, logID: id, user: user, type: type))
         } catch {
             // The outcome could not be written: the claim expires and the row is delivered again
             // (upserts and deduplicated events make that harmless).

@@ -6,7 +6,7 @@ import XCTest
 
 @testable import CRMService
 
-final class LogWriterTests: XCTestCase {
+final class GroupCommitTests: XCTestCase {
     private static func request(_ n: Int) -> LogRequest {
         LogRequest(user: UserID("user\(n)")!, operation: "contact", types: nil, request: .object([("n", .int(Int64(n)))]), uniqueID: nil, queued: true)
     }
@@ -18,25 +18,25 @@ final class LogWriterTests: XCTestCase {
 
     func testAloneARequestIsWrittenAtOnceByItself() throws {
         let batches = Mutex<[Int]>([])
-        let writer = LogWriter { requests in
+        let writer = GroupCommit<LogRequest, [CreatedLog]> { requests in
             batches.withLock { $0.append(requests.count) }
             return Self.rows(for: requests)
         }
-        XCTAssertEqual(try writer.createLogs(Self.request(7)).map(\.id), [7])
-        XCTAssertEqual(try writer.createLogs(Self.request(8)).map(\.id), [8])
+        XCTAssertEqual(try writer.submit(Self.request(7)).map(\.id), [7])
+        XCTAssertEqual(try writer.submit(Self.request(8)).map(\.id), [8])
         XCTAssertEqual(batches.withLock { $0 }, [1, 1])
     }
 
     func testConcurrentRequestsShareWritesAndEachGetsItsOwnRows() throws {
         let batches = Mutex<[Int]>([])
-        let writer = LogWriter(maxBatch: 16) { requests in
+        let writer = GroupCommit<LogRequest, [CreatedLog]>(maxBatch: 16) { requests in
             batches.withLock { $0.append(requests.count) }
             usleep(20_000)  // a commit's worth of waiting, while others queue up
             return Self.rows(for: requests)
         }
         let results = Mutex<[Int: [Int64]]>([:])
         DispatchQueue.concurrentPerform(iterations: 64) { n in
-            let ids = (try? writer.createLogs(Self.request(n)).map(\.id)) ?? []
+            let ids = (try? writer.submit(Self.request(n)).map(\.id)) ?? []
             results.withLock { $0[n] = ids }
         }
         let got = results.withLock { $0 }
@@ -48,7 +48,7 @@ final class LogWriterTests: XCTestCase {
     }
 
     func testAStatementErrorFailsOnlyTheRequestAtFault() throws {
-        let writer = LogWriter(maxBatch: 64) { requests in
+        let writer = GroupCommit<LogRequest, [CreatedLog]>(maxBatch: 64) { requests in
             usleep(10_000)
             if requests.contains(where: { $0.request["n"]?.intValue == 13 }) {
                 throw DatabaseError(.query, sqlState: "22P02", message: "bad input")
@@ -58,7 +58,7 @@ final class LogWriterTests: XCTestCase {
         let outcomes = Mutex<[Int: String]>([:])
         DispatchQueue.concurrentPerform(iterations: 32) { n in
             let outcome: String
-            do { outcome = "ok \(try writer.createLogs(Self.request(n)).map(\.id))" } catch { outcome = "error" }
+            do { outcome = "ok \(try writer.submit(Self.request(n)).map(\.id))" } catch { outcome = "error" }
             outcomes.withLock { $0[n] = outcome }
         }
         let got = outcomes.withLock { $0 }
@@ -67,8 +67,8 @@ final class LogWriterTests: XCTestCase {
     }
 
     func testAnOutageFailsEveryoneWaiting() throws {
-        let writer = LogWriter { _ in throw DatabaseError(.unavailable, message: "gone") }
-        XCTAssertThrowsError(try writer.createLogs(Self.request(1))) { error in
+        let writer = GroupCommit<LogRequest, [CreatedLog]> { _ in throw DatabaseError(.unavailable, message: "gone") }
+        XCTAssertThrowsError(try writer.submit(Self.request(1))) { error in
             XCTAssertEqual((error as? DatabaseError)?.kind, .unavailable)
         }
     }
