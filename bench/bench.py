@@ -810,13 +810,14 @@ def evaluate(report: dict) -> list[dict]:
         f2 = max((p["floor"]["rps"] for p in s.get("event", {}).values()), default=0)
         s3 = s.get("contact", {}).get("worker", {}).get("rps", 0)
         ideal = 256 / SLOW_S
-        slow_ok = fk["contacts"]["rps"] >= max(1.5 * s3, 0.85 * ideal)
+        # It can serve (nearly) what 256 connections x the delay allow, and more than scenario 3 did.
+        slow_ok = fk["contacts"]["rps"] >= 0.85 * ideal and fk["contacts"]["rps"] > s3
         ok = fk["events"]["rps"] >= 3 * max(s2, f2) and slow_ok
         share = fk.get("cpu_during_s2", {}).get("core_share")
         add("the fake CRM is not the limit", ok and (share is None or share < 0.5),
             f"alone it serves {fk['events']['rps']:.0f} events/s at 64 connections (>= 3x the fastest scenario 2: {max(s2, f2):.0f}) and "
             f"{fk['contacts']['rps']:.0f} delayed profile-imports/s at 256 (>= 85% of the {ideal:.0f} that 256 connections x "
-            f"{SLOW_S} s allow, and >= 1.5x scenario 3's {s3:.0f})"
+            f"{SLOW_S} s allow, and more than scenario 3's {s3:.0f})"
             + (f"; it used {share:.0%} of a core during scenario 2" if share is not None else ""))
     return out
 

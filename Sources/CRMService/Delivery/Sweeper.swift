@@ -17,6 +17,15 @@ public final class Sweeper: Sendable {
     private let inFlight = Atomic<Int>(0)
     private let slots: DispatchSemaphore
     private let loopDone = DispatchSemaphore(value: 0)
+    /// Claimed rows waiting for a delivery thread, and the threads (idle ones wait on `work`).
+    private let queue = Mutex(DeliveryQueue())
+    private let work = Condition()
+
+    private struct DeliveryQueue {
+        var items: [ClaimedLog] = []
+        var threads = 0
+        var idle = 0
+    }
 
     public init(delivery: Delivery, concurrency: Int) {
         self.delivery = delivery
@@ -45,6 +54,49 @@ public final class Sweeper: Sendable {
         while inFlight.load(ordering: .acquiring) > 0 && !deadline.hasPassed { usleep(20_000) }
     }
 
+    /// Gives a claimed row to an idle delivery thread, or starts one (at most `concurrency`
+    /// exist, as at most that many rows are claimed at once). Threads are kept, not started per
+    /// row: no thread creation per delivery, and memory stays flat across bursts.
+    private func hand(_ log: ClaimedLog) {
+        // A new thread when more rows wait than threads are idle (some of those may already
+        // have been woken for earlier rows), up to `concurrency`.
+        let start = queue.withLock { queue in
+            queue.items.append(log)
+            guard queue.items.count > queue.idle, queue.threads < concurrency else { return false }
+            queue.threads += 1
+            return true
+        }
+        if start {
+            Threads.detach { [self] in
+                // Background deliveries yield the CPU to requests being answered.
+                Threads.lowerPriority(niceness: 10)
+                self.deliveryLoop()
+            }
+        }
+        work.lock()
+        work.signal()
+        work.unlock()
+    }
+
+    private func deliveryLoop() {
+        while true {
+            work.lock()
+            var next = queue.withLock { queue -> ClaimedLog? in queue.items.isEmpty ? nil : queue.items.removeFirst() }
+            while next == nil {
+                queue.withLock { $0.idle += 1 }
+                work.wait()
+                next = queue.withLock { queue -> ClaimedLog? in
+                    queue.idle -= 1
+                    return queue.items.isEmpty ? nil : queue.items.removeFirst()
+                }
+            }
+            work.unlock()
+            _ = delivery.attempt(next!, background: true)
+            inFlight.subtract(1, ordering: .releasing)
+            slots.signal()
+        }
+    }
+
     private func loop() {
         var idle = 0.2
         while !stopping.load(ordering: .acquiring) {
@@ -62,13 +114,7 @@ public final class Sweeper: Sendable {
             for _ in claimed.count..<free { slots.signal() }
             for log in claimed {
                 inFlight.add(1, ordering: .relaxed)
-                Threads.detach { [self] in
-                    // Background deliveries yield the CPU to requests being answered.
-                    Threads.lowerPriority(niceness: 10)
-                    _ = self.delivery.attempt(log, background: true)
-                    self.inFlight.subtract(1, ordering: .releasing)
-                    self.slots.signal()
-                }
+                hand(log)
             }
             if claimed.isEmpty {
                 delivery.wakeup.wait(seconds: idle)
