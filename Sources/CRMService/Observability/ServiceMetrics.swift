@@ -1,6 +1,7 @@
 import CRMStore
 import Metrics
 import Prometheus
+import Glibc
 import Synchronization
 
 /// The service's metrics, recorded through swift-metrics into a Prometheus registry that
@@ -31,6 +32,32 @@ public final class ServiceMetrics: Sendable {
     /// are a small fixed set, so the cache stays small.
     private func requestHandles(route: String, status: Int) -> RequestHandles {
         let key = RequestKey(route: route, status: status)
+        // Each request thread keeps its own copy of the handles it used: no lock to contend for.
+        let local: ThreadCache
+        if let raw = pthread_getspecific(threadCacheKey) {
+            local = Unmanaged<ThreadCache>.fromOpaque(raw).takeUnretainedValue()
+        } else {
+            local = ThreadCache()
+            pthread_setspecific(threadCacheKey, Unmanaged.passRetained(local).toOpaque())
+        }
+        if let known = local.handles[key] { return known }
+        let handles = sharedRequestHandles(key)
+        local.handles[key] = handles
+        return handles
+    }
+
+    private final class ThreadCache { var handles: [RequestKey: RequestHandles] = [:] }
+    private let threadCacheKey: pthread_key_t = {
+        var key = pthread_key_t()
+        // A thread's cache is released when the thread ends.
+        pthread_key_create(&key) { raw in raw.map { Unmanaged<ThreadCache>.fromOpaque($0).release() } }
+        return key
+    }()
+
+    deinit { pthread_key_delete(threadCacheKey) }
+
+    private func sharedRequestHandles(_ key: RequestKey) -> RequestHandles {
+        let (route, status) = (key.route, key.status)
         if let known = requestCache.withLock({ $0[key] }) { return known }
         let made = RequestHandles(
             count: Counter(label: "crm_http_requests_total", dimensions: [("route", route), ("status", String(status))], factory: factory),

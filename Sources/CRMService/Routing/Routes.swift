@@ -81,9 +81,14 @@ public enum Routes {
         Route(.disconnect, "DELETE", "/crm/{crm_type}/disconnect"),
     ]
 
+    /// The routes without parameters, by their exact path.
+    static let literal: [String: [Route]] = Dictionary(grouping: all.filter { $0.parameterCount == 0 }, by: \.pattern)
+
     /// The route for this method and path, or 404 / 405 (with `Allow`).
     /// Literal segments win over parameters (`/crm/sync/logs` is never `{crm_type}`).
     static func resolve(method: String, path: String) -> Result<(Route, [String: String]), APIError> {
+        // Most requests name a route without parameters exactly: one lookup, no scan.
+        if let hit = literal[path]?.first(where: { $0.method == method }) { return .success((hit, [:])) }
         let segments = path.split(separator: "/", omittingEmptySubsequences: true)
         guard !path.hasSuffix("/") || path == "/" else { return .failure(.notFound()) }
         // The most specific patterns matching this path decide which methods exist at it.
