@@ -46,10 +46,11 @@ struct Serve: AsyncParsableCommand {
         let worker = "\(ProcessInfo.processInfo.hostName):\(target)"
         let application = Application(context: ServiceContext(config: config, logger: logger), worker: worker)
         let server = FastCGIServer(target: target, threads: config.fcgiThreads, maxBodyBytes: Router.maxBodyBytes)
-        let sweeper = Sweeper(delivery: application.delivery, concurrency: config.sweepConcurrency)
-        sweeper.start()
+        // CRM_SWEEP_CONCURRENCY=0: an API-only worker; other workers deliver the queue.
+        let sweeper = config.sweepConcurrency > 0 ? Sweeper(delivery: application.delivery, concurrency: config.sweepConcurrency) : nil
+        sweeper?.start()
         // Sweep attempts still running after this are left in flight and taken back at the next start.
-        defer { sweeper.stop(waitSeconds: min(5, config.crmHTTPTimeoutSeconds + 1)) }
+        defer { sweeper?.stop(waitSeconds: min(5, config.crmHTTPTimeoutSeconds + 1)) }
         logger.info("worker starting", metadata: ["listen": "\(target)", "threads": "\(config.fcgiThreads)", "db_pool_size": "\(config.dbPoolSize)"])
         let drained = try server.run { request in
             let response = application.handle(HTTPRequest(fastCGI: request))

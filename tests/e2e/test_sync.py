@@ -545,6 +545,24 @@ def test_async_sync_answers_202_queued_then_delivers(svc, fakes, user_id):
         assert_contact_fields(crm_type, contact_mapping(svc, user_id, crm_type), contact, records[0], "stored record")
 
 
+def test_api_only_worker_queues_and_another_worker_delivers(fresh_db, fakes):
+    """CRM_SWEEP_CONCURRENCY=0: the worker answers 202 and never delivers; a sweeping one does."""
+    database = fresh_db()   # no other worker sweeps this database
+    user = uid()
+    with Service(database.dsn, fakes.urls, dict(BASE_ENV, CRM_SWEEP_CONCURRENCY="0")) as api:
+        connect(api, fakes, user, "klaviyo")
+        contact = full_contact(email_for("api-only"), 7)
+        res = by_type(sync_contact(api, user, contact, headers={"Prefer": "respond-async"}, expect=202).json())["klaviyo"]
+        time.sleep(2)
+        log = api.get(f"/crm/sync/logs/{res['log_id']}", headers=hdr(user)).json()
+        assert log["status"] == "queued" and log["attempts"] == 0, log
+        assert crm_records(fakes, "klaviyo", contact["email"]) == []
+    with Service(database.dsn, fakes.urls, dict(BASE_ENV)) as sweeper:
+        log = wait_log(sweeper, user, res["log_id"], timeout=10)
+        assert log["status"] == "success" and log["attempts"] == 1, log
+        assert len(crm_records(fakes, "klaviyo", contact["email"])) == 1
+
+
 def test_async_event_with_idempotency_key_is_delivered_once(svc, fakes, user_id):
     connect(svc, fakes, user_id, "klaviyo")
     key = "idem-async-" + secrets.token_hex(6)

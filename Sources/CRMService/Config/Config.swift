@@ -103,7 +103,7 @@ public struct Config: Sendable {
             crmRetryBaseDelaySeconds: double("CRM_RETRY_BASE_DELAY_S", default: 30, range: 0...86_400),
             dbPoolSize: int("DB_POOL_SIZE", default: 10, range: 1...500),
             dbConnectTimeoutSeconds: int("DB_CONNECT_TIMEOUT_S", default: 3, range: 1...120),
-            sweepConcurrency: int("CRM_SWEEP_CONCURRENCY", default: 16, range: 1...1024),
+            sweepConcurrency: int("CRM_SWEEP_CONCURRENCY", default: 16, range: 0...1024),
             allowPrivateURLs: bool("CRM_ALLOW_PRIVATE_URLS", default: false),
             endpoints: endpoints)
         for problem in config.privateURLProblems() { p.problems.append(problem) }
