@@ -66,7 +66,10 @@ public final class Pool: @unchecked Sendable {
     }
 
     private func acquire(fresh: Bool = false, priority: Priority) throws(DatabaseError) -> (Connection, Bool) {
-        let deadline = Deadline.after(seconds: Double(connectTimeoutSeconds))
+        // Background work can wait longer than a request would (it yields to requests, and a
+        // delivery that gives up here counts as a failed attempt); its claim lasts far longer.
+        let patience = priority == .request ? connectTimeoutSeconds : max(30, connectTimeoutSeconds)
+        let deadline = Deadline.after(seconds: Double(patience))
         let lane = priority == .request ? 0 : 1
         condition.lock()
         while true {
@@ -74,7 +77,7 @@ public final class Pool: @unchecked Sendable {
                 // Requests first: wait for a turn (woken when no request is waiting).
                 guard condition.wait(lane: lane, until: deadline) else {
                     condition.unlock()
-                    throw DatabaseError(.unavailable, message: "no database connection free within \(connectTimeoutSeconds) s")
+                    throw DatabaseError(.unavailable, message: "no database connection free within \(patience) s")
                 }
                 continue
             }
@@ -103,7 +106,7 @@ public final class Pool: @unchecked Sendable {
             if priority == .request { requestsWaiting -= 1 }
             guard woken else {
                 condition.unlock()
-                throw DatabaseError(.unavailable, message: "no database connection free within \(connectTimeoutSeconds) s")
+                throw DatabaseError(.unavailable, message: "no database connection free within \(patience) s")
             }
         }
     }
