@@ -2,7 +2,6 @@ import CRMConnectors
 import CRMCore
 import CRMStore
 import Dispatch
-import Glibc
 import Threads
 import Logging
 import Synchronization
