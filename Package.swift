@@ -54,6 +54,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .testTarget(name: "CRMStoreTests", dependencies: ["CRMStore", "CRMCore"]),
+        .testTarget(name: "FastCGITests", dependencies: ["FastCGI"]),
     ],
     swiftLanguageModes: [.v6]
 )

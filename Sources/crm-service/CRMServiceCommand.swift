@@ -158,20 +158,7 @@ extension HTTPRequest {
     }
 }
 
-/// A line for the operator on stderr (stdout stays free for command output).
+/// A message for the operator on stderr (stdout stays free for command output).
 func printError(_ message: String) {
-    var stderr = StandardError()
-    print(message, terminator: "", to: &stderr)
-}
-
-struct StandardError: TextOutputStream {
-    mutating func write(_ string: String) {
-        Array(string.utf8).withUnsafeBytes { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let written = Glibc.write(STDERR_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
-                if written > 0 { offset += written } else if written < 0 && errno == EINTR { continue } else { break }
-            }
-        }
-    }
+    JSONLogHandler.writeToStderr(Array(message.utf8))
 }

@@ -34,11 +34,16 @@ public struct JSONLogHandler: LogHandler {
         }
         var line = JSON.object(pairs).serialized()
         line.append(0x0A)
-        Self.output.withLock { fd in
-            line.withUnsafeBytes { bytes in
+        Self.writeToStderr(line)
+    }
+
+    /// Writes all of `bytes` to stderr, one writer at a time (shared with the CLI's messages).
+    public static func writeToStderr(_ bytes: [UInt8]) {
+        output.withLock { fd in
+            bytes.withUnsafeBytes { raw in
                 var offset = 0
-                while offset < bytes.count {
-                    let written = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                while offset < raw.count {
+                    let written = write(fd, raw.baseAddress! + offset, raw.count - offset)
                     if written > 0 { offset += written } else if written < 0 && errno == EINTR { continue } else { break }
                 }
             }

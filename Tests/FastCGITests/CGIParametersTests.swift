@@ -1,0 +1,54 @@
+import XCTest
+
+@testable import FastCGI
+
+/// The CGI parameters nginx sends (see nginx.conf), read into what HTTP handling needs.
+final class CGIParametersTests: XCTestCase {
+    private func parse(_ entries: [String]) -> (method: String, uri: String, headers: [String: String], contentLength: Int) {
+        let owned = entries.map { strdup($0)! }
+        defer { owned.forEach { free($0) } }
+        return FastCGIRequest.parse(parameters: owned.map { UnsafePointer($0) })
+    }
+
+    func testRequestLineHeadersAndLength() {
+        let r = parse([
+            "GATEWAY_INTERFACE=CGI/1.1", "REQUEST_METHOD=POST", "REQUEST_URI=/crm/sync/logs?limit=5&x=a=b",
+            "QUERY_STRING=limit=5&x=a=b", "CONTENT_TYPE=application/json", "CONTENT_LENGTH=42", "SCRIPT_NAME=/crm/sync/logs",
+            "HTTP_X_USER_ID=user_1", "HTTP_X_API_KEY=k=v", "HTTP_IDEMPOTENCY_KEY=abc", "HTTP_CONTENT_TYPE=application/json",
+            "REMOTE_ADDR=127.0.0.1", "HTTP_PROXY=",
+        ])
+        XCTAssertEqual(r.method, "POST")
+        XCTAssertEqual(r.uri, "/crm/sync/logs?limit=5&x=a=b")
+        XCTAssertEqual(r.contentLength, 42)
+        // Lower-case names with dashes; only the first "=" separates; other parameters are not headers.
+        XCTAssertEqual(r.headers, ["x-user-id": "user_1", "x-api-key": "k=v", "idempotency-key": "abc",
+                                   "content-type": "application/json", "proxy": ""])
+    }
+
+    func testContentTypeIsTheServersValueNotJoinedWithTheHeaderCopy() {
+        // nginx sends CONTENT_TYPE and HTTP_CONTENT_TYPE, in either order.
+        for entries in [["CONTENT_TYPE=application/json", "HTTP_CONTENT_TYPE=application/json"],
+                        ["HTTP_CONTENT_TYPE=application/json", "CONTENT_TYPE=application/json"]] {
+            XCTAssertEqual(parse(entries).headers["content-type"], "application/json", "\(entries)")
+        }
+    }
+
+    func testAHeaderSentTwiceIsJoinedSoItCanBeRefused() {
+        let r = parse(["HTTP_X_USER_ID=alice", "HTTP_X_USER_ID=bob"])
+        XCTAssertEqual(r.headers["x-user-id"], "alice, bob")
+    }
+
+    func testWithoutRequestURIThePathComesFromScriptNameAndQuery() {
+        XCTAssertEqual(parse(["SCRIPT_NAME=/health", "QUERY_STRING=a=1"]).uri, "/health?a=1")
+        XCTAssertEqual(parse(["SCRIPT_NAME=/health", "QUERY_STRING="]).uri, "/health")
+        let bare = parse([])
+        XCTAssertEqual([bare.method, bare.uri], ["GET", "/"])
+        XCTAssertEqual(bare.contentLength, 0)
+    }
+
+    func testMalformedEntriesAndLengthsAreIgnored() {
+        let r = parse(["NOEQUALS", "CONTENT_LENGTH=12x", "HTTP_X_A=\u{00E9}t\u{00E9}"])
+        XCTAssertEqual(r.contentLength, 0)
+        XCTAssertEqual(r.headers, ["x-a": "\u{00E9}t\u{00E9}"])
+    }
+}
