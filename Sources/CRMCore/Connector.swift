@@ -91,11 +91,11 @@ public struct SyncTarget: Sendable {
 public protocol Connector: Sendable {
     var crmType: CRMType { get }
     /// Checks credentials against the CRM. Throws only when the CRM gives no usable answer.
-    func validate(_ credentials: Credentials) throws(ConnectorError) -> CredentialCheck
+    func validate(_ credentials: Credentials) async throws(ConnectorError) -> CredentialCheck
     /// The mapping this connector applies for these settings (what the field-mappings routes show).
     func fieldMapping(settings: IntegrationSettings) -> FieldMapping
     /// Creates or updates the one record for `contact.email`.
-    func upsertContact(_ contact: Contact, for target: SyncTarget) -> DeliveryOutcome
+    func upsertContact(_ contact: Contact, for target: SyncTarget) async -> DeliveryOutcome
     /// Records `event`; `uniqueID` is stable across retries so a retry never doubles it.
-    func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) -> DeliveryOutcome
+    func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) async -> DeliveryOutcome
 }

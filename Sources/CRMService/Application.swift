@@ -1,5 +1,6 @@
 import CRMCore
 import CRMStore
+import Dispatch
 import FoundationEssentials
 import Logging
 import Synchronization
@@ -20,23 +21,53 @@ public struct Application: Sendable {
         handlers = Handlers(context: context, delivery: delivery, idempotency: IdempotencyStore(pool: context.pool))
     }
 
-    public func handle(_ request: HTTPRequest) -> HTTPResponse {
+    /// Answers `request`: `respond` is called exactly once, on this thread for routes that only
+    /// need the database, or later from a task for those that wait on a CRM.
+    public func handle(_ request: HTTPRequest, respond: @escaping @Sendable (HTTPResponse) -> Void) {
         let started = ContinuousClock.now
         let requestID = Self.requestID(request.header("x-request-id"))
-        var routeName = "unmatched"
-        var response: HTTPResponse
-        if let preflight = corsPreflight(request) {
-            response = preflight
-            routeName = "preflight"
-        } else {
-            switch router.decode(request) {
-            case let .failure(error):
-                response = .error(error)
-            case let .success(command):
-                routeName = Self.routeName(command)
-                response = run(command, requestID: requestID)
-            }
+        let finish = { @Sendable (response: HTTPResponse, routeName: String) in
+            respond(self.finished(response, request: request, requestID: requestID, routeName: routeName, started: started))
         }
+        if let preflight = corsPreflight(request) { return finish(preflight, "preflight") }
+        let command: Command
+        switch router.decode(request) {
+        case let .failure(error): return finish(.error(error), "unmatched")
+        case let .success(decoded): command = decoded
+        }
+        let routeName = Self.routeName(command)
+        do {
+            switch try handlers.answer(command) {
+            case let .now(response):
+                finish(response, routeName)
+            case let .later(work):
+                Task {
+                    let response: HTTPResponse
+                    do { response = try await work() } catch { response = self.errorResponse(error, requestID: requestID) }
+                    finish(response, routeName)
+                }
+            }
+        } catch {
+            finish(errorResponse(error, requestID: requestID), routeName)
+        }
+    }
+
+    /// The response, waited for (tests and tools; the server uses `handle(_:respond:)`).
+    public func handle(_ request: HTTPRequest) -> HTTPResponse {
+        let answer = Mutex<HTTPResponse?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        handle(request) { response in
+            answer.withLock { $0 = response }
+            done.signal()
+        }
+        done.wait()
+        return answer.withLock { $0! }
+    }
+
+    /// Adds the request id and CORS headers, counts and logs the request.
+    private func finished(_ response: HTTPResponse, request: HTTPRequest, requestID: String, routeName: String,
+                          started: ContinuousClock.Instant) -> HTTPResponse {
+        var response = response
         response.headers.append(("X-Request-Id", requestID))
         response.headers += corsHeaders(request)
         let elapsed = ContinuousClock.now - started
@@ -54,15 +85,14 @@ public struct Application: Sendable {
         return response
     }
 
-    private func run(_ command: Command, requestID: String) -> HTTPResponse {
-        do {
-            return try handlers.handle(command)
-        } catch let error as APIError {
+    private func errorResponse(_ error: any Error, requestID: String) -> HTTPResponse {
+        switch error {
+        case let error as APIError:
             return .error(error)
-        } catch let error as DatabaseError where error.kind == .unavailable {
+        case let error as DatabaseError where error.kind == .unavailable:
             context.logger.error("database unavailable", metadata: ["request_id": "\(requestID)", "error": "\(error.message)"])
             return .error(.serviceUnavailable("Database unavailable, try again shortly", retryAfter: max(1, context.config.dbConnectTimeoutSeconds)))
-        } catch {
+        default:
             context.logger.error("unhandled error", metadata: ["request_id": "\(requestID)", "error": "\(error)"])
             return .json(500, .object([("detail", "Internal server error"), ("request_id", .string(requestID))]))
         }

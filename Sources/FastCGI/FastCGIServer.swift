@@ -107,9 +107,11 @@ public enum ListenTarget: Sendable {
     }
 }
 
-/// `threads` accept threads on one listening socket, each serving one request at a time
-/// (thread-per-request: a thread waiting on a slow CRM blocks only itself). SIGTERM/SIGINT
-/// stop accepting; in-flight requests finish within `drainSeconds`; then `run` returns.
+/// `threads` accept threads on one listening socket. A thread reads a request and calls the
+/// handler; the handler answers through the `FastCGIResponder` at once or later, from any
+/// thread. A request answered later (one waiting on a CRM) keeps its connection but not the
+/// thread, which goes back to accepting. SIGTERM/SIGINT stop accepting; requests in flight
+/// (answered later or not) finish within `drainSeconds`; then `run` returns.
 public final class FastCGIServer: Sendable {
     public let target: ListenTarget
     public let threads: Int
@@ -134,7 +136,7 @@ public final class FastCGIServer: Sendable {
     }
 
     /// Serves until a stop signal. Returns true when every in-flight request finished in time.
-    public func run(_ handler: @escaping @Sendable (FastCGIRequest) -> FastCGIResponse) throws -> Bool {
+    public func run(_ handler: @escaping @Sendable (FastCGIRequest, FastCGIResponder) -> Void) throws -> Bool {
         guard FCGX_Init() == 0 else { throw StartError(description: "FCGX_Init failed") }
         let fd = try openListener()
         listenFD.withLock { $0 = fd }
@@ -164,7 +166,8 @@ public final class FastCGIServer: Sendable {
             }
         }
 
-        // Idle threads return as soon as the listener is shut down; busy ones when their request is done.
+        // Idle threads return as soon as the listener is shut down; busy ones when their request
+        // is done; requests answered later are waited for too.
         var allDone = true
         var waited = 0
         while waited < threads {
@@ -173,6 +176,10 @@ public final class FastCGIServer: Sendable {
                 while waited < threads {
                     guard finished.wait(timeout: deadline) == .success else { allDone = false; break }
                     waited += 1
+                }
+                while allDone && active.load(ordering: .acquiring) > 0 {
+                    guard DispatchTime.now() < deadline else { allDone = false; break }
+                    usleep(10_000)
                 }
                 break
             }
@@ -224,24 +231,29 @@ public final class FastCGIServer: Sendable {
         }
     }
 
-    private func acceptLoop(fd: Int32, handler: @Sendable (FastCGIRequest) -> FastCGIResponse) {
-        let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
-        defer { request.deallocate() }
+    private func acceptLoop(fd: Int32, handler: @Sendable (FastCGIRequest, FastCGIResponder) -> Void) {
         // The process starts with most signals blocked (Dispatch's doing); this thread must see SIGUSR1.
         var usr1 = sigset_t()
         sigemptyset(&usr1)
         sigaddset(&usr1, SIGUSR1)
         pthread_sigmask(SIG_UNBLOCK, &usr1, nil)
-        // FCGI_FAIL_ACCEPT_ON_INTR: a signal makes accept() give up, so shutdown can wake this thread.
-        guard FCGX_InitRequest(request, fd, FCGI_FAIL_ACCEPT_ON_INTR) == 0 else { return }
-        defer { FCGX_Free(request, 1) }
-        let me = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(request)))
+        let me = UInt(pthread_self())
         // Only an inherited socket needs its idle threads woken by signal (see beginShutdown).
         var tracked = false
         if case .inherited = target { tracked = true }
+        // This thread's request record; when a request is answered later, the record goes with it
+        // (freed by the responder) and the thread takes a new one.
+        var request: UnsafeMutablePointer<FCGX_Request>?
+        defer { if let request { Self.release(request) } }
         while !stopping.load(ordering: .acquiring) {
+            if request == nil {
+                let record = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
+                // FCGI_FAIL_ACCEPT_ON_INTR: a signal makes accept() give up, so shutdown can wake this thread.
+                guard FCGX_InitRequest(record, fd, FCGI_FAIL_ACCEPT_ON_INTR) == 0 else { record.deallocate(); return }
+                request = record
+            }
             if tracked { idleThreads.withLock { $0[me] = pthread_self() } }
-            let accepted = FCGX_Accept_r(request)
+            let accepted = FCGX_Accept_r(request!)
             if tracked { idleThreads.withLock { _ = $0.removeValue(forKey: me) } }
             guard accepted >= 0 else {
                 if stopping.load(ordering: .acquiring) { break }
@@ -249,12 +261,23 @@ public final class FastCGIServer: Sendable {
                 continue
             }
             active.add(1, ordering: .relaxed)
-            let incoming = read(request)
-            let response = handler(incoming)
-            write(response, to: request)
-            FCGX_Finish_r(request)
-            active.subtract(1, ordering: .relaxed)
+            let responder = FastCGIResponder(request: request!, server: self)
+            handler(read(request!), responder)
+            if !responder.keepRecordUnlessAnswered() { request = nil }
         }
+    }
+
+    /// Writes the response, ends the request (closing its connection) and counts it done.
+    fileprivate func answer(_ response: FastCGIResponse, on request: UnsafeMutablePointer<FCGX_Request>) {
+        write(response, to: request)
+        FCGX_Finish_r(request)
+        active.subtract(1, ordering: .releasing)
+    }
+
+    /// Frees a request record that is done with.
+    fileprivate static func release(_ request: UnsafeMutablePointer<FCGX_Request>) {
+        FCGX_Free(request, 1)
+        request.deallocate()
     }
 
     private func read(_ request: UnsafeMutablePointer<FCGX_Request>) -> FastCGIRequest {
@@ -305,5 +328,30 @@ public final class FastCGIServer: Sendable {
                 _ = FCGX_PutStr($0, Int32(buffer.count), request.pointee.out)
             }
         }
+    }
+}
+
+/// Answers one request, exactly once, from any thread.
+public final class FastCGIResponder: @unchecked Sendable {
+    private let request: UnsafeMutablePointer<FCGX_Request>
+    private let server: FastCGIServer
+    /// 0: being handled; 1: answered; 2: left for later (the record now belongs to this responder).
+    private let state = Atomic<Int>(0)
+
+    fileprivate init(request: UnsafeMutablePointer<FCGX_Request>, server: FastCGIServer) {
+        self.request = request
+        self.server = server
+    }
+
+    public func respond(_ response: FastCGIResponse) {
+        server.answer(response, on: request)
+        // Answered after the accept thread moved on: the record is ours to free.
+        if state.exchange(1, ordering: .acquiringAndReleasing) == 2 { FastCGIServer.release(request) }
+    }
+
+    /// Called by the accept thread when the handler returns: true when the request was already
+    /// answered (the thread reuses the record), false when it was left for later.
+    fileprivate func keepRecordUnlessAnswered() -> Bool {
+        !state.compareExchange(expected: 0, desired: 2, ordering: .acquiringAndReleasing).exchanged
     }
 }

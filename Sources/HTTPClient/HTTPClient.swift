@@ -50,9 +50,11 @@ public struct HTTPClientError: Error, Sendable, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// A small synchronous client over libcurl, made for thread-per-request: easy handles are
-/// pooled (so connections and TLS sessions are reused), timeouts are exact, and redirects
-/// are not followed (a CRM answering with one is an error to report, not to chase).
+/// An HTTP client over libcurl's multi interface: every call in the process is a transfer on
+/// one event-loop thread (`TransferLoop`), so a call waiting on a slow CRM costs a socket and a
+/// few KiB, not a thread. Connections and TLS sessions are reused across all calls, timeouts are
+/// exact, and redirects are not followed (a CRM answering with one is an error to report, not
+/// to chase).
 public final class HTTPClient: Sendable {
     public let timeoutMS: Int
     public let connectTimeoutMS: Int
@@ -60,7 +62,7 @@ public final class HTTPClient: Sendable {
     public let blockPrivateAddresses: Bool
     public let maxResponseBytes = 8 << 20
 
-    private let idleHandles = Mutex<[EasyHandle]>([])
+    private let loop: TransferLoop
     private static let globalInit: Bool = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) == CURLE_OK }()
 
     public init(timeoutSeconds: Double, connectTimeoutSeconds: Double? = nil, blockPrivateAddresses: Bool) {
@@ -68,37 +70,43 @@ public final class HTTPClient: Sendable {
         timeoutMS = max(1, Int(timeoutSeconds * 1000))
         connectTimeoutMS = max(1, Int((connectTimeoutSeconds ?? min(timeoutSeconds, 5)) * 1000))
         self.blockPrivateAddresses = blockPrivateAddresses
+        loop = TransferLoop()
     }
 
-    deinit {
-        for handle in idleHandles.withLock({ $0 }) { curl_easy_cleanup(handle.raw) }
-    }
+    deinit { loop.stop() }
 
-    public func send(_ request: HTTPClientRequest) throws(HTTPClientError) -> HTTPClientResponse {
-        let pooled = idleHandles.withLock { $0.popLast() }
-        guard let handle = pooled ?? curl_easy_init().map(EasyHandle.init) else {
-            throw HTTPClientError(kind: .other, message: "could not create an HTTP handle")
+    /// Transfers in progress right now.
+    public var inFlight: Int { loop.inFlight }
+
+    /// Sends `request`; the caller's task is suspended (no thread waits) until the answer.
+    public func send(_ request: HTTPClientRequest) async throws(HTTPClientError) -> HTTPClientResponse {
+        let transfer = try prepare(request)
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<HTTPClientResponse, HTTPClientError>, Never>) in
+            transfer.completion = { continuation.resume(returning: $0) }
+            loop.start(transfer)
         }
-        defer {
-            curl_easy_reset(handle.raw)
-            idleHandles.withLock { $0.append(handle) }
-        }
-        return try perform(request, on: handle.raw)
+        return try result.get()
     }
 
-    private func perform(_ request: HTTPClientRequest, on h: UnsafeMutableRawPointer) throws(HTTPClientError) -> HTTPClientResponse {
-        let sink = ResponseSink(limit: maxResponseBytes)
-        let sinkPointer = Unmanaged.passUnretained(sink).toOpaque()
+    /// An easy handle set up for `request` (on the caller's thread; the loop only runs it).
+    private func prepare(_ request: HTTPClientRequest) throws(HTTPClientError) -> Transfer {
         var headerList: UnsafeMutablePointer<curl_slist>? = nil
-        defer { curl_slist_free_all(headerList) }
         for (name, value) in request.headers {
             // A value with CR, LF or NUL could add headers or a second request: never send it.
-            guard !(name + value).utf8.contains(where: { $0 == 0x0D || $0 == 0x0A || $0 == 0 }) else {
+            guard !(name.utf8.contains(where: Self.isForbidden) || value.utf8.contains(where: Self.isForbidden)) else {
+                curl_slist_free_all(headerList)
                 throw HTTPClientError(kind: .other, message: "refused to send a header containing CR, LF or NUL")
             }
             headerList = curl_slist_append(headerList, "\(name): \(value)")
         }
         headerList = curl_slist_append(headerList, "Expect:")
+        guard let h = loop.takeHandle() else {
+            curl_slist_free_all(headerList)
+            throw HTTPClientError(kind: .other, message: "could not create an HTTP handle")
+        }
+        let transfer = Transfer(handle: h, headerList: headerList, sink: ResponseSink(limit: maxResponseBytes),
+                                timeoutMS: timeoutMS, blockPrivateAddresses: blockPrivateAddresses)
+        let sinkPointer = Unmanaged.passUnretained(transfer.sink).toOpaque()
 
         crm_curl_setopt_str(h, CURLOPT_URL, request.url)
         crm_curl_setopt_str(h, CURLOPT_PROTOCOLS_STR, "http,https")
@@ -135,33 +143,18 @@ public final class HTTPClient: Sendable {
         case "POST": crm_curl_setopt_long(h, CURLOPT_POST, 1)
         default: crm_curl_setopt_str(h, CURLOPT_CUSTOMREQUEST, method)
         }
-        let body = request.body ?? (method == "POST" ? [] : nil)
-        let code: CURLcode
-        if let body {
-            code = body.withUnsafeBufferPointer { buffer in
-                crm_curl_setopt_off(h, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(buffer.count))
-                crm_curl_setopt_ptr(h, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!))
-                return curl_easy_perform(h)
-            }
-        } else {
-            code = curl_easy_perform(h)
-        }
-        guard code == CURLE_OK else {
-            let message = String(cString: curl_easy_strerror(code))
-            switch code {
-            case CURLE_OPERATION_TIMEDOUT: throw HTTPClientError(kind: .timeout, message: "timed out after \(timeoutMS) ms")
-            case CURLE_WRITE_ERROR where sink.overflowed: throw HTTPClientError(kind: .tooLarge, message: "response larger than \(maxResponseBytes) bytes")
-            case CURLE_COULDNT_CONNECT where blockPrivateAddresses:
-                throw HTTPClientError(kind: .connect, message: "\(message) (private addresses are not allowed)")
-            case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION:
-                throw HTTPClientError(kind: .connect, message: message)
-            default: throw HTTPClientError(kind: .other, message: message)
+        if let body = request.body ?? (method == "POST" ? [] : nil) {
+            // curl copies the body now, so the transfer does not depend on this array's lifetime
+            // (it reads at least one byte, hence the placeholder for an empty body).
+            crm_curl_setopt_off(h, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
+            (body.isEmpty ? [0] : body).withUnsafeBufferPointer { buffer in
+                _ = crm_curl_setopt_ptr(h, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: buffer.baseAddress!))
             }
         }
-        var status = 0
-        crm_curl_getinfo_long(h, CURLINFO_RESPONSE_CODE, &status)
-        return HTTPClientResponse(status: status, headers: sink.headers, body: sink.body)
+        return transfer
     }
+
+    private static func isForbidden(_ byte: UInt8) -> Bool { byte == 0x0D || byte == 0x0A || byte == 0 }
 
     /// Resolves `host`: nil when every address is public, else why it is refused.
     public static func privateAddressProblem(host: String) -> String? {
@@ -173,11 +166,49 @@ public final class HTTPClient: Sendable {
     }
 }
 
-/// A curl easy handle; only one thread uses it at a time (it is taken out of the pool).
-private struct EasyHandle: @unchecked Sendable { let raw: UnsafeMutableRawPointer }
+/// One call in progress: its handle, what curl reads from (headers) and writes to (the sink),
+/// and who to tell when it is done. Touched by the caller until started, then by the loop only.
+final class Transfer: @unchecked Sendable {
+    let handle: UnsafeMutableRawPointer
+    let headerList: UnsafeMutablePointer<curl_slist>?
+    let sink: ResponseSink
+    let timeoutMS: Int
+    let blockPrivateAddresses: Bool
+    var completion: (@Sendable (Result<HTTPClientResponse, HTTPClientError>) -> Void)?
 
-/// Collects one response; used only by the thread performing the transfer.
-private final class ResponseSink {
+    init(handle: UnsafeMutableRawPointer, headerList: UnsafeMutablePointer<curl_slist>?, sink: ResponseSink, timeoutMS: Int, blockPrivateAddresses: Bool) {
+        self.handle = handle
+        self.headerList = headerList
+        self.sink = sink
+        self.timeoutMS = timeoutMS
+        self.blockPrivateAddresses = blockPrivateAddresses
+    }
+
+    deinit { curl_slist_free_all(headerList) }
+
+    /// The response, or the error for curl's result `code`.
+    func result(_ code: CURLcode) -> Result<HTTPClientResponse, HTTPClientError> {
+        guard code == CURLE_OK else {
+            let message = String(cString: curl_easy_strerror(code))
+            switch code {
+            case CURLE_OPERATION_TIMEDOUT: return .failure(HTTPClientError(kind: .timeout, message: "timed out after \(timeoutMS) ms"))
+            case CURLE_WRITE_ERROR where sink.overflowed:
+                return .failure(HTTPClientError(kind: .tooLarge, message: "response larger than \(sink.limit) bytes"))
+            case CURLE_COULDNT_CONNECT where blockPrivateAddresses:
+                return .failure(HTTPClientError(kind: .connect, message: "\(message) (private addresses are not allowed)"))
+            case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION:
+                return .failure(HTTPClientError(kind: .connect, message: message))
+            default: return .failure(HTTPClientError(kind: .other, message: message))
+            }
+        }
+        var status = 0
+        crm_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        return .success(HTTPClientResponse(status: status, headers: sink.headers, body: sink.body))
+    }
+}
+
+/// Collects one response; used only by the loop thread while the transfer runs.
+final class ResponseSink {
     var body: [UInt8] = []
     var headers: [(String, String)] = []
     var overflowed = false

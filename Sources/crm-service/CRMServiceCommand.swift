@@ -9,7 +9,7 @@ import Glibc
 import Logging
 
 @main
-struct CRMServiceCommand: AsyncParsableCommand {
+struct CRMServiceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "crm-service",
         abstract: "CRM integration worker: FastCGI behind nginx, PostgreSQL through libpq.",
@@ -31,10 +31,12 @@ func loadConfig() throws -> Config {
     }
 }
 
-struct Serve: AsyncParsableCommand {
+/// Synchronous commands: `serve` blocks its thread in `FastCGIServer.run`, which must not be one
+/// of the concurrency pool's (one per core), where the CRM-waiting requests run.
+struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Serve FastCGI on FCGI_SOCKET (or an inherited socket on fd 0 / systemd's fd 3) until SIGTERM.")
 
-    func run() async throws {
+    func run() throws {
         // glibc gives each busy thread its own malloc arena (up to 8 per core), each keeping
         // its freed memory: with a thread per request that is most of the heap. Two arenas
         // (per-thread caches stay) unless the operator set MALLOC_ARENA_MAX.
@@ -52,19 +54,21 @@ struct Serve: AsyncParsableCommand {
         // Sweep attempts still running after this are left in flight and taken back at the next start.
         defer { sweeper?.stop(waitSeconds: min(5, config.crmHTTPTimeoutSeconds + 1)) }
         logger.info("worker starting", metadata: ["listen": "\(target)", "threads": "\(config.fcgiThreads)", "db_pool_size": "\(config.dbPoolSize)"])
-        let drained = try server.run { request in
-            let response = application.handle(HTTPRequest(fastCGI: request))
-            return FastCGIResponse(status: response.status, reason: HTTPResponse.reason(response.status), headers: response.headers, body: response.body)
+        let drained = try server.run { request, responder in
+            application.handle(HTTPRequest(fastCGI: request)) { response in
+                responder.respond(FastCGIResponse(status: response.status, reason: HTTPResponse.reason(response.status),
+                                                  headers: response.headers, body: response.body))
+            }
         }
         logger.info("worker stopped", metadata: ["drained": "\(drained)"])
         if !drained { throw ExitCode(1) }
     }
 }
 
-struct Migrate: AsyncParsableCommand {
+struct Migrate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Bring the database (new, legacy or current) to the current schema, idempotently.")
 
-    func run() async throws {
+    func run() throws {
         let reader = try configReader()
         let database: DatabaseSettings
         switch Config.loadDatabase(reader) {
@@ -90,7 +94,7 @@ struct Migrate: AsyncParsableCommand {
     }
 }
 
-struct RotateKey: AsyncParsableCommand {
+struct RotateKey: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rotate-key",
         abstract: "Re-encrypt every stored credential from CRM_ENCRYPTION_KEY to a new key, in one transaction.",
@@ -104,7 +108,7 @@ struct RotateKey: AsyncParsableCommand {
     @Flag(help: "Read the new key from the first line of standard input.")
     var newKeyStdin = false
 
-    func run() async throws {
+    func run() throws {
         let reader = try configReader()
         guard case let .success(database) = Config.loadDatabase(reader) else {
             fail("DB_DSN is required (or INSTANCE_CONNECTION_NAME)")
@@ -131,18 +135,18 @@ struct RotateKey: AsyncParsableCommand {
     }
 }
 
-struct CheckConfig: AsyncParsableCommand {
+struct CheckConfig: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "check-config", abstract: "Print the effective configuration, secrets masked; exit 2 when it has problems.")
 
-    func run() async throws {
+    func run() throws {
         let config = try loadConfig()
         for (name, value) in config.effectiveDescription { print("\(name)=\(value)") }
     }
 }
 
-struct PrintOpenAPI: AsyncParsableCommand {
+struct PrintOpenAPI: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "openapi", abstract: "Print the OpenAPI 3.1 document.")
-    func run() async throws { print(OpenAPIDocument.json) }
+    func run() throws { print(OpenAPIDocument.json) }
 }
 
 func makeLogger(_ config: Config) -> Logger {

@@ -563,6 +563,31 @@ def test_api_only_worker_queues_and_another_worker_delivers(fresh_db, fakes):
         assert len(crm_records(fakes, "klaviyo", contact["email"])) == 1
 
 
+def test_requests_waiting_on_a_crm_hold_no_worker_thread(fresh_db, fakes):
+    """FCGI_THREADS=2 and ten syncs at once to a CRM that takes 1.5 s per call: all ten calls
+    reach the CRM within one call's time (they are in flight together), and every sync
+    succeeds. With a thread held per CRM call they would arrive two at a time, 1.5 s apart."""
+    import concurrent.futures as cf
+    latency = 1.5
+    database = fresh_db()
+    user = uid()
+    with Service(database.dsn, fakes.urls, dict(BASE_ENV, FCGI_THREADS="2", CRM_SWEEP_CONCURRENCY="0")) as api:
+        connect(api, fakes, user, "klaviyo")
+        emails = [email_for(f"threadless{i}") for i in range(10)]
+        fakes.config("klaviyo", {"latency_s": latency})
+        try:
+            with cf.ThreadPoolExecutor(10) as pool:
+                responses = list(pool.map(lambda e: sync_contact(api, user, {"email": e}), emails))
+        finally:
+            fakes.config("klaviyo", {"latency_s": 0})
+        assert all(by_type(r.json())["klaviyo"]["status"] == "success" for r in responses)
+        calls = [q for q in fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")
+                 if any(e in json.dumps(q["body"]) for e in emails)]
+        assert len(calls) == 10, calls
+        arrivals = sorted(q["at"] for q in calls)
+        assert arrivals[-1] - arrivals[0] < latency, f"CRM calls arrived over {arrivals[-1] - arrivals[0]:.2f} s: {arrivals}"
+
+
 def test_async_event_with_idempotency_key_is_delivered_once(svc, fakes, user_id):
     connect(svc, fakes, user_id, "klaviyo")
     key = "idem-async-" + secrets.token_hex(6)

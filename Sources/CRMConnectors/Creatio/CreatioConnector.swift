@@ -19,12 +19,12 @@ public struct CreatioConnector: Connector {
 
     enum LoginResult { case session(Session), rejected(String) }
 
-    func login(_ credentials: CreatioCredentials) throws(ConnectorError) -> LoginResult {
+    func login(_ credentials: CreatioCredentials) async throws(ConnectorError) -> LoginResult {
         switch credentials {
         case let .forms(baseURL, username, password):
             let base = CRMURL(baseURL)?.base ?? baseURL
             let body = JSON.object([("UserName", .string(username)), ("UserPassword", .string(password.revealed))]).serialized()
-            let response = try transport.send(HTTPClientRequest(method: "POST", url: base + "/ServiceModel/AuthService.svc/Login", headers: [
+            let response = try await transport.send(HTTPClientRequest(method: "POST", url: base + "/ServiceModel/AuthService.svc/Login", headers: [
                 ("Content-Type", "application/json"), ("Accept", "application/json"), ("ForceUseSession", "true"),
             ], body: body, idempotent: true))
             // A failed login still answers HTTP 200: only `Code` tells.
@@ -44,7 +44,7 @@ public struct CreatioConnector: Connector {
             ]))
         case let .oauth(_, identityURL, clientID, clientSecret):
             let base = CRMURL(identityURL)?.base ?? identityURL
-            let response = try transport.send(HTTPClientRequest(method: "POST", url: base + "/connect/token", headers: [
+            let response = try await transport.send(HTTPClientRequest(method: "POST", url: base + "/connect/token", headers: [
                 ("Content-Type", "application/x-www-form-urlencoded"), ("Accept", "application/json"),
             ], body: FormEncoding.encode([("grant_type", "client_credentials"), ("client_id", clientID), ("client_secret", clientSecret.revealed)]), idempotent: true))
             let json = transport.json(response)
@@ -68,15 +68,15 @@ public struct CreatioConnector: Connector {
         }
     }
 
-    public func validate(_ credentials: Credentials) throws(ConnectorError) -> CredentialCheck {
+    public func validate(_ credentials: Credentials) async throws(ConnectorError) -> CredentialCheck {
         guard case let .creatio(creatio) = credentials else { return .rejected(detail: "not Creatio credentials") }
         let session: Session
-        switch try login(creatio) {
+        switch try await login(creatio) {
         case let .rejected(reason): return .rejected(detail: "Creatio refused the login: \(reason)")
         case let .session(s): session = s
         }
         let url = Self.baseURL(creatio) + "/0/odata/Contact?%24select=Id&%24top=1"
-        let response = try transport.send(HTTPClientRequest(method: "GET", url: url, headers: [("Accept", "application/json")] + session.headers))
+        let response = try await transport.send(HTTPClientRequest(method: "GET", url: url, headers: [("Accept", "application/json")] + session.headers))
         guard response.status == 200 else {
             let message = transport.json(response)?["error"]?["message"]?.stringValue ?? "HTTP \(response.status)"
             return .rejected(detail: "Creatio refused the OData call: \(message)")

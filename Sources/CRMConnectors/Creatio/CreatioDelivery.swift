@@ -4,8 +4,8 @@ import HTTPClient
 /// Contact upsert (OData lookup by Email, then create or update) and events (an Activity on
 /// the contact), with the session reused and renewed once when it has expired.
 extension CreatioConnector {
-    public func upsertContact(_ contact: Contact, for target: SyncTarget) -> DeliveryOutcome {
-        deliver {
+    public func upsertContact(_ contact: Contact, for target: SyncTarget) async -> DeliveryOutcome {
+        await deliver {
             let entity = target.settings.string("contact_entity") ?? "Contact"
             let mapping = fieldMapping(settings: target.settings).overridden(by: target.settings.fieldMapping)
             var fields: [(String, JSON)] = mapping.crmFields(for: contact).map { ($0.0, .string($0.1)) }
@@ -18,33 +18,33 @@ extension CreatioConnector {
                 }
             }
             let detail = dropped.isEmpty ? nil : "not sent (Creatio custom columns start with Usr): \(dropped.joined(separator: ", "))"
-            if let id = try findContact(target, entity: entity, email: contact.email) {
-                let response = try call(target, method: "PATCH", path: "/\(entity)(\(id))", body: .object(fields))
+            if let id = try await findContact(target, entity: entity, email: contact.email) {
+                let response = try await call(target, method: "PATCH", path: "/\(entity)(\(id))", body: .object(fields))
                 guard response.status == 204 || response.status == 200 else { throw refused(response) }
                 return .success(action: "updated", recordID: id, httpStatus: response.status, detail: detail, response: nil)
             }
             let name = [contact.firstName, contact.lastName].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: " ")
             fields.insert(("Name", .string(name.isEmpty ? contact.email : name)), at: 0)
-            let response = try call(target, method: "POST", path: "/\(entity)", body: .object(fields))
+            let response = try await call(target, method: "POST", path: "/\(entity)", body: .object(fields))
             let json = transport.json(response)
             guard response.status == 201, let id = json?["Id"]?.stringValue else { throw refused(response) }
             return .success(action: "created", recordID: id, httpStatus: 201, detail: detail, response: json)
         }
     }
 
-    public func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) -> DeliveryOutcome {
-        deliver {
+    public func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) async -> DeliveryOutcome {
+        await deliver {
             let entity = target.settings.string("contact_entity") ?? "Contact"
             let contactID: String
-            if let found = try findContact(target, entity: entity, email: event.email) {
+            if let found = try await findContact(target, entity: entity, email: event.email) {
                 contactID = found
             } else {
-                let response = try call(target, method: "POST", path: "/\(entity)", body: ["Name": .string(event.email), "Email": .string(event.email)])
+                let response = try await call(target, method: "POST", path: "/\(entity)", body: ["Name": .string(event.email), "Email": .string(event.email)])
                 guard response.status == 201, let id = transport.json(response)?["Id"]?.stringValue else { throw refused(response) }
                 contactID = id
             }
             // The event id travels in DetailedResult: a retry finds the Activity instead of adding a second one.
-            let existing = try call(target, method: "GET",
+            let existing = try await call(target, method: "GET",
                                     path: "/Activity?" + query([("$filter", "ContactId eq \(contactID)"), ("$select", "Id,DetailedResult")]), body: nil)
             guard existing.status == 200 else { throw refused(existing) }
             let marker = "\"event_id\":" + JSON.string(uniqueID).jsonString
@@ -54,7 +54,7 @@ extension CreatioConnector {
             var details: [(String, JSON)] = [("event_id", .string(uniqueID)), ("properties", .object(event.properties))]
             if let value = event.value { details.append(("value", .double(value))) }
             let time = Clock.eventTime(event.timestamp)
-            let response = try call(target, method: "POST", path: "/Activity", body: .object([
+            let response = try await call(target, method: "POST", path: "/Activity", body: .object([
                 ("Title", .string(String(event.name.prefix(250)))), ("ContactId", .string(contactID)),
                 ("StartDate", .string(time)), ("DueDate", .string(time)), ("DetailedResult", .string(JSON.object(details).jsonString)),
             ]))
@@ -66,9 +66,9 @@ extension CreatioConnector {
 
     // MARK: - Helpers
 
-    func findContact(_ target: SyncTarget, entity: String, email: String) throws -> String? {
+    func findContact(_ target: SyncTarget, entity: String, email: String) async throws -> String? {
         let escaped = email.replacingQuotes()
-        let response = try call(target, method: "GET", path: "/\(entity)?" + query([("$filter", "Email eq '\(escaped)'"), ("$select", "Id"), ("$top", "2")]), body: nil)
+        let response = try await call(target, method: "GET", path: "/\(entity)?" + query([("$filter", "Email eq '\(escaped)'"), ("$select", "Id"), ("$top", "2")]), body: nil)
         guard response.status == 200 else { throw refused(response) }
         return transport.json(response)?["value"]?.arrayValue?.first?["Id"]?.stringValue
     }
@@ -83,17 +83,18 @@ extension CreatioConnector {
 
     /// An OData call with the cached session; an expired session (401, or a redirect to the
     /// login page) is renewed once, then the call is retried.
-    func call(_ target: SyncTarget, method: String, path: String, body: JSON?) throws -> HTTPClientResponse {
+    func call(_ target: SyncTarget, method: String, path: String, body: JSON?) async throws -> HTTPClientResponse {
         guard case let .creatio(credentials) = target.credentials else {
             throw Finished(outcome: .permanent(httpStatus: nil, error: "not Creatio credentials", authFailure: true, response: nil))
         }
         let key = target.cacheKey
-        var session = try sessions.get(key) ?? newSession(credentials, key: key)
-        var response = try send(session, credentials, method: method, path: path, body: body)
+        var session: Session
+        if let cached = sessions.get(key) { session = cached } else { session = try await newSession(credentials, key: key) }
+        var response = try await send(session, credentials, method: method, path: path, body: body)
         if Self.sessionExpired(response) {
             sessions.remove(key)
-            session = try newSession(credentials, key: key)
-            response = try send(session, credentials, method: method, path: path, body: body)
+            session = try await newSession(credentials, key: key)
+            response = try await send(session, credentials, method: method, path: path, body: body)
             if Self.sessionExpired(response) {
                 sessions.remove(key)
                 throw Finished(outcome: .permanent(httpStatus: response.status, error: "Creatio rejected a fresh session: reconnect the integration",
@@ -107,15 +108,15 @@ extension CreatioConnector {
         response.status == 401 || ((response.status == 302 || response.status == 301) && (response.header("Location") ?? "").lowercased().contains("login"))
     }
 
-    private func send(_ session: Session, _ credentials: CreatioCredentials, method: String, path: String, body: JSON?) throws(ConnectorError) -> HTTPClientResponse {
+    private func send(_ session: Session, _ credentials: CreatioCredentials, method: String, path: String, body: JSON?) async throws(ConnectorError) -> HTTPClientResponse {
         var headers = [("Accept", "application/json")] + session.headers
         if body != nil { headers.append(("Content-Type", "application/json; charset=utf-8; IEEE754Compatible=true")) }
         let url = Self.baseURL(credentials) + "/0/odata" + path
-        return try transport.send(HTTPClientRequest(method: method, url: url, headers: headers, body: body?.serialized()))
+        return try await transport.send(HTTPClientRequest(method: method, url: url, headers: headers, body: body?.serialized()))
     }
 
-    private func newSession(_ credentials: CreatioCredentials, key: String) throws -> Session {
-        switch try login(credentials) {
+    private func newSession(_ credentials: CreatioCredentials, key: String) async throws -> Session {
+        switch try await login(credentials) {
         case let .session(session):
             sessions.set(key, session)
             return session

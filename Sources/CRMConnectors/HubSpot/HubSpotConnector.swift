@@ -18,10 +18,10 @@ public struct HubSpotConnector: Connector {
         base = CRMURL(endpoints.hubspotBaseURL)?.base ?? endpoints.hubspotBaseURL
     }
 
-    public func validate(_ credentials: Credentials) throws(ConnectorError) -> CredentialCheck {
+    public func validate(_ credentials: Credentials) async throws(ConnectorError) -> CredentialCheck {
         guard case let .hubspot(token) = credentials else { return .rejected(detail: "not HubSpot credentials") }
         let url = base + "/account-info/\(endpoints.hubspotAPIVersion)/details"
-        let response = try transport.send(HTTPClientRequest(method: "GET", url: url, headers: [
+        let response = try await transport.send(HTTPClientRequest(method: "GET", url: url, headers: [
             ("Authorization", "Bearer \(token.revealed)"), ("Accept", "application/json"),
         ]))
         let body = transport.json(response)

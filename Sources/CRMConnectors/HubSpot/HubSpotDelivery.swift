@@ -20,10 +20,10 @@ extension HubSpotConnector {
         dated ? "/crm/properties/\(endpoints.hubspotAPIVersion)/\(object)" : "/crm/\(endpoints.hubspotAPIVersion)/properties/\(object)"
     }
 
-    public func upsertContact(_ contact: Contact, for target: SyncTarget) -> DeliveryOutcome {
-        deliver {
-            let token = try token(target)
-            let portal = try portalInfo(target, token: token)
+    public func upsertContact(_ contact: Contact, for target: SyncTarget) async -> DeliveryOutcome {
+        await deliver {
+            let token = try await token(target)
+            let portal = try await portalInfo(target, token: token)
             var properties: [(String, JSON)] = []
             for (field, value) in fieldMapping(settings: target.settings).overridden(by: target.settings.fieldMapping).crmFields(for: contact) {
                 properties.append((field, .string(value)))
@@ -39,7 +39,7 @@ extension HubSpotConnector {
             let body: JSON = ["inputs": [.object([
                 ("idProperty", "email"), ("id", .string(contact.email)), ("properties", .object(properties)),
             ])]]
-            let response = try send(token, method: "POST", path: objectsPath("contacts") + "/batch/upsert", body: body)
+            let response = try await send(token, method: "POST", path: objectsPath("contacts") + "/batch/upsert", body: body)
             let json = transport.json(response)
             guard response.status == 200 || response.status == 201, let result = json?["results"]?.arrayValue?.first else {
                 throw refused(response, json)
@@ -49,15 +49,15 @@ extension HubSpotConnector {
         }
     }
 
-    public func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) -> DeliveryOutcome {
-        deliver {
-            let token = try token(target)
+    public func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) async -> DeliveryOutcome {
+        await deliver {
+            let token = try await token(target)
             var properties: [(String, JSON)] = event.properties.map { (Self.propertyName($0.0), .string(Self.stringValue($0.1))) }
             if let value = event.value { properties.append(("value", .string(Self.stringValue(.double(value))))) }
             let time = Clock.eventTime(event.timestamp)
             if target.settings.string("events") == "note" {
                 // Notes: upsert the contact by email for its id, then a note associated with it.
-                let upsert = try send(token, method: "POST", path: objectsPath("contacts") + "/batch/upsert", body: ["inputs": [.object([
+                let upsert = try await send(token, method: "POST", path: objectsPath("contacts") + "/batch/upsert", body: ["inputs": [.object([
                     ("idProperty", "email"), ("id", .string(event.email)), ("properties", ["email": .string(event.email)]),
                 ])]])
                 let upserted = transport.json(upsert)
@@ -67,7 +67,7 @@ extension HubSpotConnector {
                 var lines = ["<p><strong>\(Self.html(event.name))</strong></p>"]
                 for (k, v) in properties { lines.append("<p>\(Self.html(k)): \(Self.html(v.stringValue ?? ""))</p>") }
                 lines.append("<p>event-id: \(Self.html(uniqueID))</p>")
-                let response = try send(token, method: "POST", path: objectsPath("notes"), body: .object([
+                let response = try await send(token, method: "POST", path: objectsPath("notes"), body: .object([
                     ("properties", .object([("hs_note_body", .string(lines.joined())), ("hs_timestamp", .string(time))])),
                     ("associations", [["to": ["id": .string(contactID)], "types": [["associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 202]]]]),
                 ]))
@@ -75,7 +75,7 @@ extension HubSpotConnector {
                 guard response.status == 201 || response.status == 200 else { throw refused(response, json) }
                 return .success(action: "sent", recordID: Self.idString(json?["id"]), httpStatus: response.status, detail: nil, response: json)
             }
-            let portal = try portalInfo(target, token: token)
+            let portal = try await portalInfo(target, token: token)
             guard let portalID = portal.portalID else {
                 throw Finished(outcome: .permanent(httpStatus: nil, error: "HubSpot did not tell the portal id", authFailure: false, response: nil))
             }
@@ -84,7 +84,7 @@ extension HubSpotConnector {
                 ("eventName", .string("pe\(portalID)_\(Self.propertyName(event.name))")), ("email", .string(event.email)),
                 ("occurredAt", .string(time)), ("uuid", .string(Self.uuid(from: uniqueID))), ("properties", .object(properties)),
             ])
-            let response = try send(token, method: "POST", path: eventsPath, body: body)
+            let response = try await send(token, method: "POST", path: eventsPath, body: body)
             guard response.status == 204 || response.status == 200 else { throw refused(response, transport.json(response)) }
             return .success(action: "sent", recordID: Self.uuid(from: uniqueID), httpStatus: response.status, detail: nil, response: nil)
         }
@@ -92,27 +92,27 @@ extension HubSpotConnector {
 
     // MARK: - Helpers
 
-    func token(_ target: SyncTarget) throws -> Secret {
+    func token(_ target: SyncTarget) async throws -> Secret {
         guard case let .hubspot(token) = target.credentials else {
             throw Finished(outcome: .permanent(httpStatus: nil, error: "not HubSpot credentials", authFailure: true, response: nil))
         }
         return token
     }
 
-    func send(_ token: Secret, method: String, path: String, body: JSON?) throws(ConnectorError) -> HTTPClientResponse {
+    func send(_ token: Secret, method: String, path: String, body: JSON?) async throws(ConnectorError) -> HTTPClientResponse {
         var headers = [("Authorization", "Bearer \(token.revealed)"), ("Accept", "application/json")]
         if body != nil { headers.append(("Content-Type", "application/json")) }
         // An upsert by email may safely be re-sent; a note or an event may not.
         let idempotent = method != "POST" || path.hasSuffix("/batch/upsert")
-        return try transport.send(HTTPClientRequest(method: method, url: base + path, headers: headers, body: body?.serialized(), idempotent: idempotent))
+        return try await transport.send(HTTPClientRequest(method: method, url: base + path, headers: headers, body: body?.serialized(), idempotent: idempotent))
     }
 
-    func portalInfo(_ target: SyncTarget, token: Secret) throws -> PortalInfo {
+    func portalInfo(_ target: SyncTarget, token: Secret) async throws -> PortalInfo {
         let key = target.cacheKey
         if let cached = portals.get(key), Date().timeIntervalSince(cached.fetchedAt) < 300 { return cached }
-        let account = try send(token, method: "GET", path: "/account-info/\(endpoints.hubspotAPIVersion)/details", body: nil)
+        let account = try await send(token, method: "GET", path: "/account-info/\(endpoints.hubspotAPIVersion)/details", body: nil)
         guard account.status == 200 else { throw refused(account, transport.json(account)) }
-        let response = try send(token, method: "GET", path: propertiesPath("contacts"), body: nil)
+        let response = try await send(token, method: "GET", path: propertiesPath("contacts"), body: nil)
         let json = transport.json(response)
         guard response.status == 200 else { throw refused(response, json) }
         let names = (json?["results"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }

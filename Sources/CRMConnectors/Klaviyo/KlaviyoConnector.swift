@@ -19,9 +19,9 @@ public struct KlaviyoConnector: Connector {
         [("Authorization", "Klaviyo-API-Key \(key.revealed)"), ("Accept", "application/vnd.api+json"), ("revision", endpoints.klaviyoRevision)]
     }
 
-    public func validate(_ credentials: Credentials) throws(ConnectorError) -> CredentialCheck {
+    public func validate(_ credentials: Credentials) async throws(ConnectorError) -> CredentialCheck {
         guard case let .klaviyo(key) = credentials else { return .rejected(detail: "not Klaviyo credentials") }
-        let response = try transport.send(HTTPClientRequest(method: "GET", url: base + "/api/accounts", headers: headers(key)))
+        let response = try await transport.send(HTTPClientRequest(method: "GET", url: base + "/api/accounts", headers: headers(key)))
         let body = transport.json(response)
         guard response.status == 200 else {
             return .rejected(detail: "Klaviyo rejected the API key: " + Self.errorDetail(body, status: response.status))
@@ -59,15 +59,15 @@ public struct KlaviyoConnector: Connector {
 // MARK: - Delivery
 
 extension KlaviyoConnector {
-    func write(_ path: String, _ body: JSON, key: Secret) throws(ConnectorError) -> HTTPClientResponse {
-        try transport.send(HTTPClientRequest(method: "POST", url: base + path,
+    func write(_ path: String, _ body: JSON, key: Secret) async throws(ConnectorError) -> HTTPClientResponse {
+        try await transport.send(HTTPClientRequest(method: "POST", url: base + path,
                                              headers: headers(key) + [("Content-Type", "application/vnd.api+json")],
                                              body: body.serialized(), idempotent: true))
     }
 
     /// `POST /api/profile-import`: 201 created, 200 updated; then the optional list.
-    public func upsertContact(_ contact: Contact, for target: SyncTarget) -> DeliveryOutcome {
-        deliver {
+    public func upsertContact(_ contact: Contact, for target: SyncTarget) async -> DeliveryOutcome {
+        await deliver {
             guard case let .klaviyo(key) = target.credentials else { throw Finished(outcome: .permanent(httpStatus: nil, error: "not Klaviyo credentials", authFailure: true, response: nil)) }
             var notes: [String] = []
             var attributes: [(String, JSON)] = []
@@ -89,13 +89,13 @@ extension KlaviyoConnector {
             properties += contact.customProperties
             if !properties.isEmpty { attributes.append(("properties", .object(properties))) }
             let body: JSON = ["data": ["type": "profile", "attributes": .object(attributes)]]
-            let response = try write("/api/profile-import", body, key: key)
+            let response = try await write("/api/profile-import", body, key: key)
             let json = transport.json(response)
             guard response.status == 200 || response.status == 201, let id = json?["data"]?["id"]?.stringValue else {
                 throw transport.refused(response, Self.errorDetail(json, status: response.status))
             }
             if let list = target.settings.string("list_id") {
-                let listResponse = try write("/api/lists/\(FormEncoding.percent(list))/relationships/profiles",
+                let listResponse = try await write("/api/lists/\(FormEncoding.percent(list))/relationships/profiles",
                                              ["data": [["type": "profile", "id": .string(id)]]], key: key)
                 guard listResponse.status == 204 || listResponse.status == 200 else {
                     throw transport.refused(listResponse, "adding the profile to list \(list): " + Self.errorDetail(transport.json(listResponse), status: listResponse.status))
@@ -107,8 +107,8 @@ extension KlaviyoConnector {
     }
 
     /// `POST /api/events` → 202. `unique_id` is Klaviyo's own dedupe key.
-    public func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) -> DeliveryOutcome {
-        deliver {
+    public func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) async -> DeliveryOutcome {
+        await deliver {
             guard case let .klaviyo(key) = target.credentials else { throw Finished(outcome: .permanent(httpStatus: nil, error: "not Klaviyo credentials", authFailure: true, response: nil)) }
             var attributes: [(String, JSON)] = [("properties", .object(event.properties)), ("time", .string(Clock.eventTime(event.timestamp)))]
             if let value = event.value { attributes.append(("value", .double(value))) }
@@ -117,7 +117,7 @@ extension KlaviyoConnector {
                 ("metric", ["data": ["type": "metric", "attributes": ["name": .string(event.name)]]]),
                 ("profile", ["data": ["type": "profile", "attributes": ["email": .string(event.email)]]]),
             ]
-            let response = try write("/api/events", ["data": ["type": "event", "attributes": .object(attributes)]], key: key)
+            let response = try await write("/api/events", ["data": ["type": "event", "attributes": .object(attributes)]], key: key)
             guard response.status == 202 || response.status == 200 || response.status == 201 else {
                 throw transport.refused(response, Self.errorDetail(transport.json(response), status: response.status))
             }

@@ -35,12 +35,12 @@ struct SalesforceAuth: Sendable {
     }
 
     /// A new session for these credentials (a `.token` credential is used as it is).
-    func session(for credentials: SalesforceCredentials) throws(ConnectorError) -> SalesforceTokenResult {
+    func session(for credentials: SalesforceCredentials) async throws(ConnectorError) -> SalesforceTokenResult {
         switch credentials {
         case let .clientCredentials(clientID, clientSecret, instanceURL):
             // Must go to the org's My Domain; id and secret as HTTP Basic, as simple-salesforce sends them.
             let basic = Data("\(FormEncoding.escape(clientID)):\(FormEncoding.escape(clientSecret.revealed))".utf8).base64EncodedString()
-            return try requestToken(base: CRMURL(instanceURL)?.base ?? instanceURL,
+            return try await requestToken(base: CRMURL(instanceURL)?.base ?? instanceURL,
                                     form: [("grant_type", "client_credentials")],
                                     extraHeaders: [("Authorization", "Basic \(basic)")])
         case let .jwtBearer(clientID, username, privateKey, loginURL):
@@ -51,13 +51,13 @@ struct SalesforceAuth: Sendable {
                 ("exp", .int(Int64(Date().timeIntervalSince1970) + 180)),
             ], privateKeyPEM: privateKey) }
             catch { return .rejected("the private key could not sign the JWT assertion (\(error.detail))") }
-            return try requestToken(base: base, form: [
+            return try await requestToken(base: base, form: [
                 ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", assertion),
             ])
         case let .token(accessToken, instanceURL, _, _, _):
             return .session(SalesforceSession(accessToken: accessToken, instanceURL: CRMURL(instanceURL)?.base ?? instanceURL, identityURL: nil))
         case let .password(clientID, clientSecret, username, password, securityToken, domain):
-            return try requestToken(base: loginBase(domain: domain), form: [
+            return try await requestToken(base: loginBase(domain: domain), form: [
                 ("grant_type", "password"), ("client_id", clientID), ("client_secret", clientSecret.revealed),
                 ("username", username), ("password", password.revealed + (securityToken?.revealed ?? "")),
             ])
@@ -65,15 +65,15 @@ struct SalesforceAuth: Sendable {
     }
 
     /// For `.token` credentials with a refresh token: a fresh session, else nil.
-    func refresh(_ credentials: SalesforceCredentials) throws(ConnectorError) -> SalesforceTokenResult? {
+    func refresh(_ credentials: SalesforceCredentials) async throws(ConnectorError) -> SalesforceTokenResult? {
         guard case let .token(_, _, refreshToken?, clientID?, clientSecret) = credentials else { return nil }
         var form = [("grant_type", "refresh_token"), ("refresh_token", refreshToken.revealed), ("client_id", clientID)]
         if let clientSecret { form.append(("client_secret", clientSecret.revealed)) }
-        return try requestToken(base: loginBase(), form: form)
+        return try await requestToken(base: loginBase(), form: form)
     }
 
-    private func requestToken(base: String, form: [(String, String)], extraHeaders: [(String, String)] = []) throws(ConnectorError) -> SalesforceTokenResult {
-        let response = try transport.send(HTTPClientRequest(
+    private func requestToken(base: String, form: [(String, String)], extraHeaders: [(String, String)] = []) async throws(ConnectorError) -> SalesforceTokenResult {
+        let response = try await transport.send(HTTPClientRequest(
             method: "POST", url: base + "/services/oauth2/token",
             headers: [("Content-Type", "application/x-www-form-urlencoded"), ("Accept", "application/json")] + extraHeaders,
             body: FormEncoding.encode(form), idempotent: true))

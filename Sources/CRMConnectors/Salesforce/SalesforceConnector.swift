@@ -16,21 +16,21 @@ public struct SalesforceConnector: Connector {
         self.endpoints = endpoints
     }
 
-    public func validate(_ credentials: Credentials) throws(ConnectorError) -> CredentialCheck {
+    public func validate(_ credentials: Credentials) async throws(ConnectorError) -> CredentialCheck {
         guard case let .salesforce(sf) = credentials else { return .rejected(detail: "not Salesforce credentials") }
         var session: SalesforceSession
-        switch try auth.session(for: sf) {
+        switch try await auth.session(for: sf) {
         case let .rejected(reason): return .rejected(detail: "Salesforce refused the credentials: \(reason)")
         case let .session(s): session = s
         }
         // `GET /services/data/` needs no auth and proves nothing: ask the versioned resource list.
-        var response = try resources(session)
-        if response.status == 401, let refreshed = try auth.refresh(sf) {
+        var response = try await resources(session)
+        if response.status == 401, let refreshed = try await auth.refresh(sf) {
             switch refreshed {
             case let .rejected(reason): return .rejected(detail: "Salesforce refused to refresh the token: \(reason)")
             case let .session(fresh): session = fresh
             }
-            response = try resources(session)
+            response = try await resources(session)
         }
         guard response.status == 200 else {
             let first = transport.json(response)?.arrayValue?.first
@@ -42,8 +42,8 @@ public struct SalesforceConnector: Connector {
         ]))
     }
 
-    func resources(_ session: SalesforceSession) throws(ConnectorError) -> HTTPClientResponse {
-        try transport.send(HTTPClientRequest(method: "GET", url: session.instanceURL + "/services/data/\(endpoints.salesforceAPIVersion)/", headers: [
+    func resources(_ session: SalesforceSession) async throws(ConnectorError) -> HTTPClientResponse {
+        try await transport.send(HTTPClientRequest(method: "GET", url: session.instanceURL + "/services/data/\(endpoints.salesforceAPIVersion)/", headers: [
             ("Authorization", "Bearer \(session.accessToken.revealed)"), ("Accept", "application/json"),
         ]))
     }

@@ -7,8 +7,8 @@ import HTTPClient
 extension SalesforceConnector {
     static let placeholder = "[not provided]"
 
-    public func upsertContact(_ contact: Contact, for target: SyncTarget) -> DeliveryOutcome {
-        deliver {
+    public func upsertContact(_ contact: Contact, for target: SyncTarget) async -> DeliveryOutcome {
+        await deliver {
             let object = target.settings.string("object") ?? "Contact"
             let mapping = fieldMapping(settings: target.settings).overridden(by: target.settings.fieldMapping)
             var fields: [(String, JSON)] = mapping.crmFields(for: contact).map { ($0.0, .string($0.1)) }
@@ -22,7 +22,7 @@ extension SalesforceConnector {
                 // PATCH …/sobjects/Contact/{Field}/{value}: 201 created, 200 updated, 300 several matches.
                 let body = withRequiredDefaults(fields.filter { $0.0 != externalField && $0.0 != "Id" }, object: object)
                 let path = "/sobjects/\(object)/\(externalField)/\(FormEncoding.percent(contact.email))"
-                let response = try call(target, method: "PATCH", path: path, body: .object(body))
+                let response = try await call(target, method: "PATCH", path: path, body: .object(body))
                 let json = transport.json(response)
                 guard response.status == 200 || response.status == 201 else { throw refusedWithCode(response, json) }
                 let created = json?["created"]?.boolValue ?? (response.status == 201)
@@ -30,20 +30,20 @@ extension SalesforceConnector {
                                 httpStatus: response.status, detail: detail, response: json)
             }
 
-            if let id = try findRecord(target, object: object, email: contact.email) {
-                let response = try call(target, method: "PATCH", path: "/sobjects/\(object)/\(id)", body: .object(fields))
+            if let id = try await findRecord(target, object: object, email: contact.email) {
+                let response = try await call(target, method: "PATCH", path: "/sobjects/\(object)/\(id)", body: .object(fields))
                 guard response.status == 204 || response.status == 200 else { throw refusedWithCode(response, transport.json(response)) }
                 return .success(action: "updated", recordID: id, httpStatus: response.status, detail: detail, response: nil)
             }
-            let response = try call(target, method: "POST", path: "/sobjects/\(object)/", body: .object(withRequiredDefaults(fields, object: object)))
+            let response = try await call(target, method: "POST", path: "/sobjects/\(object)/", body: .object(withRequiredDefaults(fields, object: object)))
             let json = transport.json(response)
             guard response.status == 201, let id = json?["id"]?.stringValue else { throw refusedWithCode(response, json) }
             return .success(action: "created", recordID: id, httpStatus: response.status, detail: detail, response: json)
         }
     }
 
-    public func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) -> DeliveryOutcome {
-        deliver {
+    public func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) async -> DeliveryOutcome {
+        await deliver {
             let kind = target.settings.string("events") ?? "task"
             let time = Clock.eventTime(event.timestamp)
             var payload = event.properties
@@ -55,26 +55,26 @@ extension SalesforceConnector {
                     ("Payload__c", .string(JSON.object(payload).jsonString)), ("Occurred_At__c", .string(time)),
                     ("Event_Id__c", .string(uniqueID)),
                 ])
-                let response = try call(target, method: "POST", path: "/sobjects/\(kind)/", body: body)
+                let response = try await call(target, method: "POST", path: "/sobjects/\(kind)/", body: body)
                 let json = transport.json(response)
                 guard response.status == 201 || response.status == 200 else { throw refusedWithCode(response, json) }
                 return .success(action: "sent", recordID: json?["id"]?.stringValue, httpStatus: response.status, detail: nil, response: json)
             }
             let object = target.settings.string("object") ?? "Contact"
             let whoID: String
-            if let found = try findRecord(target, object: object, email: event.email) {
+            if let found = try await findRecord(target, object: object, email: event.email) {
                 whoID = found
             } else {
                 // The event's contact does not exist yet: create a minimal one so the Task has a WhoId.
                 let body = withRequiredDefaults([("Email", .string(event.email))], object: object)
-                let response = try call(target, method: "POST", path: "/sobjects/\(object)/", body: .object(body))
+                let response = try await call(target, method: "POST", path: "/sobjects/\(object)/", body: .object(body))
                 let json = transport.json(response)
                 guard response.status == 201, let id = json?["id"]?.stringValue else { throw refusedWithCode(response, json) }
                 whoID = id
             }
             // The event id is stored on the Task: a retry after an ambiguous failure finds it instead of adding a second one.
             let marker = "[event-id: \(uniqueID)]"
-            let existing = try query(target, "SELECT Id, Description FROM Task WHERE WhoId = '\(Self.soqlEscape(whoID))'")
+            let existing = try await query(target, "SELECT Id, Description FROM Task WHERE WhoId = '\(Self.soqlEscape(whoID))'")
             if let done = existing.first(where: { $0["Description"]?.stringValue?.contains(marker) == true }) {
                 return .success(action: "sent", recordID: done["Id"]?.stringValue, httpStatus: 200, detail: "already recorded", response: nil)
             }
@@ -84,7 +84,7 @@ extension SalesforceConnector {
                 ("Priority", "Normal"), ("ActivityDate", .string(String(time.prefix(10)))),
                 ("Description", .string(String(description.suffix(32_000)))), ("TaskSubtype", "Task"),
             ])
-            let response = try call(target, method: "POST", path: "/sobjects/Task/", body: body)
+            let response = try await call(target, method: "POST", path: "/sobjects/Task/", body: body)
             let json = transport.json(response)
             guard response.status == 201 else { throw refusedWithCode(response, json) }
             return .success(action: "sent", recordID: json?["id"]?.stringValue, httpStatus: response.status, detail: nil, response: json)
@@ -107,12 +107,12 @@ extension SalesforceConnector {
         return out
     }
 
-    func findRecord(_ target: SyncTarget, object: String, email: String) throws -> String? {
-        try query(target, "SELECT Id FROM \(object) WHERE Email = '\(Self.soqlEscape(email))' LIMIT 2").first?["Id"]?.stringValue
+    func findRecord(_ target: SyncTarget, object: String, email: String) async throws -> String? {
+        try await query(target, "SELECT Id FROM \(object) WHERE Email = '\(Self.soqlEscape(email))' LIMIT 2").first?["Id"]?.stringValue
     }
 
-    func query(_ target: SyncTarget, _ soql: String) throws -> [JSON] {
-        let response = try call(target, method: "GET", path: "/query/?q=" + FormEncoding.escape(soql), body: nil)
+    func query(_ target: SyncTarget, _ soql: String) async throws -> [JSON] {
+        let response = try await call(target, method: "GET", path: "/query/?q=" + FormEncoding.escape(soql), body: nil)
         let json = transport.json(response)
         guard response.status == 200 else { throw refusedWithCode(response, json) }
         return json?["records"]?.arrayValue ?? []
@@ -130,25 +130,26 @@ extension SalesforceConnector {
 
     /// One API call with the cached session; on 401 the session is renewed once and the call
     /// retried; a second 401 is an authentication failure.
-    func call(_ target: SyncTarget, method: String, path: String, body: JSON?) throws -> HTTPClientResponse {
+    func call(_ target: SyncTarget, method: String, path: String, body: JSON?) async throws -> HTTPClientResponse {
         guard case let .salesforce(credentials) = target.credentials else {
             throw Finished(outcome: .permanent(httpStatus: nil, error: "not Salesforce credentials", authFailure: true, response: nil))
         }
         let key = target.cacheKey
         let version = target.settings.string("api_version")
-        var session = try sessions.get(key) ?? newSession(credentials, key: key)
-        var response = try send(session, method: method, path: path, body: body, version: version)
+        var session: SalesforceSession
+        if let cached = sessions.get(key) { session = cached } else { session = try await newSession(credentials, key: key) }
+        var response = try await send(session, method: method, path: path, body: body, version: version)
         if response.status == 401 {
             sessions.remove(key)
-            session = try renewedSession(credentials, key: key)
-            response = try send(session, method: method, path: path, body: body, version: version)
+            session = try await renewedSession(credentials, key: key)
+            response = try await send(session, method: method, path: path, body: body, version: version)
             if response.status == 401 {
                 sessions.remove(key)
                 throw Finished(outcome: .permanent(httpStatus: 401, error: "Salesforce rejected the session twice (INVALID_SESSION_ID): reconnect the integration",
                                                    authFailure: true, response: transport.json(response)))
             }
         }
-        // Salesforce throttles with 403 REQUEST_LIMIT_EXCEEDED; a locked row is worth another try too.
+        // Salesforce throttles with 403 REQUEST_LIMIT_EXCEEDED; a locked row is worth another try await too.
         if let code = Self.errorCode(transport.json(response)), code == "REQUEST_LIMIT_EXCEEDED" || code == "UNABLE_TO_LOCK_ROW" {
             throw ConnectorError(.crmFailure, httpStatus: response.status, detail: "Salesforce answered HTTP \(response.status) \(code)",
                                  retryAfterSeconds: RetryPolicy.retryAfterSeconds(response.header("Retry-After")) ?? (code == "REQUEST_LIMIT_EXCEEDED" ? 300 : nil),
@@ -157,15 +158,15 @@ extension SalesforceConnector {
         return response
     }
 
-    private func send(_ session: SalesforceSession, method: String, path: String, body: JSON?, version: String?) throws(ConnectorError) -> HTTPClientResponse {
+    private func send(_ session: SalesforceSession, method: String, path: String, body: JSON?, version: String?) async throws(ConnectorError) -> HTTPClientResponse {
         var headers = [("Authorization", "Bearer \(session.accessToken.revealed)"), ("Accept", "application/json")]
         if body != nil { headers.append(("Content-Type", "application/json")) }
         let url = session.instanceURL + "/services/data/\(version ?? endpoints.salesforceAPIVersion)" + path
-        return try transport.send(HTTPClientRequest(method: method, url: url, headers: headers, body: body?.serialized()))
+        return try await transport.send(HTTPClientRequest(method: method, url: url, headers: headers, body: body?.serialized()))
     }
 
-    private func newSession(_ credentials: SalesforceCredentials, key: String) throws -> SalesforceSession {
-        switch try auth.session(for: credentials) {
+    private func newSession(_ credentials: SalesforceCredentials, key: String) async throws -> SalesforceSession {
+        switch try await auth.session(for: credentials) {
         case let .session(session):
             sessions.set(key, session)
             return session
@@ -175,8 +176,8 @@ extension SalesforceConnector {
     }
 
     /// After a 401: the refresh token when there is one, else a new session from the credentials.
-    private func renewedSession(_ credentials: SalesforceCredentials, key: String) throws -> SalesforceSession {
-        guard let refreshed = try auth.refresh(credentials) else { return try newSession(credentials, key: key) }
+    private func renewedSession(_ credentials: SalesforceCredentials, key: String) async throws -> SalesforceSession {
+        guard let refreshed = try await auth.refresh(credentials) else { return try await newSession(credentials, key: key) }
         switch refreshed {
         case let .session(session):
             sessions.set(key, session)

@@ -17,9 +17,9 @@ struct Finished: Error { let outcome: DeliveryOutcome }
 
 /// Runs a connector's delivery flow: a thrown `ConnectorError` (no answer, 5xx, 429) becomes
 /// a transient outcome, `Finished` its own outcome.
-func deliver(_ flow: () throws -> DeliveryOutcome) -> DeliveryOutcome {
+func deliver(_ flow: () async throws -> DeliveryOutcome) async -> DeliveryOutcome {
     do {
-        return try flow()
+        return try await flow()
     } catch let error as ConnectorError {
         return error.outcome
     } catch let finished as Finished {

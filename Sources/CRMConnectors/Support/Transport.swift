@@ -7,10 +7,10 @@ struct Transport: Sendable {
     let client: HTTPClient
     let vendor: String
 
-    func send(_ request: HTTPClientRequest) throws(ConnectorError) -> HTTPClientResponse {
+    func send(_ request: HTTPClientRequest) async throws(ConnectorError) -> HTTPClientResponse {
         let response: HTTPClientResponse
         do {
-            response = try client.send(request)
+            response = try await client.send(request)
         } catch {
             switch error.kind {
             case .timeout: throw ConnectorError(.timeout, detail: "\(vendor) did not answer in time (\(error.message))")

@@ -54,6 +54,9 @@ public final class Delivery: Sendable {
     /// (the sweep's at background priority).
     let outcomeWriter: GroupCommit<DeliveryStore.Outcome, Bool>
     let backgroundOutcomeWriter: GroupCommit<DeliveryStore.Outcome, Bool>
+    /// The sweep's database calls: a few threads at lower CPU priority, so that background
+    /// deliveries never take every database thread from requests.
+    let backgroundDatabase: BlockingExecutor
 
     public init(context: ServiceContext, worker: String) {
         self.context = context
@@ -71,74 +74,98 @@ public final class Delivery: Sendable {
         outcomeWriter = GroupCommit(writers: writers) { try store.record($0, worker: worker) }
         let sweepStore = backgroundStore
         backgroundOutcomeWriter = GroupCommit(writers: writers) { try sweepStore.record($0, worker: worker) }
+        backgroundDatabase = BlockingExecutor(threads: writers, niceness: 10)
         policy = RetryPolicy(maxAttempts: context.config.crmRetryMaxAttempts, baseDelaySeconds: context.config.crmRetryBaseDelaySeconds)
     }
 
-    /// A sync request: one log row per targeted integration, then either the deliveries now
-    /// (concurrently, one thread per CRM) or 202 with `queued` results.
-    func sync(user: UserID, payload: Payload, targets: [CRMType]?, respondAsync: Bool) throws -> (status: Int, body: JSON) {
-        var uniqueID: String?
-        if case let .event(event) = payload { uniqueID = event.uniqueID }
-        let rows = try logWriter.submit(LogRequest(user: user, operation: payload.operation, types: targets, request: payload.json,
-                                                       uniqueID: uniqueID, queued: respondAsync))
-        guard !rows.isEmpty else { return (respondAsync ? 202 : 200, Self.body([])) }
-        if respondAsync {
-            wakeup.signal()
-            let results: [JSON] = rows.map { row in
-                .object([("crm_type", .string(row.crmType.rawValue)), ("status", "queued"), ("log_id", .int(row.id))])
-            }
-            return (202, Self.body(results))
+    /// A `Prefer: respond-async` sync: one log row per targeted integration, committed before
+    /// the 202 (nothing accepted is lost), delivered by the sweep. Runs on the calling thread.
+    func queue(user: UserID, payload: Payload, targets: [CRMType]?) throws -> (status: Int, body: JSON) {
+        let rows = try logWriter.submit(logRequest(user: user, payload: payload, targets: targets, queued: true))
+        if !rows.isEmpty { wakeup.signal() }
+        let results: [JSON] = rows.map { row in
+            .object([("crm_type", .string(row.crmType.rawValue)), ("status", "queued"), ("log_id", .int(row.id))])
         }
-        let results = Concurrently.map(rows) { row in
-            self.attempt(id: row.id, user: user, type: row.crmType, payload: payload, uniqueID: row.uniqueID, attemptsBefore: 0, ageSeconds: 0,
-                         store: self.store)
+        return (202, Self.body(results))
+    }
+
+    /// A synchronous sync: the log rows, then the deliveries now, to all targeted CRMs at once.
+    func deliverNow(user: UserID, payload: Payload, targets: [CRMType]?) async throws -> (status: Int, body: JSON) {
+        let rows = try await logWriter.submit(logRequest(user: user, payload: payload, targets: targets, queued: false))
+        let results = await withTaskGroup(of: (Int, JSON).self) { group in
+            for (index, row) in rows.enumerated() {
+                group.addTask {
+                    (index, await self.attempt(id: row.id, user: user, type: row.crmType, payload: payload, uniqueID: row.uniqueID,
+                                               attemptsBefore: 0, ageSeconds: 0, background: false))
+                }
+            }
+            var results = [JSON?](repeating: nil, count: rows.count)
+            for await (index, result) in group { results[index] = result }
+            return results.compactMap { $0 }
         }
         return (200, Self.body(results))
     }
 
+    private func logRequest(user: UserID, payload: Payload, targets: [CRMType]?, queued: Bool) -> LogRequest {
+        var uniqueID: String?
+        if case let .event(event) = payload { uniqueID = event.uniqueID }
+        return LogRequest(user: user, operation: payload.operation, types: targets, request: payload.json, uniqueID: uniqueID, queued: queued)
+    }
+
     /// Re-delivers a `failed` log now (manual retry); nil when it is not failed.
-    func retry(user: UserID, id: Int64) throws -> JSON? {
-        guard let log = try store.claimFailed(user: user, id: id, worker: worker, claimSeconds: claimSeconds) else { return nil }
-        return attempt(log, background: false)
+    func retry(user: UserID, id: Int64) async throws -> JSON? {
+        let store = self.store, worker = self.worker, claimSeconds = self.claimSeconds
+        guard let log = try await context.database.run({ try store.claimFailed(user: user, id: id, worker: worker, claimSeconds: claimSeconds) }) else {
+            return nil
+        }
+        return await attempt(log, background: false)
     }
 
     /// One attempt for a claimed row (`background`: by the retry sweep).
-    func attempt(_ log: ClaimedLog, background: Bool) -> JSON {
-        let store = background ? backgroundStore : self.store
+    func attempt(_ log: ClaimedLog, background: Bool) async -> JSON {
         guard let payload = Payload.from(operation: log.operation, request: log.request) else {
             let record = AttemptRecord(status: "failed", httpStatus: nil, error: "the logged request is not readable", durationMS: 0,
                                        crmRecordID: nil, response: nil, nextAttemptInSeconds: nil, authFailure: false)
-            _ = try? store.record(record, logID: log.id, user: log.user, type: log.crmType, worker: worker)
+            _ = try? await outcomeWriter(background).submit(DeliveryStore.Outcome(record, logID: log.id, user: log.user, type: log.crmType))
             return Self.result(log.crmType, log.id, record, action: nil)
         }
-        return attempt(id: log.id, user: log.user, type: log.crmType, payload: payload, uniqueID: log.uniqueID,
-                       attemptsBefore: log.attempts, ageSeconds: log.ageSeconds, store: store)
+        return await attempt(id: log.id, user: log.user, type: log.crmType, payload: payload, uniqueID: log.uniqueID,
+                             attemptsBefore: log.attempts, ageSeconds: log.ageSeconds, background: background)
     }
 
+    private func outcomeWriter(_ background: Bool) -> GroupCommit<DeliveryStore.Outcome, Bool> {
+        background ? backgroundOutcomeWriter : outcomeWriter
+    }
+
+    /// Credentials from the database (on a database thread), the CRM call (no thread waits on
+    /// it), then the outcome (group commit).
     private func attempt(id: Int64, user: UserID, type: CRMType, payload: Payload, uniqueID: String?, attemptsBefore: Int, ageSeconds: Double,
-                         store: DeliveryStore) -> JSON {
+                         background: Bool) async -> JSON {
         let started = ContinuousClock.now
+        let store = background ? backgroundStore : self.store
         let outcome: DeliveryOutcome
         do {
-            guard let target = try store.target(user: user, type: type) else {
+            let executor = background ? backgroundDatabase : context.database
+            if let target = try await executor.run({ try store.target(user: user, type: type) }) {
+                let connector = context.connectors.connector(for: type)
+                let syncTarget = SyncTarget(user: user, credentials: target.credentials, settings: target.settings)
+                switch payload {
+                case let .contact(contact): outcome = await connector.upsertContact(contact, for: syncTarget)
+                case let .event(event): outcome = await connector.sendEvent(event, uniqueID: uniqueID ?? "crm-log-\(id)", for: syncTarget)
+                }
+            } else {
                 outcome = .permanent(httpStatus: nil, error: "the \(type.rawValue) integration is no longer connected", authFailure: false, response: nil)
-                return finish(outcome, id: id, user: user, type: type, attemptsBefore: attemptsBefore, ageSeconds: ageSeconds, started: started, store: store)
-            }
-            let connector = context.connectors.connector(for: type)
-            let syncTarget = SyncTarget(user: user, credentials: target.credentials, settings: target.settings)
-            switch payload {
-            case let .contact(contact): outcome = connector.upsertContact(contact, for: syncTarget)
-            case let .event(event): outcome = connector.sendEvent(event, uniqueID: uniqueID ?? "crm-log-\(id)", for: syncTarget)
             }
         } catch {
             // No credentials without the database: a transient failure, tried again later.
             outcome = .transient(httpStatus: nil, error: "database unavailable", retryAfterSeconds: nil, response: nil)
         }
-        return finish(outcome, id: id, user: user, type: type, attemptsBefore: attemptsBefore, ageSeconds: ageSeconds, started: started, store: store)
+        return await finish(outcome, id: id, user: user, type: type, attemptsBefore: attemptsBefore, ageSeconds: ageSeconds, started: started,
+                            background: background)
     }
 
     private func finish(_ outcome: DeliveryOutcome, id: Int64, user: UserID, type: CRMType, attemptsBefore: Int, ageSeconds: Double,
-                        started: ContinuousClock.Instant, store: DeliveryStore) -> JSON {
+                        started: ContinuousClock.Instant, background: Bool) async -> JSON {
         let elapsed = ContinuousClock.now - started
         let ms = Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
         let attempts = attemptsBefore + 1
@@ -162,8 +189,7 @@ public final class Delivery: Sendable {
             }
         }
         do {
-            let writer = store.priority == .background ? backgroundOutcomeWriter : outcomeWriter
-            _ = try writer.submit(DeliveryStore.Outcome(record, logID: id, user: user, type: type))
+            _ = try await outcomeWriter(background).submit(DeliveryStore.Outcome(record, logID: id, user: user, type: type))
         } catch {
             // The outcome could not be written: the claim expires and the row is delivered again
             // (upserts and deduplicated events make that harmless).
@@ -218,27 +244,5 @@ final class Wakeup: @unchecked Sendable {
         if pending == 0 { condition.wait(until: .after(seconds: seconds)) }
         pending = max(0, pending - 1)
         condition.unlock()
-    }
-}
-
-/// Runs blocking work (CRM calls) on one thread per item, the first on the caller's thread.
-enum Concurrently {
-    static func map<T: Sendable, R: Sendable>(_ items: [T], _ body: @escaping @Sendable (T) -> R) -> [R] {
-        guard items.count > 1 else { return items.map(body) }
-        let results = Mutex<[Int: R]>([:])
-        let group = DispatchGroup()
-        for (index, item) in items.enumerated().dropFirst() {
-            group.enter()
-            Threads.detach {
-                let value = body(item)
-                results.withLock { $0[index] = value }
-                group.leave()
-            }
-        }
-        let first = body(items[0])
-        group.wait()
-        var all = results.withLock { $0 }
-        all[0] = first
-        return (0..<items.count).compactMap { all[$0] }
     }
 }

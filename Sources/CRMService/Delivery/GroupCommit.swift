@@ -19,12 +19,14 @@ final class GroupCommit<Item: Sendable, Output: Sendable>: Sendable {
     private let pending = Mutex<[Slot]>([])
     private let started = Atomic<Bool>(false)
 
-    /// One item: its result is set by the writer, before `wake` is signalled.
-    private final class Slot: @unchecked Sendable {
+    /// One item, and who to give its result to (called by the writer thread).
+    private final class Slot: Sendable {
         let item: Item
-        var result: Result<Output, any Error>?
-        let wake = DispatchSemaphore(value: 0)
-        init(_ item: Item) { self.item = item }
+        let complete: @Sendable (Result<Output, any Error>) -> Void
+        init(_ item: Item, complete: @escaping @Sendable (Result<Output, any Error>) -> Void) {
+            self.item = item
+            self.complete = complete
+        }
     }
 
     /// `write` gets a batch and returns one output per item, in order.
@@ -34,16 +36,31 @@ final class GroupCommit<Item: Sendable, Output: Sendable>: Sendable {
         self.write = write
     }
 
-    /// The item's output, written (committed) when this returns.
+    /// The item's output, written (committed) when this returns; the calling thread waits.
     func submit(_ item: Item) throws -> Output {
+        let result = Mutex<Result<Output, any Error>?>(nil)
+        let wake = DispatchSemaphore(value: 0)
+        enqueue(Slot(item) { value in
+            result.withLock { $0 = value }
+            wake.signal()
+        })
+        wake.wait()
+        return try result.withLock { $0! }.get()
+    }
+
+    /// The same for a task: it is suspended, no thread waits.
+    func submit(_ item: Item) async throws -> Output {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Output, any Error>) in
+            enqueue(Slot(item) { continuation.resume(with: $0) })
+        }
+    }
+
+    private func enqueue(_ slot: Slot) {
         startWriters()
-        let slot = Slot(item)
         condition.lock()
         pending.withLock { $0.append(slot) }
         condition.signal()
         condition.unlock()
-        slot.wake.wait()
-        return try slot.result!.get()
     }
 
     /// The writer threads start with the first item and live as long as the process.
@@ -63,10 +80,7 @@ final class GroupCommit<Item: Sendable, Output: Sendable>: Sendable {
                 batch = pending.withLock { Self.take(&$0, maxBatch) }
             }
             condition.unlock()
-            for (slot, result) in zip(batch, run(batch.map(\.item))) {
-                slot.result = result
-                slot.wake.signal()
-            }
+            for (slot, result) in zip(batch, run(batch.map(\.item))) { slot.complete(result) }
         }
     }
 

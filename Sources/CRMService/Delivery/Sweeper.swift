@@ -7,7 +7,7 @@ import Synchronization
 
 /// The retry sweep. One claim loop takes due rows (`FOR UPDATE SKIP LOCKED`, so any number of
 /// workers on any number of hosts can run it) as long as it has free delivery slots, and runs
-/// each delivery on its own thread: a slow CRM occupies a slot, not the loop, and an idle
+/// each delivery as a task: a slow CRM occupies a slot, not the loop or a thread, and an idle
 /// sweep costs one query per second.
 public final class Sweeper: Sendable {
     let delivery: Delivery
@@ -17,15 +17,6 @@ public final class Sweeper: Sendable {
     private let inFlight = Atomic<Int>(0)
     private let slots: DispatchSemaphore
     private let loopDone = DispatchSemaphore(value: 0)
-    /// Claimed rows waiting for a delivery thread, and the threads (idle ones wait on `work`).
-    private let queue = Mutex(DeliveryQueue())
-    private let work = Condition()
-
-    private struct DeliveryQueue {
-        var items: [ClaimedLog] = []
-        var threads = 0
-        var idle = 0
-    }
 
     public init(delivery: Delivery, concurrency: Int) {
         self.delivery = delivery
@@ -54,44 +45,11 @@ public final class Sweeper: Sendable {
         while inFlight.load(ordering: .acquiring) > 0 && !deadline.hasPassed { usleep(20_000) }
     }
 
-    /// Gives a claimed row to an idle delivery thread, or starts one (at most `concurrency`
-    /// exist, as at most that many rows are claimed at once). Threads are kept, not started per
-    /// row: no thread creation per delivery, and memory stays flat across bursts.
+    /// Starts a claimed row's delivery as a task: it holds no thread while the CRM answers, so
+    /// `concurrency` deliveries in flight cost memory for their transfers, not for threads.
     private func hand(_ log: ClaimedLog) {
-        // A new thread when more rows wait than threads are idle (some of those may already
-        // have been woken for earlier rows), up to `concurrency`.
-        let start = queue.withLock { queue in
-            queue.items.append(log)
-            guard queue.items.count > queue.idle, queue.threads < concurrency else { return false }
-            queue.threads += 1
-            return true
-        }
-        if start {
-            Threads.detach { [self] in
-                // Background deliveries yield the CPU to requests being answered.
-                Threads.lowerPriority(niceness: 10)
-                self.deliveryLoop()
-            }
-        }
-        work.lock()
-        work.signal()
-        work.unlock()
-    }
-
-    private func deliveryLoop() {
-        while true {
-            work.lock()
-            var next = queue.withLock { queue -> ClaimedLog? in queue.items.isEmpty ? nil : queue.items.removeFirst() }
-            while next == nil {
-                queue.withLock { $0.idle += 1 }
-                work.wait()
-                next = queue.withLock { queue -> ClaimedLog? in
-                    queue.idle -= 1
-                    return queue.items.isEmpty ? nil : queue.items.removeFirst()
-                }
-            }
-            work.unlock()
-            _ = delivery.attempt(next!, background: true)
+        Task(priority: .background) { [self] in
+            _ = await delivery.attempt(log, background: true)
             inFlight.subtract(1, ordering: .releasing)
             slots.signal()
         }

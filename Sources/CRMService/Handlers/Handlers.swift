@@ -10,56 +10,98 @@ struct Handlers: Sendable {
     let idempotency: IdempotencyStore
     static let version = "0.1.0"
 
-    func handle(_ command: Command) throws -> HTTPResponse {
+    /// How a command is answered: now, on the calling thread (database work only), or later by
+    /// a task when it waits on a CRM, so that no thread waits with it.
+    enum Answer: Sendable {
+        case now(HTTPResponse)
+        case later(@Sendable () async throws -> HTTPResponse)
+    }
+
+    func answer(_ command: Command) throws -> Answer {
         switch command {
-        case .health: return .json(200, ["status": "ok", "version": .string(Self.version)])
-        case .ready: return try ready()
-        case .openAPI: return HTTPResponse(status: 200, headers: [("Content-Type", HTTPResponse.jsonContentType)], body: Self.openAPIBytes)
-        case .docs: return HTTPResponse(status: 200, headers: [
+        case .health: return .now(.json(200, ["status": "ok", "version": .string(Self.version)]))
+        case .ready: return .now(try ready())
+        case .openAPI: return .now(HTTPResponse(status: 200, headers: [("Content-Type", HTTPResponse.jsonContentType)], body: Self.openAPIBytes))
+        case .docs: return .now(HTTPResponse(status: 200, headers: [
                 ("Content-Type", "text/html; charset=utf-8"),
                 ("Content-Security-Policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'"),
-            ], body: Self.docsBytes)
+            ], body: Self.docsBytes))
         case .metrics:
             let body = context.metrics.render(pool: context.pool, backlog: try? delivery.store.backlog())
-            return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: body)
-        case let .validate(type, credentials): return try validate(type, credentials)
-        case let .connect(user, type, credentials, settings): return try connect(user, type, credentials, settings)
-        case let .status(user, type): return try status(user, type)
-        case let .disconnect(user, type): return try disconnect(user, type)
-        case let .list(user): return try list(user)
+            return .now(HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: body))
+        case let .validate(type, credentials): return .later { try await validate(type, credentials) }
+        case let .connect(user, type, credentials, settings): return .later { try await connect(user, type, credentials, settings) }
+        case let .status(user, type): return .now(try status(user, type))
+        case let .disconnect(user, type): return .now(try disconnect(user, type))
+        case let .list(user): return .now(try list(user))
         case let .syncContact(user, contact, targets, options):
             return try sync(user, .contact(contact), targets: targets, options: options)
         case let .syncEvent(user, event, targets, options):
             return try sync(user, .event(event), targets: targets, options: options)
         case let .listLogs(user, query):
             let page = try context.logs.list(user: user, query: query)
-            return .json(200, .object([("logs", .array(page.logs)), ("next_before_id", page.nextBeforeID.map(JSON.int) ?? .null)]))
+            return .now(.json(200, .object([("logs", .array(page.logs)), ("next_before_id", page.nextBeforeID.map(JSON.int) ?? .null)])))
         case let .getLog(user, id):
             guard let log = try context.logs.get(user: user, id: id) else { throw APIError.notFound("Sync log \(id) not found") }
-            return .json(200, log)
+            return .now(.json(200, log))
         case let .retryLog(user, id):
-            guard let log = try context.logs.get(user: user, id: id) else { throw APIError.notFound("Sync log \(id) not found") }
-            guard log["status"]?.stringValue == "failed", let result = try delivery.retry(user: user, id: id) else {
-                throw APIError.conflict("Sync log \(id) is '\(log["status"]?.stringValue ?? "unknown")'; only failed syncs can be retried")
-            }
-            return .json(200, result)
+            return .later { try await retry(user, id) }
         case let .fieldMapping(type):
-            return .json(200, context.connectors.connector(for: type).fieldMapping(settings: .defaults).json(for: type))
+            return .now(.json(200, context.connectors.connector(for: type).fieldMapping(settings: .defaults).json(for: type)))
         case .fieldMappings:
             let all = CRMType.allCases.map { ($0.rawValue, context.connectors.connector(for: $0).fieldMapping(settings: .defaults).json(for: $0)) }
-            return .json(200, .object([("field_mappings", .object(all))]))
+            return .now(.json(200, .object([("field_mappings", .object(all))])))
         }
     }
 
     static let openAPIBytes = Array(OpenAPIDocument.json.utf8)
     static let docsBytes = Array(DocsPage.html.utf8)
 
-    /// A sync, made idempotent by `Idempotency-Key`: the first response is stored and replayed.
-    private func sync(_ user: UserID, _ payload: Payload, targets: [CRMType]?, options: SyncOptions) throws -> HTTPResponse {
-        guard let key = options.idempotencyKey else {
-            let (status, body) = try delivery.sync(user: user, payload: payload, targets: targets, respondAsync: options.respondAsync)
+    /// A sync: queued and answered now with `Prefer: respond-async`, else delivered by a task.
+    private func sync(_ user: UserID, _ payload: Payload, targets: [CRMType]?, options: SyncOptions) throws -> Answer {
+        let key = options.idempotencyKey
+        if options.respondAsync {
+            return .now(try idempotent(user, key, payload, targets) { try delivery.queue(user: user, payload: payload, targets: targets) })
+        }
+        return .later {
+            guard let key else {
+                let (status, body) = try await delivery.deliverNow(user: user, payload: payload, targets: targets)
+                return .json(status, body)
+            }
+            let idempotency = self.idempotency
+            if let replay = try await context.database.run({ try begin(user, key, payload, targets) }) { return replay }
+            do {
+                let (status, body) = try await delivery.deliverNow(user: user, payload: payload, targets: targets)
+                try await context.database.run { try idempotency.finish(user: user, key: key, status: status, body: body) }
+                return .json(status, body)
+            } catch {
+                _ = try? await context.database.run { try idempotency.abandon(user: user, key: key) }
+                throw error
+            }
+        }
+    }
+
+    /// `run` made idempotent by `Idempotency-Key`: the first response is stored and replayed.
+    private func idempotent(_ user: UserID, _ key: String?, _ payload: Payload, _ targets: [CRMType]?,
+                            run: () throws -> (status: Int, body: JSON)) throws -> HTTPResponse {
+        guard let key else {
+            let (status, body) = try run()
             return .json(status, body)
         }
+        if let replay = try begin(user, key, payload, targets) { return replay }
+        do {
+            let (status, body) = try run()
+            try idempotency.finish(user: user, key: key, status: status, body: body)
+            return .json(status, body)
+        } catch {
+            try? idempotency.abandon(user: user, key: key)
+            throw error
+        }
+    }
+
+    /// The stored answer to replay for a key used before, or nil to go on (a key in use or
+    /// reused for another request throws).
+    private func begin(_ user: UserID, _ key: String, _ payload: Payload, _ targets: [CRMType]?) throws -> HTTPResponse? {
         let fingerprint = Self.fingerprint(payload.operation + "|" + payload.json.jsonString + "|" + (targets?.map(\.rawValue).joined(separator: ",") ?? "*"))
         switch try idempotency.begin(user: user, key: key, requestHash: fingerprint) {
         case let .replay(status, body):
@@ -69,15 +111,17 @@ struct Handlers: Sendable {
         case .mismatch:
             throw APIError.invalid(["header", "Idempotency-Key"], "This Idempotency-Key was already used for a different request", type: "idempotency_key_reused")
         case .proceed:
-            do {
-                let (status, body) = try delivery.sync(user: user, payload: payload, targets: targets, respondAsync: options.respondAsync)
-                try idempotency.finish(user: user, key: key, status: status, body: body)
-                return .json(status, body)
-            } catch {
-                try? idempotency.abandon(user: user, key: key)
-                throw error
-            }
+            return nil
         }
+    }
+
+    private func retry(_ user: UserID, _ id: Int64) async throws -> HTTPResponse {
+        let logs = context.logs
+        guard let log = try await context.database.run({ try logs.get(user: user, id: id) }) else { throw APIError.notFound("Sync log \(id) not found") }
+        guard log["status"]?.stringValue == "failed", let result = try await delivery.retry(user: user, id: id) else {
+            throw APIError.conflict("Sync log \(id) is '\(log["status"]?.stringValue ?? "unknown")'; only failed syncs can be retried")
+        }
+        return .json(200, result)
     }
 
     /// FNV-1a 64 of the request: enough to tell a reused key from a repeated request.
@@ -97,11 +141,11 @@ struct Handlers: Sendable {
     }
 
     /// Asks the CRM; `nil` account and detail on rejection. Throws 422 for refused URLs, 502 when the CRM gives no answer.
-    private func check(_ credentials: Credentials) throws -> CredentialCheck {
+    private func check(_ credentials: Credentials) async throws -> CredentialCheck {
         let issues = URLGuard.check(credentials, allowPrivate: context.config.allowPrivateURLs, at: ["body", "credentials"])
         guard issues.isEmpty else { throw APIError.validation(issues) }
         do {
-            let result = try context.connectors.connector(for: credentials.crmType).validate(credentials)
+            let result = try await context.connectors.connector(for: credentials.crmType).validate(credentials)
             if case let .rejected(detail) = result {
                 context.logger.debug("crm rejected credentials", metadata: ["crm_type": "\(credentials.crmType.rawValue)", "detail": "\(detail)"])
             }
@@ -112,8 +156,8 @@ struct Handlers: Sendable {
         }
     }
 
-    private func validate(_ type: CRMType, _ credentials: Credentials) throws -> HTTPResponse {
-        switch try check(credentials) {
+    private func validate(_ type: CRMType, _ credentials: Credentials) async throws -> HTTPResponse {
+        switch try await check(credentials) {
         case let .valid(detail, account):
             var pairs: [(String, JSON)] = [("crm_type", .string(type.rawValue)), ("valid", true), ("detail", .string(detail))]
             if let account { pairs.append(("account", account)) }
@@ -123,11 +167,12 @@ struct Handlers: Sendable {
         }
     }
 
-    private func connect(_ user: UserID, _ type: CRMType, _ credentials: Credentials, _ settings: IntegrationSettings) throws -> HTTPResponse {
-        if case let .rejected(detail) = try check(credentials) {
+    private func connect(_ user: UserID, _ type: CRMType, _ credentials: Credentials, _ settings: IntegrationSettings) async throws -> HTTPResponse {
+        if case let .rejected(detail) = try await check(credentials) {
             throw APIError.badRequest("The \(type.rawValue) credentials were rejected: \(detail)")
         }
-        let record = try context.integrations.save(user: user, credentials: credentials, settings: settings)
+        let integrations = context.integrations
+        let record = try await context.database.run { try integrations.save(user: user, credentials: credentials, settings: settings) }
         var warnings: [JSON] = []
         var headers: [(String, String)] = []
         if settings.fieldMapping != nil {

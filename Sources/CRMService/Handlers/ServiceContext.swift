@@ -3,8 +3,9 @@ import CRMCore
 import CRMStore
 import HTTPClient
 import Logging
+import Threads
 
-/// Everything a handler needs, built once at start-up and shared by all request threads.
+/// Everything a handler needs, built once at start-up and shared by all request threads and tasks.
 public struct ServiceContext: Sendable {
     public let config: Config
     public let pool: Pool
@@ -13,6 +14,9 @@ public struct ServiceContext: Sendable {
     public let connectors: ConnectorRegistry
     public let logger: Logger
     public let metrics: ServiceMetrics
+    /// Runs the database calls of requests that wait on a CRM (those run as tasks, and a task
+    /// must not block its thread): one thread per pooled connection.
+    public let database: BlockingExecutor
 
     public init(config: Config, logger: Logger) {
         self.config = config
@@ -23,5 +27,6 @@ public struct ServiceContext: Sendable {
         let client = HTTPClient(timeoutSeconds: config.crmHTTPTimeoutSeconds, blockPrivateAddresses: !config.allowPrivateURLs)
         connectors = ConnectorRegistry(client: client, endpoints: config.endpoints)
         metrics = ServiceMetrics()
+        database = BlockingExecutor(threads: config.dbPoolSize)
     }
 }
