@@ -70,7 +70,9 @@ ROUNDS = env_int("BENCH_ROUNDS", 5)
 SECONDS = env_int("BENCH_SECONDS", 5)
 WARMUP = env_int("BENCH_WARMUP_S", 2)
 THREADS = env_int("BENCH_FCGI_THREADS", 64)             # scenarios 1-2, worker and floor alike
-SLOW_THREADS = env_int("BENCH_SLOW_FCGI_THREADS", 256)  # scenarios 3-4 (a thread waits out each CRM call)
+# Scenarios 3-4: the same thread count. A request waiting on the CRM holds no thread, so 256
+# connections need no more threads than scenarios 1-2 (BENCH_SLOW_FCGI_THREADS to try others).
+SLOW_THREADS = env_int("BENCH_SLOW_FCGI_THREADS", THREADS)
 POOL = env_int("BENCH_DB_POOL_SIZE", 16)
 # Background deliveries at once: scenario 4's drain gets as many as scenario 3 has request threads.
 SWEEP = env_int("BENCH_SWEEP_CONCURRENCY", 256)
@@ -80,6 +82,7 @@ SLOW_S = env_float("BENCH_CRM_DELAY_S", 0.2)
 SYNC_COMMIT = os.environ.get("BENCH_SYNCHRONOUS_COMMIT", "").strip()   # "", on, off, local, remote_write
 THREAD_SWEEP = [int(x) for x in os.environ.get("BENCH_THREAD_SWEEP", "").replace(",", " ").split()]
 SKIP_INFO = os.environ.get("BENCH_SKIP_INFO", "") == "1"
+SMAPS = os.environ.get("BENCH_SMAPS", "") == "1"   # copy the worker's /proc/PID/smaps mid-round into bench/results/
 INFO_ROUNDS = env_int("BENCH_INFO_ROUNDS", 3)
 FLOOR_UNPREPARED = os.environ.get("BENCH_FLOOR_UNPREPARED", "") == "1"
 # A subset for quick iterations (the full set is the benchmark): list, event, slow (scenarios 3-4).
@@ -510,7 +513,15 @@ def measure(target: Target, route: str, conns: int, seconds: float, asynchronous
     procs = [target.proc, target.nginx] + (watch or [])
     cpu_before = [p.cpu_seconds() for p in procs]
     stat_before = cpu_stat()
+    snapshot = None
+    if SMAPS and target.proc.pid:
+        # Where the memory is, mid-round: the worker's mappings (stacks, malloc arenas, files).
+        name = f"smaps-{target.proc.name}-{route}{'-async' if asynchronous else ''}-{conns}.txt"
+        snapshot = threading.Timer(seconds * 0.6, lambda: shutil.copyfile(f"/proc/{target.proc.pid}/smaps", RESULTS / name))
+        snapshot.start()
     result = wrk(target.port, route, conns, seconds, asynchronous)
+    if snapshot:
+        snapshot.join()
     cpu = [p.cpu_seconds() - b for p, b in zip(procs, cpu_before)]
     stat_after = cpu_stat()
     total = sum(stat_after) - sum(stat_before)
@@ -559,6 +570,7 @@ def summarize(rounds: list[dict]) -> dict:
         "errors": sum(r["errors"] for r in rounds), "requests": sum(r["requests"] for r in rounds),
         "peak_rss_kib": max((r.get("peak_rss_kib") or 0) for r in rounds),
         "peak_rss_anon_kib": max((r.get("rss_anon_kib") or 0) for r in rounds), "rss_growth": growth,
+        "max_threads": max((int(r.get("threads") or 0) for r in rounds), default=0),
         "cpu_us_per_request_by_process": median.get("cpu_us_per_request_by_process"),
         "cpu_cores_by_process": median.get("cpu_cores_by_process"),
         "rounds": rounds,
@@ -781,6 +793,10 @@ def evaluate(report: dict) -> list[dict]:
         add("scenario 3 holds no DB connection across a CRM call", w["rps"] > held_cap * 1.1,
             f"{w['rps']:.0f} req/s > {held_cap:.0f} req/s = DB_POOL_SIZE/{SLOW_S} s, the most it could do if each request held a "
             f"connection through its CRM call; worker sessions sampled: max {act.get('max_by_state', {})}")
+        thread_cap = SLOW_THREADS / SLOW_S
+        add("scenario 3 is not capped by the thread count", w["rps"] > thread_cap * 1.1,
+            f"{w['rps']:.0f} req/s > {thread_cap:.0f} req/s = FCGI_THREADS/{SLOW_S} s, the most it could do if each request held a "
+            f"thread through its CRM call; worker threads sampled: {w.get('max_threads', '?')}")
     if "contact_async" in s and "list" in s:
         w = s["contact_async"]["worker"]
         s1 = max(p["worker"]["rps"] for p in s["list"].values())

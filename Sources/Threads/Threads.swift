@@ -1,8 +1,8 @@
 import CSystem
 import Glibc
 
-/// Plain POSIX threads (Linux): the worker's blocking model (a thread per FastCGI request, per
-/// background delivery) needs nothing more, and this keeps Foundation out of the process.
+/// Plain POSIX threads (Linux): FastCGI accept threads, database writer and executor threads,
+/// the libcurl loop. Nothing more is needed, and this keeps Foundation out of the process.
 public enum Threads {
     /// Starts `body` on a new detached thread with a `stackSize`-byte stack.
     public static func detach(stackSize: Int = 1 << 20, _ body: @escaping @Sendable () -> Void) {

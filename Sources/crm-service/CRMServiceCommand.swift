@@ -38,7 +38,7 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         // glibc gives each busy thread its own malloc arena (up to 8 per core), each keeping
-        // its freed memory: with a thread per request that is most of the heap. Two arenas
+        // its freed memory: with 64 request threads that is most of the heap. Two arenas
         // (per-thread caches stay) unless the operator set MALLOC_ARENA_MAX.
         if getenv("MALLOC_ARENA_MAX") == nil { mallopt(M_ARENA_MAX, 2) }
         let config = try loadConfig()
