@@ -1,4 +1,5 @@
 import CCurl
+import Glibc
 import Synchronization
 
 /// An outbound HTTP request.
@@ -100,6 +101,9 @@ public final class HTTPClient: Sendable {
             headerList = curl_slist_append(headerList, "\(name): \(value)")
         }
         headerList = curl_slist_append(headerList, "Expect:")
+        // A call that goes out on a new connection (below) uses it once: the server closes it
+        // after answering, so such connections neither pile up idle nor leave TIME_WAIT here.
+        if !request.idempotent { headerList = curl_slist_append(headerList, "Connection: close") }
         guard let h = loop.takeHandle() else {
             curl_slist_free_all(headerList)
             throw HTTPClientError(kind: .other, message: "could not create an HTTP handle")
@@ -189,7 +193,11 @@ final class Transfer: @unchecked Sendable {
     /// The response, or the error for curl's result `code`.
     func result(_ code: CURLcode) -> Result<HTTPClientResponse, HTTPClientError> {
         guard code == CURLE_OK else {
-            let message = String(cString: curl_easy_strerror(code))
+            var message = String(cString: curl_easy_strerror(code))
+            // The system's reason (refused, no route, out of descriptors...) says what to fix.
+            var osErrno = 0
+            crm_curl_getinfo_long(handle, CURLINFO_OS_ERRNO, &osErrno)
+            if osErrno != 0 { message += " (\(String(cString: strerror(Int32(osErrno)))))" }
             switch code {
             case CURLE_OPERATION_TIMEDOUT: return .failure(HTTPClientError(kind: .timeout, message: "timed out after \(timeoutMS) ms"))
             case CURLE_WRITE_ERROR where sink.overflowed:
