@@ -55,6 +55,7 @@ let package = Package(
         ]),
         .testTarget(name: "CRMStoreTests", dependencies: ["CRMStore", "CRMCore"]),
         .testTarget(name: "FastCGITests", dependencies: ["FastCGI"]),
+        .testTarget(name: "HTTPClientTests", dependencies: ["HTTPClient", "Threads"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,247 @@
+import Glibc
+import HTTPClient
+import Synchronization
+import Threads
+import XCTest
+
+/// The client against a small HTTP/1.1 server on 127.0.0.1 (below): concurrency on one loop
+/// thread, timeouts, refused connections, bodies, connection reuse and header safety.
+final class HTTPClientTests: XCTestCase {
+    func testManyCallsAreInFlightAtOnce() async throws {
+        let server = try TestServer(delaySeconds: 0.4)
+        defer { server.stop() }
+        let client = HTTPClient(timeoutSeconds: 10, blockPrivateAddresses: false)
+        let statuses = await withTaskGroup(of: Int.self) { group in
+            for i in 0..<40 {
+                group.addTask {
+                    (try? await client.send(HTTPClientRequest(method: "GET", url: server.url + "/slow/\(i)")))?.status ?? -1
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        XCTAssertEqual(statuses, Array(repeating: 200, count: 40))
+        // Each call is held 0.4 s by the server: all 40 were waiting there together.
+        XCTAssertGreaterThanOrEqual(server.maxConcurrent, 35, "calls were not in flight together")
+        XCTAssertEqual(client.inFlight, 0)
+    }
+
+    func testTimeoutIsReportedAsTimeout() async throws {
+        let server = try TestServer(delaySeconds: 5)
+        defer { server.stop() }
+        let client = HTTPClient(timeoutSeconds: 0.3, blockPrivateAddresses: false)
+        do {
+            _ = try await client.send(HTTPClientRequest(method: "GET", url: server.url + "/hang"))
+            XCTFail("expected a timeout")
+        } catch {
+            XCTAssertEqual(error.kind, .timeout, error.message)
+        }
+    }
+
+    func testRefusedConnectionIsAConnectError() async throws {
+        let port = try TestServer.unusedPort()
+        let client = HTTPClient(timeoutSeconds: 2, blockPrivateAddresses: false)
+        do {
+            _ = try await client.send(HTTPClientRequest(method: "GET", url: "http://127.0.0.1:\(port)/"))
+            XCTFail("expected a connect error")
+        } catch {
+            XCTAssertEqual(error.kind, .connect, error.message)
+            XCTAssertTrue(error.message.contains("refused"), "the system's reason is part of the message: \(error.message)")
+        }
+    }
+
+    func testPrivateAddressesAreRefusedWhenBlocked() async throws {
+        let server = try TestServer()
+        defer { server.stop() }
+        let client = HTTPClient(timeoutSeconds: 2, blockPrivateAddresses: true)
+        do {
+            _ = try await client.send(HTTPClientRequest(method: "GET", url: server.url + "/"))
+            XCTFail("expected the loopback address to be refused")
+        } catch {
+            XCTAssertEqual(error.kind, .connect, error.message)
+        }
+        XCTAssertEqual(server.requests.count, 0)
+    }
+
+    func testBodiesHeadersAndStatusArriveIntact() async throws {
+        let server = try TestServer()
+        defer { server.stop() }
+        let client = HTTPClient(timeoutSeconds: 5, blockPrivateAddresses: false)
+        let body = Array(#"{"email":"ada@example.com","note":"ünïcode"}"#.utf8)
+        let response = try await client.send(HTTPClientRequest(method: "POST", url: server.url + "/echo?x=1",
+                                                               headers: [("Content-Type", "application/json"), ("X-Test", "yes")], body: body))
+        XCTAssertEqual(response.status, 201)
+        XCTAssertEqual(response.body, body)
+        XCTAssertEqual(response.header("x-echo-method"), "POST")
+        let request = try XCTUnwrap(server.requests.last)
+        XCTAssertTrue(request.head.hasPrefix("POST /echo?x=1 HTTP/1.1\r\n"), request.head)
+        XCTAssertTrue(request.head.lowercased().contains("\r\nx-test: yes\r\n"), request.head)
+        XCTAssertFalse(request.head.lowercased().contains("\r\nexpect:"), "no Expect: 100-continue")
+
+        let empty = try await client.send(HTTPClientRequest(method: "POST", url: server.url + "/echo"))
+        XCTAssertEqual(empty.status, 201)
+        XCTAssertEqual(empty.body, [])
+        XCTAssertTrue(server.requests.last!.head.lowercased().contains("\r\ncontent-length: 0\r\n"), server.requests.last!.head)
+
+        let patch = try await client.send(HTTPClientRequest(method: "PATCH", url: server.url + "/echo", body: Array("x".utf8)))
+        XCTAssertEqual(patch.header("X-Echo-Method"), "PATCH")
+        XCTAssertEqual(patch.bodyText, "x")
+    }
+
+    /// Reads share connections; a call that creates something goes out on its own connection,
+    /// which the server closes after answering (libcurl would otherwise re-send it on a reused
+    /// connection that closed without an answer).
+    func testReadsReuseConnectionsAndCreatesUseTheirOwn() async throws {
+        let server = try TestServer()
+        defer { server.stop() }
+        let client = HTTPClient(timeoutSeconds: 5, blockPrivateAddresses: false)
+        for _ in 0..<3 { _ = try await client.send(HTTPClientRequest(method: "GET", url: server.url + "/read")) }
+        XCTAssertEqual(server.connections, 1)
+        for _ in 0..<2 { _ = try await client.send(HTTPClientRequest(method: "POST", url: server.url + "/echo", body: [])) }
+        XCTAssertEqual(server.connections, 3)
+        let posts = server.requests.filter { $0.head.hasPrefix("POST") }
+        XCTAssertEqual(posts.count, 2)
+        XCTAssertTrue(posts.allSatisfy { $0.head.lowercased().contains("\r\nconnection: close\r\n") })
+        XCTAssertFalse(server.requests.first!.head.lowercased().contains("connection: close"))
+    }
+
+    func testHeaderWithLineBreakIsNeverSent() async throws {
+        let server = try TestServer()
+        defer { server.stop() }
+        let client = HTTPClient(timeoutSeconds: 2, blockPrivateAddresses: false)
+        do {
+            _ = try await client.send(HTTPClientRequest(method: "GET", url: server.url + "/", headers: [("X-Evil", "a\r\nX-Injected: 1")]))
+            XCTFail("expected a refusal")
+        } catch {
+            XCTAssertEqual(error.kind, .other)
+        }
+        XCTAssertEqual(server.requests.count, 0)
+    }
+
+    func testOversizedResponseIsRefused() async throws {
+        let server = try TestServer()
+        defer { server.stop() }
+        let client = HTTPClient(timeoutSeconds: 10, blockPrivateAddresses: false)
+        do {
+            _ = try await client.send(HTTPClientRequest(method: "GET", url: server.url + "/huge"))
+            XCTFail("expected tooLarge")
+        } catch {
+            XCTAssertEqual(error.kind, .tooLarge, error.message)
+        }
+    }
+}
+
+/// HTTP/1.1 on 127.0.0.1, a thread per connection, keep-alive unless the request says close.
+/// `/slow…` and `/hang` wait `delaySeconds`; `/echo` answers 201 with the request body;
+/// `/huge` sends 9 MiB; anything else 200 "ok".
+final class TestServer: @unchecked Sendable {
+    struct Request { let head: String; let body: [UInt8] }
+
+    let port: Int
+    var url: String { "http://127.0.0.1:\(port)" }
+    private let fd: Int32
+    private let delaySeconds: Double
+    private let state = Mutex<(requests: [Request], connections: Int, concurrent: Int, maxConcurrent: Int)>(([], 0, 0, 0))
+
+    var requests: [Request] { state.withLock { $0.requests } }
+    var connections: Int { state.withLock { $0.connections } }
+    var maxConcurrent: Int { state.withLock { $0.maxConcurrent } }
+
+    init(delaySeconds: Double = 0) throws {
+        self.delaySeconds = delaySeconds
+        (fd, port) = try Self.listen()
+        Threads.detach { [self] in acceptLoop() }
+    }
+
+    func stop() { shutdown(fd, Int32(SHUT_RDWR)); close(fd) }
+
+    static func unusedPort() throws -> Int {
+        let (fd, port) = try listen()
+        close(fd)
+        return port
+    }
+
+    private static func listen() throws -> (Int32, Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound, Glibc.listen(fd, 128) == 0 else { throw ListenError(code: errno) }
+        return (fd, Int(UInt16(bigEndian: address.sin_port)))
+    }
+
+    private func acceptLoop() {
+        while true {
+            let client = accept(fd, nil, nil)
+            guard client >= 0 else { return }
+            state.withLock { $0.connections += 1 }
+            Threads.detach { [self] in serve(client) }
+        }
+    }
+
+    private func serve(_ client: Int32) {
+        defer { close(client) }
+        var buffer: [UInt8] = []
+        while let (head, body) = readRequest(client, &buffer) {
+            state.withLock { $0.requests.append(Request(head: head, body: body)) }
+            let path = head.split(separator: " ").dropFirst().first.map(String.init) ?? "/"
+            var status = 200, reply = Array("ok".utf8)
+            if path.hasPrefix("/slow") || path.hasPrefix("/hang") {
+                state.withLock { $0.concurrent += 1; $0.maxConcurrent = max($0.maxConcurrent, $0.concurrent) }
+                usleep(UInt32(delaySeconds * 1_000_000))
+                state.withLock { $0.concurrent -= 1 }
+            } else if path.hasPrefix("/echo") {
+                status = 201
+                reply = body
+            } else if path.hasPrefix("/huge") {
+                reply = [UInt8](repeating: 0x61, count: 9 << 20)
+            }
+            let method = head.split(separator: " ").first.map(String.init) ?? "?"
+            let closing = head.lowercased().contains("\r\nconnection: close\r\n")
+            let response = Array("HTTP/1.1 \(status) X\r\nContent-Length: \(reply.count)\r\nX-Echo-Method: \(method)\r\n\(closing ? "Connection: close\r\n" : "")\r\n".utf8) + reply
+            guard writeAll(client, response), !closing else { return }
+        }
+    }
+
+    private func readRequest(_ client: Int32, _ buffer: inout [UInt8]) -> (String, [UInt8])? {
+        let separator = Array("\r\n\r\n".utf8)
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            if let end = buffer.firstRange(of: separator) {
+                let head = String(decoding: buffer[..<end.lowerBound], as: UTF8.self) + "\r\n"
+                let lengthLine = head.lowercased().split(separator: "\r\n").first { $0.hasPrefix("content-length:") }
+                let length = lengthLine.flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: " ")) } ?? 0
+                if buffer.count - end.upperBound >= length {
+                    let body = Array(buffer[end.upperBound..<end.upperBound + length])
+                    buffer.removeSubrange(..<(end.upperBound + length))
+                    return (head, body)
+                }
+            }
+            let n = read(client, &chunk, chunk.count)
+            guard n > 0 else { return nil }
+            buffer += chunk[..<n]
+        }
+    }
+
+    private func writeAll(_ client: Int32, _ bytes: [UInt8]) -> Bool {
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { return false }
+            sent += n
+        }
+        return true
+    }
+}
+
+private extension Substring {
+    func trimmingCharacters(in set: String) -> String {
+        String(drop { set.contains($0) }.reversed().drop { set.contains($0) }.reversed())
+    }
+}
+
+struct ListenError: Error { let code: Int32 }
