@@ -56,6 +56,7 @@ let package = Package(
         .testTarget(name: "CRMStoreTests", dependencies: ["CRMStore", "CRMCore"]),
         .testTarget(name: "FastCGITests", dependencies: ["FastCGI"]),
         .testTarget(name: "HTTPClientTests", dependencies: ["HTTPClient", "Threads"]),
+        .testTarget(name: "ThreadsTests", dependencies: ["Threads"]),
     ],
     swiftLanguageModes: [.v6]
 )
