@@ -25,7 +25,7 @@ let package = Package(
         // The domain: pure Swift, no I/O.
         .target(name: "CRMCore"),
         // Outbound HTTP over libcurl.
-        .target(name: "HTTPClient", dependencies: ["CCurl", "Threads"]),
+        .target(name: "HTTPClient", dependencies: ["CCurl", "CSystem", "Threads"]),
         // One folder per CRM, and the registry.
         .target(name: "CRMConnectors", dependencies: ["CRMCore", "HTTPClient", "COpenSSL"]),
         // libpq layer, stores, migrator.

@@ -19,6 +19,12 @@ static inline CURLcode crm_curl_setopt_writefn(CURL *h, CURLoption o, crm_curl_w
 static inline CURLcode crm_curl_getinfo_long(CURL *h, CURLINFO i, long *v) { return curl_easy_getinfo(h, i, v); }
 static inline CURLcode crm_curl_getinfo_double(CURL *h, CURLINFO i, double *v) { return curl_easy_getinfo(h, i, v); }
 
+/* curl_multi_setopt is variadic too: the event-loop options the transfer loop sets. */
+static inline CURLMcode crm_multi_setopt_socketfn(CURLM *m, curl_socket_callback f) { return curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, f); }
+static inline CURLMcode crm_multi_setopt_timerfn(CURLM *m, curl_multi_timer_callback f) { return curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, f); }
+static inline CURLMcode crm_multi_setopt_ptr(CURLM *m, CURLMoption o, void *p) { return curl_multi_setopt(m, o, p); }
+static const int crm_curl_socket_timeout = CURL_SOCKET_TIMEOUT;
+
 /* True for loopback, private, link-local, CGNAT, unspecified, multicast and reserved addresses:
    the ones a CRM URL must not reach unless CRM_ALLOW_PRIVATE_URLS is set. */
 static inline int crm_is_private_v4(const unsigned char *a) {
