@@ -120,6 +120,10 @@ public final class FastCGIServer: Sendable {
     private let listenFD: Mutex<Int32> = Mutex(-1)
     private let stopping = Atomic<Bool>(false)
     private let active = Atomic<Int>(0)
+    /// Ends requests answered later: writing the response and closing the connection waits for
+    /// nginx (libfcgi reads until nginx closes its end, up to 2 s), which must not hold the
+    /// thread of the task that answered (one of the concurrency pool's few).
+    fileprivate let finishers = BlockingExecutor(threads: 2)
     /// Accept threads that are waiting in accept(), to be woken with SIGUSR1 on shutdown when the
     /// listening socket is inherited (and so must not be shut down: it belongs to systemd).
     private let idleThreads = Mutex<[UInt: pthread_t]>([:])
@@ -344,8 +348,18 @@ public final class FastCGIResponder: @unchecked Sendable {
     }
 
     public func respond(_ response: FastCGIResponse) {
+        guard state.load(ordering: .acquiring) == 2 else { return finish(response) }
+        // Left for later: the accept thread has moved on, and the caller is a task.
+        server.finishers.execute { [self] in
+            server.answer(response, on: request)
+            FastCGIServer.release(request)
+        }
+    }
+
+    /// Answered while (or just after) the handler runs, on the caller's thread.
+    private func finish(_ response: FastCGIResponse) {
         server.answer(response, on: request)
-        // Answered after the accept thread moved on: the record is ours to free.
+        // The accept thread moved on in the meantime: the record is ours to free.
         if state.exchange(1, ordering: .acquiringAndReleasing) == 2 { FastCGIServer.release(request) }
     }
 
