@@ -120,10 +120,6 @@ public final class FastCGIServer: Sendable {
     private let listenFD: Mutex<Int32> = Mutex(-1)
     private let stopping = Atomic<Bool>(false)
     private let active = Atomic<Int>(0)
-    /// Ends requests answered later: writing the response and closing the connection waits for
-    /// nginx (libfcgi reads until nginx closes its end, up to 2 s), which must not hold the
-    /// thread of the task that answered (one of the concurrency pool's few).
-    fileprivate let finishers = BlockingExecutor(threads: 2)
     /// Accept threads that are waiting in accept(), to be woken with SIGUSR1 on shutdown when the
     /// listening socket is inherited (and so must not be shut down: it belongs to systemd).
     private let idleThreads = Mutex<[UInt: pthread_t]>([:])
@@ -265,16 +261,33 @@ public final class FastCGIServer: Sendable {
                 continue
             }
             active.add(1, ordering: .relaxed)
-            let responder = FastCGIResponder(request: request!, server: self)
-            handler(read(request!), responder)
+            let (incoming, inputRead) = read(request!)
+            let responder = FastCGIResponder(request: request!, server: self, inputRead: inputRead)
+            handler(incoming, responder)
             if !responder.keepRecordUnlessAnswered() { request = nil }
         }
     }
 
     /// Writes the response, ends the request (closing its connection) and counts it done.
-    fileprivate func answer(_ response: FastCGIResponse, on request: UnsafeMutablePointer<FCGX_Request>) {
+    fileprivate func answer(_ response: FastCGIResponse, on request: UnsafeMutablePointer<FCGX_Request>, inputRead: Bool) {
         write(response, to: request)
+        guard inputRead else {
+            // Input left unread: libfcgi's close reads it away first (shutdown, then read until
+            // nginx closes, up to 2 s), so that a TCP reset cannot cost nginx the response.
+            FCGX_Finish_r(request)
+            active.subtract(1, ordering: .releasing)
+            return
+        }
+        // Everything nginx sent was read: flush and end the request (libfcgi keeps the
+        // connection when told to), then close it at once instead of waiting for nginx to
+        // close its end first. Nothing unread, so no reset; and the thread that answers (for a
+        // request answered later, one of the concurrency pool's few) never waits on nginx.
+        request.pointee.keepConnection = 1
         FCGX_Finish_r(request)
+        let fd = request.pointee.ipcFd
+        request.pointee.ipcFd = -1
+        request.pointee.keepConnection = 0
+        if fd >= 0 { close(fd) }
         active.subtract(1, ordering: .releasing)
     }
 
@@ -284,7 +297,8 @@ public final class FastCGIServer: Sendable {
         request.deallocate()
     }
 
-    private func read(_ request: UnsafeMutablePointer<FCGX_Request>) -> FastCGIRequest {
+    /// The request, and whether all of its input was read (the body and the end of the stream).
+    private func read(_ request: UnsafeMutablePointer<FCGX_Request>) -> (FastCGIRequest, inputRead: Bool) {
         var entries: [UnsafePointer<CChar>] = []
         entries.reserveCapacity(32)
         if var cursor = request.pointee.envp {
@@ -311,7 +325,9 @@ public final class FastCGIServer: Sendable {
             }
             body.removeSubrange(received...)
         }
-        return FastCGIRequest(method: method, uri: uri, headers: headers, body: body, contentLength: declared)
+        // The empty record that ends the body comes right after it: reading it leaves nothing unread.
+        let inputRead = body.count == declared && FCGX_GetChar(request.pointee.in) == -1
+        return (FastCGIRequest(method: method, uri: uri, headers: headers, body: body, contentLength: declared), inputRead)
     }
 
     private func write(_ response: FastCGIResponse, to request: UnsafeMutablePointer<FCGX_Request>) {
@@ -339,27 +355,19 @@ public final class FastCGIServer: Sendable {
 public final class FastCGIResponder: @unchecked Sendable {
     private let request: UnsafeMutablePointer<FCGX_Request>
     private let server: FastCGIServer
+    private let inputRead: Bool
     /// 0: being handled; 1: answered; 2: left for later (the record now belongs to this responder).
     private let state = Atomic<Int>(0)
 
-    fileprivate init(request: UnsafeMutablePointer<FCGX_Request>, server: FastCGIServer) {
+    fileprivate init(request: UnsafeMutablePointer<FCGX_Request>, server: FastCGIServer, inputRead: Bool) {
         self.request = request
         self.server = server
+        self.inputRead = inputRead
     }
 
     public func respond(_ response: FastCGIResponse) {
-        guard state.load(ordering: .acquiring) == 2 else { return finish(response) }
-        // Left for later: the accept thread has moved on, and the caller is a task.
-        server.finishers.execute { [self] in
-            server.answer(response, on: request)
-            FastCGIServer.release(request)
-        }
-    }
-
-    /// Answered while (or just after) the handler runs, on the caller's thread.
-    private func finish(_ response: FastCGIResponse) {
-        server.answer(response, on: request)
-        // The accept thread moved on in the meantime: the record is ours to free.
+        server.answer(response, on: request, inputRead: inputRead)
+        // Answered after the accept thread moved on: the record is ours to free.
         if state.exchange(1, ordering: .acquiringAndReleasing) == 2 { FastCGIServer.release(request) }
     }
 

@@ -23,9 +23,6 @@ public final class BlockingExecutor: Sendable {
         }
     }
 
-    /// Runs `job` on one of the executor's threads; the caller does not wait.
-    public func execute(_ job: @escaping @Sendable () -> Void) { enqueue(job) }
-
     private func enqueue(_ job: @escaping @Sendable () -> Void) {
         startThreads()
         condition.lock()
