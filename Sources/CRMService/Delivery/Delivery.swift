@@ -34,6 +34,13 @@ enum Payload: Sendable {
     }
 }
 
+/// A log row of a synchronous sync, with its integration's credentials (nil: no longer
+/// connected; an error: the database failed), read before the CRM call.
+struct PreparedAttempt: Sendable {
+    let row: CreatedLog
+    let target: Result<DeliveryTarget?, any Error>
+}
+
 /// Delivers syncs to CRMs for three callers — a synchronous request, an async one (queued for
 /// the sweep) and the retry sweep — always the same way: the log row exists before the CRM is
 /// called, no database connection is held during the call, and the outcome is written after.
@@ -89,17 +96,24 @@ public final class Delivery: Sendable {
         return (202, Self.body(results))
     }
 
-    /// A synchronous sync: the log rows, then the deliveries now, to all targeted CRMs at once.
-    func deliverNow(user: UserID, payload: Payload, targets: [CRMType]?) async throws -> (status: Int, body: JSON) {
-        let rows = try await logWriter.submit(logRequest(user: user, payload: payload, targets: targets, queued: false))
+    /// A synchronous sync, first part, on the request's thread: the log rows (committed), and
+    /// each row's decrypted credentials. The part that waits on CRMs is `deliver`.
+    func prepare(user: UserID, payload: Payload, targets: [CRMType]?) throws -> [PreparedAttempt] {
+        let rows = try logWriter.submit(logRequest(user: user, payload: payload, targets: targets, queued: false))
+        return rows.map { row in PreparedAttempt(row: row, target: Result { try store.target(user: user, type: row.crmType) }) }
+    }
+
+    /// The deliveries of prepared rows, to all targeted CRMs at once.
+    func deliver(_ prepared: [PreparedAttempt], user: UserID, payload: Payload) async -> (status: Int, body: JSON) {
         let results = await withTaskGroup(of: (Int, JSON).self) { group in
-            for (index, row) in rows.enumerated() {
+            for (index, attempt) in prepared.enumerated() {
+                let row = attempt.row
                 group.addTask {
                     (index, await self.attempt(id: row.id, user: user, type: row.crmType, payload: payload, uniqueID: row.uniqueID,
-                                               attemptsBefore: 0, ageSeconds: 0, background: false))
+                                               attemptsBefore: 0, ageSeconds: 0, background: false, target: attempt.target))
                 }
             }
-            var results = [JSON?](repeating: nil, count: rows.count)
+            var results = [JSON?](repeating: nil, count: prepared.count)
             for await (index, result) in group { results[index] = result }
             return results.compactMap { $0 }
         }
@@ -137,16 +151,18 @@ public final class Delivery: Sendable {
         background ? backgroundOutcomeWriter : outcomeWriter
     }
 
-    /// Credentials from the database (on a database thread), the CRM call (no thread waits on
+    /// The credentials (given, or read on a database thread), the CRM call (no thread waits on
     /// it), then the outcome (group commit).
     private func attempt(id: Int64, user: UserID, type: CRMType, payload: Payload, uniqueID: String?, attemptsBefore: Int, ageSeconds: Double,
-                         background: Bool) async -> JSON {
+                         background: Bool, target known: Result<DeliveryTarget?, any Error>? = nil) async -> JSON {
         let started = ContinuousClock.now
         let store = background ? backgroundStore : self.store
         let outcome: DeliveryOutcome
         do {
             let executor = background ? backgroundDatabase : context.database
-            if let target = try await executor.run({ try store.target(user: user, type: type) }) {
+            let target: DeliveryTarget?
+            if let known { target = try known.get() } else { target = try await executor.run { try store.target(user: user, type: type) } }
+            if let target {
                 let connector = context.connectors.connector(for: type)
                 let syncTarget = SyncTarget(user: user, credentials: target.credentials, settings: target.settings)
                 switch payload {

@@ -57,27 +57,33 @@ struct Handlers: Sendable {
     static let openAPIBytes = Array(OpenAPIDocument.json.utf8)
     static let docsBytes = Array(DocsPage.html.utf8)
 
-    /// A sync: queued and answered now with `Prefer: respond-async`, else delivered by a task.
+    /// A sync: queued and answered now with `Prefer: respond-async`; else the log rows and
+    /// credentials are read now and a task delivers (the database work stays on this thread).
     private func sync(_ user: UserID, _ payload: Payload, targets: [CRMType]?, options: SyncOptions) throws -> Answer {
         let key = options.idempotencyKey
         if options.respondAsync {
             return .now(try idempotent(user, key, payload, targets) { try delivery.queue(user: user, payload: payload, targets: targets) })
         }
+        if let key, let replay = try begin(user, key, payload, targets) { return .now(replay) }
+        let prepared: [PreparedAttempt]
+        do {
+            prepared = try delivery.prepare(user: user, payload: payload, targets: targets)
+        } catch {
+            if let key { try? idempotency.abandon(user: user, key: key) }
+            throw error
+        }
         return .later {
-            guard let key else {
-                let (status, body) = try await delivery.deliverNow(user: user, payload: payload, targets: targets)
-                return .json(status, body)
+            let (status, body) = await delivery.deliver(prepared, user: user, payload: payload)
+            if let key {
+                let idempotency = self.idempotency
+                do {
+                    try await context.database.run { try idempotency.finish(user: user, key: key, status: status, body: body) }
+                } catch {
+                    _ = try? await context.database.run { try idempotency.abandon(user: user, key: key) }
+                    throw error
+                }
             }
-            let idempotency = self.idempotency
-            if let replay = try await context.database.run({ try begin(user, key, payload, targets) }) { return replay }
-            do {
-                let (status, body) = try await delivery.deliverNow(user: user, payload: payload, targets: targets)
-                try await context.database.run { try idempotency.finish(user: user, key: key, status: status, body: body) }
-                return .json(status, body)
-            } catch {
-                _ = try? await context.database.run { try idempotency.abandon(user: user, key: key) }
-                throw error
-            }
+            return .json(status, body)
         }
     }
 
