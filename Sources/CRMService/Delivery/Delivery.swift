@@ -105,6 +105,11 @@ public final class Delivery: Sendable {
 
     /// The deliveries of prepared rows, to all targeted CRMs at once.
     func deliver(_ prepared: [PreparedAttempt], user: UserID, payload: Payload) async -> (status: Int, body: JSON) {
+        if prepared.count == 1, let only = prepared.first {  // one CRM: no child task needed
+            let row = only.row
+            return (200, Self.body([await attempt(id: row.id, user: user, type: row.crmType, payload: payload, uniqueID: row.uniqueID,
+                                                  attemptsBefore: 0, ageSeconds: 0, background: false, target: only.target)]))
+        }
         let results = await withTaskGroup(of: (Int, JSON).self) { group in
             for (index, attempt) in prepared.enumerated() {
                 let row = attempt.row
