@@ -117,6 +117,12 @@ public final class FastCGIServer: Sendable {
     public let threads: Int
     public let maxBodyBytes: Int
     public let drainSeconds: Double
+    /// Requests in progress at most: at the limit the accept threads wait for one to be
+    /// answered (new connections wait in the listen backlog), so memory and descriptors stay
+    /// bounded when CRMs are slow and requests keep coming.
+    public let maxRequests: Int
+    /// Accept threads waiting for `active` to drop below `maxRequests`.
+    private let capacity = Condition()
     private let listenFD: Mutex<Int32> = Mutex(-1)
     private let stopping = Atomic<Bool>(false)
     private let active = Atomic<Int>(0)
@@ -124,9 +130,10 @@ public final class FastCGIServer: Sendable {
     /// listening socket is inherited (and so must not be shut down: it belongs to systemd).
     private let idleThreads = Mutex<[UInt: pthread_t]>([:])
 
-    public init(target: ListenTarget, threads: Int, maxBodyBytes: Int = 1 << 20, drainSeconds: Double = 25) {
+    public init(target: ListenTarget, threads: Int, maxRequests: Int = 1024, maxBodyBytes: Int = 1 << 20, drainSeconds: Double = 25) {
         self.target = target
         self.threads = max(1, threads)
+        self.maxRequests = max(1, maxRequests)
         self.maxBodyBytes = maxBodyBytes
         self.drainSeconds = drainSeconds
     }
@@ -252,6 +259,7 @@ public final class FastCGIServer: Sendable {
                 guard FCGX_InitRequest(record, fd, FCGI_FAIL_ACCEPT_ON_INTR) == 0 else { record.deallocate(); return }
                 request = record
             }
+            if active.load(ordering: .acquiring) >= maxRequests { waitForCapacity() }
             if tracked { idleThreads.withLock { $0[me] = pthread_self() } }
             let accepted = FCGX_Accept_r(request!)
             if tracked { idleThreads.withLock { _ = $0.removeValue(forKey: me) } }
@@ -275,7 +283,7 @@ public final class FastCGIServer: Sendable {
             // Input left unread: libfcgi's close reads it away first (shutdown, then read until
             // nginx closes, up to 2 s), so that a TCP reset cannot cost nginx the response.
             FCGX_Finish_r(request)
-            active.subtract(1, ordering: .releasing)
+            requestDone()
             return
         }
         // Everything nginx sent was read: flush and end the request (libfcgi keeps the
@@ -288,7 +296,26 @@ public final class FastCGIServer: Sendable {
         request.pointee.ipcFd = -1
         request.pointee.keepConnection = 0
         if fd >= 0 { close(fd) }
-        active.subtract(1, ordering: .releasing)
+        requestDone()
+    }
+
+    private func requestDone() {
+        let left = active.subtract(1, ordering: .releasing).newValue
+        if left == maxRequests - 1 {
+            capacity.lock()
+            capacity.signal()
+            capacity.unlock()
+        }
+    }
+
+    /// Waits until fewer than `maxRequests` are in progress (or the server stops).
+    private func waitForCapacity() {
+        capacity.lock()
+        // Timed: a wakeup that races with this check costs at most 100 ms, never a hang.
+        while active.load(ordering: .acquiring) >= maxRequests && !stopping.load(ordering: .acquiring) {
+            capacity.wait(until: .after(seconds: 0.1))
+        }
+        capacity.unlock()
     }
 
     /// Frees a request record that is done with.

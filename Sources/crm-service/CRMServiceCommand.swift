@@ -47,13 +47,15 @@ struct Serve: ParsableCommand {
         // Stable across restarts of this instance, so a restart takes back its own in-flight deliveries.
         let worker = "\(ProcessInfo.processInfo.hostName):\(target)"
         let application = Application(context: ServiceContext(config: config, logger: logger), worker: worker)
-        let server = FastCGIServer(target: target, threads: config.fcgiThreads, maxBodyBytes: Router.maxBodyBytes)
+        raiseDescriptorLimit()
+        let server = FastCGIServer(target: target, threads: config.fcgiThreads, maxRequests: config.fcgiMaxRequests,
+                                   maxBodyBytes: Router.maxBodyBytes)
         // CRM_SWEEP_CONCURRENCY=0: an API-only worker; other workers deliver the queue.
         let sweeper = config.sweepConcurrency > 0 ? Sweeper(delivery: application.delivery, concurrency: config.sweepConcurrency) : nil
         sweeper?.start()
         // Sweep attempts still running after this are left in flight and taken back at the next start.
         defer { sweeper?.stop(waitSeconds: min(5, config.crmHTTPTimeoutSeconds + 1)) }
-        logger.info("worker starting", metadata: ["listen": "\(target)", "threads": "\(config.fcgiThreads)", "db_pool_size": "\(config.dbPoolSize)"])
+        logger.info("worker starting", metadata: ["listen": "\(target)", "threads": "\(config.fcgiThreads)", "max_requests": "\(config.fcgiMaxRequests)", "db_pool_size": "\(config.dbPoolSize)"])
         let drained = try server.run { request, responder in
             application.handle(HTTPRequest(fastCGI: request)) { response in
                 responder.respond(FastCGIResponse(status: response.status, reason: HTTPResponse.reason(response.status),
@@ -165,4 +167,13 @@ extension HTTPRequest {
 /// A message for the operator on stderr (stdout stays free for command output).
 func printError(_ message: String) {
     JSONLogHandler.writeToStderr(Array(message.utf8))
+}
+
+/// Open descriptors: each request in progress holds its FastCGI connection and usually a CRM
+/// connection, so the usual soft limit (1024) is raised to the hard one, as servers do.
+func raiseDescriptorLimit() {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    limit.rlim_cur = limit.rlim_max
+    _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
 }

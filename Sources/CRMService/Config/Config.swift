@@ -16,6 +16,8 @@ public struct Config: Sendable {
     public var corsAllowedOrigins: [String]
     public var fcgiSocket: String
     public var fcgiThreads: Int
+    /// Requests in progress at most (accepted, not yet answered, most of them waiting on a CRM).
+    public var fcgiMaxRequests: Int
     public var crmHTTPTimeoutSeconds: Double
     public var crmRetryMaxAttempts: Int
     public var crmRetryBaseDelaySeconds: Double
@@ -98,6 +100,7 @@ public struct Config: Sendable {
             corsAllowedOrigins: (string("CORS_ALLOWED_ORIGINS") ?? "").split(separator: ",").map { $0.trimming() }.filter { !$0.isEmpty },
             fcgiSocket: string("FCGI_SOCKET") ?? "/run/crm-service/fcgi.sock",
             fcgiThreads: int("FCGI_THREADS", default: 64, range: 1...1024),
+            fcgiMaxRequests: int("FCGI_MAX_REQUESTS", default: 1024, range: 1...100_000),
             crmHTTPTimeoutSeconds: double("CRM_HTTP_TIMEOUT_S", default: 10, range: 0.1...600),
             crmRetryMaxAttempts: int("CRM_RETRY_MAX_ATTEMPTS", default: 8, range: 1...100),
             crmRetryBaseDelaySeconds: double("CRM_RETRY_BASE_DELAY_S", default: 30, range: 0...86_400),
@@ -140,7 +143,7 @@ public struct Config: Sendable {
             ("CRM_ENCRYPTION_KEY", "******** (\(encryptionKey.revealed.count) characters)"),
             ("PORT", String(port)), ("API_KEY", apiKey == nil ? "(unset: no API key required)" : "********"),
             ("CORS_ALLOWED_ORIGINS", corsAllowedOrigins.isEmpty ? "(none)" : corsAllowedOrigins.joined(separator: ",")),
-            ("FCGI_SOCKET", fcgiSocket), ("FCGI_THREADS", String(fcgiThreads)),
+            ("FCGI_SOCKET", fcgiSocket), ("FCGI_THREADS", String(fcgiThreads)), ("FCGI_MAX_REQUESTS", String(fcgiMaxRequests)),
             ("CRM_HTTP_TIMEOUT_S", String(crmHTTPTimeoutSeconds)), ("CRM_RETRY_MAX_ATTEMPTS", String(crmRetryMaxAttempts)),
             ("CRM_RETRY_BASE_DELAY_S", String(crmRetryBaseDelaySeconds)), ("DB_POOL_SIZE", String(dbPoolSize)),
             ("DB_CONNECT_TIMEOUT_S", String(dbConnectTimeoutSeconds)), ("CRM_SWEEP_CONCURRENCY", String(sweepConcurrency)),
