@@ -563,56 +563,44 @@ def test_api_only_worker_queues_and_another_worker_delivers(fresh_db, fakes):
         assert len(crm_records(fakes, "klaviyo", contact["email"])) == 1
 
 
+def crm_arrivals_of_concurrent_syncs(database, fakes, env: dict, count: int, latency: float, tag: str) -> list:
+    """Sends `count` contact syncs at once to a worker with `env`, Klaviyo answering each call
+    after `latency` s; asserts all succeed and returns when each call reached the CRM, sorted."""
+    import concurrent.futures as cf
+    user = uid()
+    with Service(database.dsn, fakes.urls, dict(BASE_ENV, CRM_SWEEP_CONCURRENCY="0", **env)) as api:
+        connect(api, fakes, user, "klaviyo")
+        emails = [email_for(f"{tag}{i}") for i in range(count)]
+        fakes.config("klaviyo", {"latency_s": latency})
+        try:
+            with cf.ThreadPoolExecutor(count) as pool:
+                responses = list(pool.map(lambda e: sync_contact(api, user, {"email": e}), emails))
+        finally:
+            fakes.config("klaviyo", {"latency_s": 0})
+    assert all(by_type(r.json())["klaviyo"]["status"] == "success" for r in responses)
+    calls = [q for q in fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")
+             if any(e in json.dumps(q["body"]) for e in emails)]
+    assert len(calls) == count, calls
+    return sorted(q["at"] for q in calls)
+
+
 def test_requests_waiting_on_a_crm_hold_no_worker_thread(fresh_db, fakes):
     """FCGI_THREADS=2 and ten syncs at once to a CRM that takes 1.5 s per call: all ten calls
     reach the CRM within one call's time (they are in flight together), and every sync
     succeeds. With a thread held per CRM call they would arrive two at a time, 1.5 s apart."""
-    import concurrent.futures as cf
     latency = 1.5
-    database = fresh_db()
-    user = uid()
-    with Service(database.dsn, fakes.urls, dict(BASE_ENV, FCGI_THREADS="2", CRM_SWEEP_CONCURRENCY="0")) as api:
-        connect(api, fakes, user, "klaviyo")
-        emails = [email_for(f"threadless{i}") for i in range(10)]
-        fakes.config("klaviyo", {"latency_s": latency})
-        try:
-            with cf.ThreadPoolExecutor(10) as pool:
-                responses = list(pool.map(lambda e: sync_contact(api, user, {"email": e}), emails))
-        finally:
-            fakes.config("klaviyo", {"latency_s": 0})
-        assert all(by_type(r.json())["klaviyo"]["status"] == "success" for r in responses)
-        calls = [q for q in fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")
-                 if any(e in json.dumps(q["body"]) for e in emails)]
-        assert len(calls) == 10, calls
-        arrivals = sorted(q["at"] for q in calls)
-        assert arrivals[-1] - arrivals[0] < latency, f"CRM calls arrived over {arrivals[-1] - arrivals[0]:.2f} s: {arrivals}"
+    arrivals = crm_arrivals_of_concurrent_syncs(fresh_db(), fakes, {"FCGI_THREADS": "2"}, 10, latency, "threadless")
+    assert arrivals[-1] - arrivals[0] < latency, f"CRM calls arrived over {arrivals[-1] - arrivals[0]:.2f} s: {arrivals}"
 
 
 def test_max_requests_bounds_the_requests_in_progress(fresh_db, fakes):
     """FCGI_MAX_REQUESTS=3 with two threads: of six syncs sent at once to a CRM taking 1.2 s per
     call, three are at the CRM together, the other three only once one of those is answered;
     all six succeed (the rest wait in the socket's backlog, nothing is refused)."""
-    import concurrent.futures as cf
     latency = 1.2
-    database = fresh_db()
-    user = uid()
-    env = dict(BASE_ENV, FCGI_THREADS="2", FCGI_MAX_REQUESTS="3", CRM_SWEEP_CONCURRENCY="0")
-    with Service(database.dsn, fakes.urls, env) as api:
-        connect(api, fakes, user, "klaviyo")
-        emails = [email_for(f"capped{i}") for i in range(6)]
-        fakes.config("klaviyo", {"latency_s": latency})
-        try:
-            with cf.ThreadPoolExecutor(6) as pool:
-                responses = list(pool.map(lambda e: sync_contact(api, user, {"email": e}), emails))
-        finally:
-            fakes.config("klaviyo", {"latency_s": 0})
-        assert all(by_type(r.json())["klaviyo"]["status"] == "success" for r in responses)
-        calls = [q for q in fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")
-                 if any(e in json.dumps(q["body"]) for e in emails)]
-        arrivals = sorted(q["at"] for q in calls)
-        assert len(arrivals) == 6, calls
-        assert arrivals[2] - arrivals[0] < latency, f"the first three were not in flight together: {arrivals}"
-        assert arrivals[3] - arrivals[0] >= latency * 0.9, f"a fourth request was taken before one was answered: {arrivals}"
+    arrivals = crm_arrivals_of_concurrent_syncs(fresh_db(), fakes, {"FCGI_THREADS": "2", "FCGI_MAX_REQUESTS": "3"}, 6, latency, "capped")
+    assert arrivals[2] - arrivals[0] < latency, f"the first three were not in flight together: {arrivals}"
+    assert arrivals[3] - arrivals[0] >= latency * 0.9, f"a fourth request was taken before one was answered: {arrivals}"
 
 
 def test_async_event_with_idempotency_key_is_delivered_once(svc, fakes, user_id):
