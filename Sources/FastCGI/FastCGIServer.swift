@@ -272,7 +272,7 @@ public final class FastCGIServer: Sendable {
             let (incoming, inputRead) = read(request!)
             let responder = FastCGIResponder(request: request!, server: self, inputRead: inputRead)
             handler(incoming, responder)
-            if !responder.keepRecordUnlessAnswered() { request = nil }
+            if !responder.handlerReturned() { request = nil }
         }
     }
 
@@ -358,6 +358,15 @@ public final class FastCGIServer: Sendable {
     }
 
     private func write(_ response: FastCGIResponse, to request: UnsafeMutablePointer<FCGX_Request>) {
+        Self.cgiResponse(response).withUnsafeBufferPointer { buffer in
+            buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buffer.count) {
+                _ = FCGX_PutStr($0, Int32(buffer.count), request.pointee.out)
+            }
+        }
+    }
+
+    /// The response as a CGI response (status line, headers, body).
+    static func cgiResponse(_ response: FastCGIResponse) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(256 + response.body.count)
         bytes.append(contentsOf: "Status: \(response.status) \(response.reason)\r\n".utf8)
@@ -370,21 +379,40 @@ public final class FastCGIServer: Sendable {
         }
         bytes.append(contentsOf: "Content-Length: \(response.body.count)\r\n\r\n".utf8)
         bytes.append(contentsOf: response.body)
-        bytes.withUnsafeBufferPointer { buffer in
-            buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buffer.count) {
-                _ = FCGX_PutStr($0, Int32(buffer.count), request.pointee.out)
-            }
+        return bytes
+    }
+
+    /// Answers a request whose connection was taken over from libfcgi (`FastCGIResponder`):
+    /// the records straight to the descriptor, then close it (all input was read).
+    fileprivate func answer(_ response: FastCGIResponse, onDetached fd: Int32, requestID: Int) {
+        let records = FastCGIRecords.response(requestID: requestID, stdout: Self.cgiResponse(response))
+        var sent = 0
+        while sent < records.count {
+            let n = records[sent...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n > 0 { sent += n } else if n < 0 && errno == EINTR { continue } else { break }  // nginx gone: nothing to do
         }
+        close(fd)
+        requestDone()
     }
 }
 
-/// Answers one request, exactly once, from any thread.
+/// Answers one request, exactly once, from any thread. A request still unanswered when the
+/// handler returns (it waits on a CRM) gives its libfcgi record back to the accept thread: its
+/// connection is taken over (all input was read) and answered with records written directly,
+/// so it holds none of libfcgi's buffers (two 8 KiB streams and the parameters) while it waits.
 public final class FastCGIResponder: @unchecked Sendable {
+    private enum State {
+        case handling, answered
+        /// Taken over from libfcgi: the connection and the request's id.
+        case detached(fd: Int32, requestID: Int)
+        /// Input left unread: the record stays with this request (freed after the answer).
+        case ownsRecord
+    }
+
     private let request: UnsafeMutablePointer<FCGX_Request>
     private let server: FastCGIServer
     private let inputRead: Bool
-    /// 0: being handled; 1: answered; 2: left for later (the record now belongs to this responder).
-    private let state = Atomic<Int>(0)
+    private let state = Mutex(State.handling)
 
     fileprivate init(request: UnsafeMutablePointer<FCGX_Request>, server: FastCGIServer, inputRead: Bool) {
         self.request = request
@@ -393,14 +421,43 @@ public final class FastCGIResponder: @unchecked Sendable {
     }
 
     public func respond(_ response: FastCGIResponse) {
-        server.answer(response, on: request, inputRead: inputRead)
-        // Answered after the accept thread moved on: the record is ours to free.
-        if state.exchange(1, ordering: .acquiringAndReleasing) == 2 { FastCGIServer.release(request) }
+        state.withLock { state in
+            switch state {
+            case .handling:
+                // The accept thread does not touch the record until the handler returns and
+                // takes this lock.
+                server.answer(response, on: request, inputRead: inputRead)
+            case let .detached(fd, requestID):
+                server.answer(response, onDetached: fd, requestID: requestID)
+            case .ownsRecord:
+                server.answer(response, on: request, inputRead: inputRead)
+                FastCGIServer.release(request)
+            case .answered:
+                assertionFailure("a request answered twice")
+                return
+            }
+            state = .answered
+        }
     }
 
-    /// Called by the accept thread when the handler returns: true when the request was already
-    /// answered (the thread reuses the record), false when it was left for later.
-    fileprivate func keepRecordUnlessAnswered() -> Bool {
-        !state.compareExchange(expected: 0, desired: 2, ordering: .acquiringAndReleasing).exchanged
+    /// Called by the accept thread when the handler returns: true when it keeps its record
+    /// (answered already, or the connection taken over), false when the record stays here.
+    fileprivate func handlerReturned() -> Bool {
+        state.withLock { state in
+            guard case .handling = state else { return true }
+            guard inputRead else {
+                state = .ownsRecord
+                return false
+            }
+            let fd = request.pointee.ipcFd
+            let requestID = Int(request.pointee.requestId)
+            // The record goes back to libfcgi's state after a finished request: no streams, no
+            // parameters, no connection (FCGX_Accept_r then accepts a new one).
+            request.pointee.ipcFd = -1
+            request.pointee.keepConnection = 0
+            FCGX_Free(request, 0)
+            state = .detached(fd: fd, requestID: requestID)
+            return true
+        }
     }
 }
