@@ -248,8 +248,9 @@ public final class FastCGIServer: Sendable {
         // Only an inherited socket needs its idle threads woken by signal (see beginShutdown).
         var tracked = false
         if case .inherited = target { tracked = true }
-        // This thread's request record; when a request is answered later, the record goes with it
-        // (freed by the responder) and the thread takes a new one.
+        // This thread's request record. A request answered later gives it back once its
+        // connection is taken over; only one with unread input keeps it (the responder frees
+        // it), and the thread then takes a new one.
         var request: UnsafeMutablePointer<FCGX_Request>?
         defer { if let request { Self.release(request) } }
         while !stopping.load(ordering: .acquiring) {
