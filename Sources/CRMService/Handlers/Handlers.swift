@@ -29,8 +29,12 @@ struct Handlers: Sendable {
         case .metrics:
             let body = context.metrics.render(pool: context.pool, backlog: try? delivery.store.backlog())
             return .now(HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: body))
-        case let .validate(type, credentials): return .later { try await validate(type, credentials) }
-        case let .connect(user, type, credentials, settings): return .later { try await connect(user, type, credentials, settings) }
+        case let .validate(type, credentials):
+            try checkURLs(credentials)
+            return .later { try await validate(type, credentials) }
+        case let .connect(user, type, credentials, settings):
+            try checkURLs(credentials)
+            return .later { try await connect(user, type, credentials, settings) }
         case let .status(user, type): return .now(try status(user, type))
         case let .disconnect(user, type): return .now(try disconnect(user, type))
         case let .list(user): return .now(try list(user))
@@ -146,10 +150,15 @@ struct Handlers: Sendable {
         }
     }
 
-    /// Asks the CRM; `nil` account and detail on rejection. Throws 422 for refused URLs, 502 when the CRM gives no answer.
-    private func check(_ credentials: Credentials) async throws -> CredentialCheck {
+    /// Asks the CRM (the URLs were checked); throws 502 when the CRM gives no answer.
+    /// 422 for credential URLs that are refused. On the request's thread: it resolves names,
+    /// which blocks.
+    private func checkURLs(_ credentials: Credentials) throws {
         let issues = URLGuard.check(credentials, allowPrivate: context.config.allowPrivateURLs, at: ["body", "credentials"])
         guard issues.isEmpty else { throw APIError.validation(issues) }
+    }
+
+    private func check(_ credentials: Credentials) async throws -> CredentialCheck {
         do {
             let result = try await context.connectors.connector(for: credentials.crmType).validate(credentials)
             if case let .rejected(detail) = result {
