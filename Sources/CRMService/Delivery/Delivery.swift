@@ -105,19 +105,13 @@ public final class Delivery: Sendable {
 
     /// The deliveries of prepared rows, to all targeted CRMs at once.
     func deliver(_ prepared: [PreparedAttempt], user: UserID, payload: Payload) async -> (status: Int, body: JSON) {
-        if prepared.count == 1, let only = prepared.first {  // one CRM: no child task needed
-            let row = only.row
-            return (200, Self.body([await attempt(id: row.id, user: user, type: row.crmType, payload: payload, uniqueID: row.uniqueID,
-                                                  attemptsBefore: 0, ageSeconds: 0, background: false, target: only.target)]))
+        @Sendable func run(_ one: PreparedAttempt) async -> JSON {
+            await attempt(id: one.row.id, user: user, type: one.row.crmType, payload: payload, uniqueID: one.row.uniqueID,
+                          attemptsBefore: 0, ageSeconds: 0, background: false, target: one.target)
         }
+        if prepared.count == 1 { return (200, Self.body([await run(prepared[0])])) }  // one CRM: no child task
         let results = await withTaskGroup(of: (Int, JSON).self) { group in
-            for (index, attempt) in prepared.enumerated() {
-                let row = attempt.row
-                group.addTask {
-                    (index, await self.attempt(id: row.id, user: user, type: row.crmType, payload: payload, uniqueID: row.uniqueID,
-                                               attemptsBefore: 0, ageSeconds: 0, background: false, target: attempt.target))
-                }
-            }
+            for (index, one) in prepared.enumerated() { group.addTask { (index, await run(one)) } }
             var results = [JSON?](repeating: nil, count: prepared.count)
             for await (index, result) in group { results[index] = result }
             return results.compactMap { $0 }
