@@ -26,6 +26,7 @@ public struct Application: Sendable {
     public func handle(_ request: HTTPRequest, respond: @escaping @Sendable (HTTPResponse) -> Void) {
         let started = ContinuousClock.now
         let requestID = Self.requestID(request.header("x-request-id"))
+        context.metrics.requestsInProgress.add(1, ordering: .relaxed)
         let finish = { @Sendable (response: HTTPResponse, routeName: String) in
             respond(self.finished(response, request: request, requestID: requestID, routeName: routeName, started: started))
         }
@@ -73,6 +74,7 @@ public struct Application: Sendable {
         let elapsed = ContinuousClock.now - started
         let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         context.metrics.request(route: routeName, status: response.status, duration: elapsed)
+        context.metrics.requestsInProgress.subtract(1, ordering: .relaxed)
         // The metadata is built only when the line will be written.
         if context.logger.logLevel <= .info {
             var metadata: Logger.Metadata = [

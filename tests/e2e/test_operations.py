@@ -76,6 +76,35 @@ def test_metrics_count_sync_outcomes(service, fakes):
     assert after == before + 1
 
 
+def test_metrics_show_requests_in_progress_and_crm_calls_in_flight(service, fakes):
+    """While a sync waits 1.5 s on the CRM, /metrics counts it (and itself) in progress, and its
+    CRM call in flight; afterwards the call is no longer in flight."""
+    import concurrent.futures as cf
+    import time
+    user = uid()
+    r = service.request("POST", "/crm/connect", headers={"X-User-Id": user},
+                        json={"crm_type": "klaviyo", "credentials": {"api_key": "pk_test_valid_key"}})
+    assert r.status == 200
+    email = f"inflight.{secrets.token_hex(4)}@example.com"
+    fakes.config("klaviyo", {"latency_s": 1.5})
+    try:
+        with cf.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(service.request, "POST", "/crm/sync/contact", headers={"X-User-Id": user}, json={"email": email})
+            deadline = time.monotonic() + 5
+            while not any(email in json.dumps(q.get("body")) for q in fakes.requests("klaviyo")):
+                assert time.monotonic() < deadline, "the sync never reached the CRM"
+                time.sleep(0.05)
+            during = parse_prometheus(service.request("GET", "/metrics").text)
+            assert pending.result().status == 200
+    finally:
+        fakes.config("klaviyo", {"latency_s": 0})
+    assert during[("crm_http_requests_in_progress", frozenset())] >= 2  # the sync and /metrics itself
+    assert during[("crm_outbound_calls_in_flight", frozenset())] >= 1
+    after = parse_prometheus(service.request("GET", "/metrics").text)
+    assert after[("crm_http_requests_in_progress", frozenset())] >= 1
+    assert ("crm_outbound_calls_in_flight", frozenset()) in after
+
+
 def test_one_json_log_line_per_request_and_no_secret_anywhere(service, fakes):
     user = uid()
     mark = service.log_mark()

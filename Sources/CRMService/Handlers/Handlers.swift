@@ -27,7 +27,8 @@ struct Handlers: Sendable {
                 ("Content-Security-Policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'"),
             ], body: Self.docsBytes))
         case .metrics:
-            let body = context.metrics.render(pool: context.pool, backlog: try? delivery.store.backlog())
+            let body = context.metrics.render(pool: context.pool, backlog: try? delivery.store.backlog(),
+                                              crmCallsInFlight: context.httpClient.inFlight)
             return .now(HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: body))
         case let .validate(type, credentials):
             try checkURLs(credentials)

@@ -12,6 +12,8 @@ public struct ServiceContext: Sendable {
     public let integrations: IntegrationStore
     public let logs: SyncLogStore
     public let connectors: ConnectorRegistry
+    /// The one client all connectors share (its calls in flight are a metric).
+    public let httpClient: HTTPClient
     public let logger: Logger
     public let metrics: ServiceMetrics
     /// Runs the database calls of requests that wait on a CRM (those run as tasks, and a task
@@ -24,8 +26,8 @@ public struct ServiceContext: Sendable {
         pool = Pool(dsn: config.databaseDSN, size: config.dbPoolSize, connectTimeoutSeconds: config.dbConnectTimeoutSeconds)
         integrations = IntegrationStore(pool: pool, encryptionKey: config.encryptionKey)
         logs = SyncLogStore(pool: pool)
-        let client = HTTPClient(timeoutSeconds: config.crmHTTPTimeoutSeconds, blockPrivateAddresses: !config.allowPrivateURLs)
-        connectors = ConnectorRegistry(client: client, endpoints: config.endpoints)
+        httpClient = HTTPClient(timeoutSeconds: config.crmHTTPTimeoutSeconds, blockPrivateAddresses: !config.allowPrivateURLs)
+        connectors = ConnectorRegistry(client: httpClient, endpoints: config.endpoints)
         metrics = ServiceMetrics()
         database = BlockingExecutor(threads: config.dbPoolSize)
     }

@@ -83,8 +83,13 @@ public final class ServiceMetrics: Sendable {
     private let syncCache = Mutex<[SyncKey: Metrics.Counter]>([:])
 
     /// The Prometheus text, with the gauges read now (backlog, pool use).
-    public func render(pool: Pool, backlog: Int?) -> [UInt8] {
+    /// Requests being handled right now (most of them waiting on a CRM): compare with FCGI_MAX_REQUESTS.
+    let requestsInProgress = Atomic<Int>(0)
+
+    public func render(pool: Pool, backlog: Int?, crmCallsInFlight: Int) -> [UInt8] {
         let usage = pool.usage
+        Gauge(label: "crm_http_requests_in_progress", factory: factory).record(requestsInProgress.load(ordering: .relaxed))
+        Gauge(label: "crm_outbound_calls_in_flight", factory: factory).record(crmCallsInFlight)
         Gauge(label: "crm_db_pool_connections", dimensions: [("state", "open")], factory: factory).record(usage.open)
         Gauge(label: "crm_db_pool_connections", dimensions: [("state", "idle")], factory: factory).record(usage.idle)
         Gauge(label: "crm_db_pool_size", factory: factory).record(usage.size)
