@@ -29,36 +29,24 @@ final class HTTPClientTests: XCTestCase {
         let server = try TestServer(delaySeconds: 5)
         defer { server.stop() }
         let client = HTTPClient(timeoutSeconds: 0.3, blockPrivateAddresses: false)
-        do {
-            _ = try await client.send(HTTPClientRequest(method: "GET", url: server.url + "/hang"))
-            XCTFail("expected a timeout")
-        } catch {
-            XCTAssertEqual(error.kind, .timeout, error.message)
-        }
+        let error = await failure(of: HTTPClientRequest(method: "GET", url: server.url + "/hang"), on: client)
+        XCTAssertEqual(error?.kind, .timeout, error?.message ?? "expected a timeout")
     }
 
     func testRefusedConnectionIsAConnectError() async throws {
         let port = try TestServer.unusedPort()
         let client = HTTPClient(timeoutSeconds: 2, blockPrivateAddresses: false)
-        do {
-            _ = try await client.send(HTTPClientRequest(method: "GET", url: "http://127.0.0.1:\(port)/"))
-            XCTFail("expected a connect error")
-        } catch {
-            XCTAssertEqual(error.kind, .connect, error.message)
-            XCTAssertTrue(error.message.contains("refused"), "the system's reason is part of the message: \(error.message)")
-        }
+        let error = await failure(of: HTTPClientRequest(method: "GET", url: "http://127.0.0.1:\(port)/"), on: client)
+        XCTAssertEqual(error?.kind, .connect, error?.message ?? "expected a connect error")
+        XCTAssertTrue(error?.message.contains("refused") == true, "the system's reason is part of the message: \(error?.message ?? "")")
     }
 
     func testPrivateAddressesAreRefusedWhenBlocked() async throws {
         let server = try TestServer()
         defer { server.stop() }
         let client = HTTPClient(timeoutSeconds: 2, blockPrivateAddresses: true)
-        do {
-            _ = try await client.send(HTTPClientRequest(method: "GET", url: server.url + "/"))
-            XCTFail("expected the loopback address to be refused")
-        } catch {
-            XCTAssertEqual(error.kind, .connect, error.message)
-        }
+        let error = await failure(of: HTTPClientRequest(method: "GET", url: server.url + "/"), on: client)
+        XCTAssertEqual(error?.kind, .connect, error?.message ?? "expected the loopback address to be refused")
         XCTAssertEqual(server.requests.count, 0)
     }
 
@@ -108,12 +96,8 @@ final class HTTPClientTests: XCTestCase {
         let server = try TestServer()
         defer { server.stop() }
         let client = HTTPClient(timeoutSeconds: 2, blockPrivateAddresses: false)
-        do {
-            _ = try await client.send(HTTPClientRequest(method: "GET", url: server.url + "/", headers: [("X-Evil", "a\r\nX-Injected: 1")]))
-            XCTFail("expected a refusal")
-        } catch {
-            XCTAssertEqual(error.kind, .other)
-        }
+        let error = await failure(of: HTTPClientRequest(method: "GET", url: server.url + "/", headers: [("X-Evil", "a\r\nX-Injected: 1")]), on: client)
+        XCTAssertEqual(error?.kind, .other, error?.message ?? "expected a refusal")
         XCTAssertEqual(server.requests.count, 0)
     }
 
@@ -121,12 +105,19 @@ final class HTTPClientTests: XCTestCase {
         let server = try TestServer()
         defer { server.stop() }
         let client = HTTPClient(timeoutSeconds: 10, blockPrivateAddresses: false)
-        do {
-            _ = try await client.send(HTTPClientRequest(method: "GET", url: server.url + "/huge"))
-            XCTFail("expected tooLarge")
-        } catch {
-            XCTAssertEqual(error.kind, .tooLarge, error.message)
-        }
+        let error = await failure(of: HTTPClientRequest(method: "GET", url: server.url + "/huge"), on: client)
+        XCTAssertEqual(error?.kind, .tooLarge, error?.message ?? "expected tooLarge")
+    }
+}
+
+/// The error `request` fails with; nil (a test failure) when it succeeds.
+func failure(of request: HTTPClientRequest, on client: HTTPClient, file: StaticString = #filePath, line: UInt = #line) async -> HTTPClientError? {
+    do {
+        _ = try await client.send(request)
+        XCTFail("expected \(request.method) \(request.url) to fail", file: file, line: line)
+        return nil
+    } catch {
+        return error
     }
 }
 

@@ -78,7 +78,7 @@ def test_metrics_count_sync_outcomes(service, fakes):
 
 def test_metrics_show_requests_in_progress_and_crm_calls_in_flight(service, fakes):
     """While a sync waits 1.5 s on the CRM, /metrics counts it (and itself) in progress, and its
-    CRM call in flight; afterwards the call is no longer in flight."""
+    CRM call in flight."""
     import concurrent.futures as cf
     import time
     user = uid()
@@ -100,9 +100,6 @@ def test_metrics_show_requests_in_progress_and_crm_calls_in_flight(service, fake
         fakes.config("klaviyo", {"latency_s": 0})
     assert during[("crm_http_requests_in_progress", frozenset())] >= 2  # the sync and /metrics itself
     assert during[("crm_outbound_calls_in_flight", frozenset())] >= 1
-    after = parse_prometheus(service.request("GET", "/metrics").text)
-    assert after[("crm_http_requests_in_progress", frozenset())] >= 1
-    assert ("crm_outbound_calls_in_flight", frozenset()) in after
 
 
 def test_one_json_log_line_per_request_and_no_secret_anywhere(service, fakes):

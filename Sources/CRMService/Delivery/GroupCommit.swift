@@ -12,12 +12,7 @@ import Threads
 /// when a writer is free: the hand-off costs two context switches, and the larger batches it
 /// forms save more database CPU than that.
 final class GroupCommit<Item: Sendable, Output: Sendable>: Sendable {
-    let maxBatch: Int
-    let writers: Int
-    private let write: @Sendable ([Item]) throws -> [Output]
-    private let condition = Condition()
-    private let pending = Mutex<[Slot]>([])
-    private let started = Atomic<Bool>(false)
+    private let queue: WorkQueue<Slot>
 
     /// One item, and who to give its result to (called by the writer thread).
     private final class Slot: Sendable {
@@ -31,16 +26,16 @@ final class GroupCommit<Item: Sendable, Output: Sendable>: Sendable {
 
     /// `write` gets a batch and returns one output per item, in order.
     init(writers: Int = 4, maxBatch: Int = 64, write: @escaping @Sendable ([Item]) throws -> [Output]) {
-        self.writers = max(1, writers)
-        self.maxBatch = max(1, maxBatch)
-        self.write = write
+        queue = WorkQueue(threads: writers, maxBatch: maxBatch) { slots in
+            for (slot, result) in zip(slots, Self.run(slots.map(\.item), write)) { slot.complete(result) }
+        }
     }
 
     /// The item's output, written (committed) when this returns; the calling thread waits.
     func submit(_ item: Item) throws -> Output {
         let result = Mutex<Result<Output, any Error>?>(nil)
         let wake = DispatchSemaphore(value: 0)
-        enqueue(Slot(item) { value in
+        queue.enqueue(Slot(item) { value in
             result.withLock { $0 = value }
             wake.signal()
         })
@@ -51,48 +46,13 @@ final class GroupCommit<Item: Sendable, Output: Sendable>: Sendable {
     /// The same for a task: it is suspended, no thread waits.
     func submit(_ item: Item) async throws -> Output {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Output, any Error>) in
-            enqueue(Slot(item) { continuation.resume(with: $0) })
+            queue.enqueue(Slot(item) { continuation.resume(with: $0) })
         }
-    }
-
-    private func enqueue(_ slot: Slot) {
-        startWriters()
-        condition.lock()
-        pending.withLock { $0.append(slot) }
-        condition.signal()
-        condition.unlock()
-    }
-
-    /// The writer threads start with the first item and live as long as the process.
-    private func startWriters() {
-        guard !started.load(ordering: .acquiring), !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        for _ in 0..<writers {
-            Threads.detach(stackSize: 256 << 10) { [self] in self.writerLoop() }
-        }
-    }
-
-    private func writerLoop() {
-        while true {
-            condition.lock()
-            var batch = pending.withLock { Self.take(&$0, maxBatch) }
-            while batch.isEmpty {
-                condition.wait()
-                batch = pending.withLock { Self.take(&$0, maxBatch) }
-            }
-            condition.unlock()
-            for (slot, result) in zip(batch, run(batch.map(\.item))) { slot.complete(result) }
-        }
-    }
-
-    private static func take(_ pending: inout [Slot], _ limit: Int) -> [Slot] {
-        let batch = Array(pending.prefix(limit))
-        pending.removeFirst(batch.count)
-        return batch
     }
 
     /// Per item: its output, or the error. A statement error in a batch (not an outage) has
     /// each item written alone, so that only the one at fault fails.
-    private func run(_ items: [Item]) -> [Result<Output, any Error>] {
+    private static func run(_ items: [Item], _ write: ([Item]) throws -> [Output]) -> [Result<Output, any Error>] {
         do {
             let outputs = try write(items)
             guard outputs.count == items.count else {

@@ -1,0 +1,61 @@
+import Synchronization
+
+/// A queue served by a fixed set of threads, started with the first job and kept for the life
+/// of the process. A free thread takes up to `maxBatch` waiting jobs at once and hands them to
+/// `run`: one at a time for plain work, a batch for group commit.
+public final class WorkQueue<Job: Sendable>: Sendable {
+    public let threads: Int
+    public let maxBatch: Int
+    private let niceness: Int32
+    private let run: @Sendable ([Job]) -> Void
+    private let condition = Condition()
+    private let pending = Mutex<[Job]>([])
+    private let started = Atomic<Bool>(false)
+
+    /// `niceness` > 0 lowers the threads' CPU priority (background work).
+    public init(threads: Int, maxBatch: Int = 1, niceness: Int32 = 0, run: @escaping @Sendable ([Job]) -> Void) {
+        self.threads = max(1, threads)
+        self.maxBatch = max(1, maxBatch)
+        self.niceness = niceness
+        self.run = run
+    }
+
+    public func enqueue(_ job: Job) {
+        startThreads()
+        condition.lock()
+        pending.withLock { $0.append(job) }
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func startThreads() {
+        guard !started.load(ordering: .acquiring), !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        for _ in 0..<threads {
+            Threads.detach(stackSize: 256 << 10) { [self] in
+                if niceness > 0 { Threads.lowerPriority(niceness: niceness) }
+                serve()
+            }
+        }
+    }
+
+    private func serve() {
+        while true {
+            condition.lock()
+            var batch = take()
+            while batch.isEmpty {
+                condition.wait()
+                batch = take()
+            }
+            condition.unlock()
+            run(batch)
+        }
+    }
+
+    private func take() -> [Job] {
+        pending.withLock { pending in
+            let batch = Array(pending.prefix(maxBatch))
+            pending.removeFirst(batch.count)
+            return batch
+        }
+    }
+}
