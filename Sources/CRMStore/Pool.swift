@@ -14,6 +14,7 @@ public final class Pool: @unchecked Sendable {
     private var idle: [Connection] = []
     private var open = 0
     private var requestsWaiting = 0
+    private var backgroundWaiting = 0
 
     /// Who is asking: a request being answered, or background work (the retry sweep), which
     /// gets a connection only when no request is waiting for one, so that a big backlog being
@@ -26,10 +27,14 @@ public final class Pool: @unchecked Sendable {
         self.connectTimeoutSeconds = max(1, connectTimeoutSeconds)
     }
 
-    public struct Usage: Sendable { public let open: Int; public let idle: Int; public let size: Int }
+    public struct Usage: Sendable {
+        public let open: Int, idle: Int, size: Int
+        /// Callers waiting for a connection, by priority.
+        public let requestsWaiting: Int, backgroundWaiting: Int
+    }
     public var usage: Usage {
         condition.lock(); defer { condition.unlock() }
-        return Usage(open: open, idle: idle.count, size: size)
+        return Usage(open: open, idle: idle.count, size: size, requestsWaiting: requestsWaiting, backgroundWaiting: backgroundWaiting)
     }
 
     /// Runs `body` with a connection. A connection that turns out broken is dropped; if it was
@@ -75,7 +80,10 @@ public final class Pool: @unchecked Sendable {
         while true {
             if priority == .background && requestsWaiting > 0 {
                 // Requests first: wait for a turn (woken when no request is waiting).
-                guard condition.wait(lane: lane, until: deadline) else {
+                backgroundWaiting += 1
+                let woken = condition.wait(lane: lane, until: deadline)
+                backgroundWaiting -= 1
+                guard woken else {
                     condition.unlock()
                     throw DatabaseError(.unavailable, message: "no database connection free within \(patience) s")
                 }
@@ -101,9 +109,9 @@ public final class Pool: @unchecked Sendable {
                 _ = stale
                 continue
             }
-            if priority == .request { requestsWaiting += 1 }
+            if priority == .request { requestsWaiting += 1 } else { backgroundWaiting += 1 }
             let woken = condition.wait(lane: lane, until: deadline)
-            if priority == .request { requestsWaiting -= 1 }
+            if priority == .request { requestsWaiting -= 1 } else { backgroundWaiting -= 1 }
             guard woken else {
                 condition.unlock()
                 throw DatabaseError(.unavailable, message: "no database connection free within \(patience) s")

@@ -94,3 +94,14 @@ extension Connection {
         try execute(sql).rows.map { $0.string(column) ?? "NULL" }
     }
 }
+
+/// Polls `condition` until it holds or `seconds` pass: for tests that must wait until
+/// another thread reached a state, without guessing how long that takes on a loaded machine.
+func waitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(5_000)
+    }
+    return condition()
+}

@@ -256,11 +256,11 @@ final class PoolTests: XCTestCase {
         DispatchQueue.global().async(group: group) {
             _ = try? pool.withConnection(priority: .background) { _ in order.withLock { $0.append("background") } }
         }
-        usleep(100_000)
+        XCTAssertTrue(waitUntil { pool.usage.backgroundWaiting == 1 }, "background work waits")
         DispatchQueue.global().async(group: group) {
             _ = try? pool.withConnection(priority: .request) { _ in order.withLock { $0.append("request") } }
         }
-        usleep(100_000)
+        XCTAssertTrue(waitUntil { pool.usage.requestsWaiting == 1 }, "the request waits")
         release.signal()
         XCTAssertEqual(group.wait(timeout: .now() + 10), .success)
         XCTAssertEqual(order.withLock { $0 }, ["request", "background"])
