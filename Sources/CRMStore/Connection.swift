@@ -154,7 +154,7 @@ public final class Connection: @unchecked Sendable {
 
 extension Array where Element == String {
     func withCStrings<R>(_ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
-        var owned = map { strdup($0) }
+        let owned = map { strdup($0) }
         defer { owned.forEach { free($0) } }
         var pointers: [UnsafePointer<CChar>?] = owned.map { UnsafePointer($0) }
         pointers.append(nil)
