@@ -7,6 +7,7 @@ import FoundationEssentials
 import CSystem
 import Glibc
 import Logging
+import Threads
 
 @main
 struct CRMServiceCommand: ParsableCommand {
@@ -41,6 +42,8 @@ struct Serve: ParsableCommand {
         // its freed memory: with 64 request threads that is most of the heap. Two arenas
         // (per-thread caches stay) unless the operator set MALLOC_ARENA_MAX.
         if getenv("MALLOC_ARENA_MAX") == nil { mallopt(M_ARENA_MAX, 2) }
+        // What a burst of requests freed goes back to the system once the burst is over.
+        HeapTrimmer().start()
         let config = try loadConfig()
         let logger = makeLogger(config)
         let target = ListenTarget.detect(path: config.fcgiSocket)
