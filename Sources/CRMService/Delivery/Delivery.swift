@@ -105,18 +105,24 @@ public final class Delivery: Sendable {
 
     /// The deliveries of prepared rows, to all targeted CRMs at once.
     func deliver(_ prepared: [PreparedAttempt], user: UserID, payload: Payload) async -> (status: Int, body: JSON) {
-        @Sendable func run(_ one: PreparedAttempt) async -> JSON {
-            await attempt(id: one.row.id, user: user, type: one.row.crmType, payload: payload, uniqueID: one.row.uniqueID,
-                          attemptsBefore: 0, ageSeconds: 0, background: false, target: one.target)
-        }
-        if prepared.count == 1 { return (200, Self.body([await run(prepared[0])])) }  // one CRM: no child task
-        let results = await withTaskGroup(of: (Int, JSON).self) { group in
-            for (index, one) in prepared.enumerated() { group.addTask { (index, await run(one)) } }
+        if prepared.count == 1 { return (200, Self.body([await deliver(prepared[0], user: user, payload: payload)])) }  // no child task
+        return (200, Self.body(await deliverAll(prepared, user: user, payload: payload)))
+    }
+
+    @inline(never)
+    private func deliver(_ one: PreparedAttempt, user: UserID, payload: Payload) async -> JSON {
+        await attempt(id: one.row.id, user: user, type: one.row.crmType, payload: payload, uniqueID: one.row.uniqueID,
+                      attemptsBefore: 0, ageSeconds: 0, background: false, target: one.target)
+    }
+
+    /// Results in the order of the rows.
+    private func deliverAll(_ prepared: [PreparedAttempt], user: UserID, payload: Payload) async -> [JSON] {
+        await withTaskGroup(of: (Int, JSON).self) { group in
+            for (index, one) in prepared.enumerated() { group.addTask { (index, await self.deliver(one, user: user, payload: payload)) } }
             var results = [JSON?](repeating: nil, count: prepared.count)
             for await (index, result) in group { results[index] = result }
             return results.compactMap { $0 }
         }
-        return (200, Self.body(results))
     }
 
     private func logRequest(user: UserID, payload: Payload, targets: [CRMType]?, queued: Bool) -> LogRequest {
@@ -151,65 +157,104 @@ public final class Delivery: Sendable {
     }
 
     /// The credentials (given, or read on a database thread), the CRM call (no thread waits on
-    /// it), then the outcome (group commit).
+    /// it), then the outcome (group commit). Each step is a function of its own, not inlined:
+    /// an async function's frame lives on the task's heap for as long as it runs (across the
+    /// CRM call) with a place for each of its locals, so small frames that come and go keep
+    /// the memory of a call in flight small.
+    @inline(never)
     private func attempt(id: Int64, user: UserID, type: CRMType, payload: Payload, uniqueID: String?, attemptsBefore: Int, ageSeconds: Double,
                          background: Bool, target known: Result<DeliveryTarget?, any Error>? = nil) async -> JSON {
         let started = ContinuousClock.now
-        let store = background ? backgroundStore : self.store
-        let outcome: DeliveryOutcome
-        do {
-            let executor = background ? backgroundDatabase : context.database
-            let target: DeliveryTarget?
-            if let known { target = try known.get() } else { target = try await executor.run { try store.target(user: user, type: type) } }
-            if let target {
-                let connector = context.connectors.connector(for: type)
-                let syncTarget = SyncTarget(user: user, credentials: target.credentials, settings: target.settings)
-                switch payload {
-                case let .contact(contact): outcome = await connector.upsertContact(contact, for: syncTarget)
-                case let .event(event): outcome = await connector.sendEvent(event, uniqueID: uniqueID ?? "crm-log-\(id)", for: syncTarget)
-                }
-            } else {
-                outcome = .permanent(httpStatus: nil, error: "the \(type.rawValue) integration is no longer connected", authFailure: false, response: nil)
-            }
-        } catch {
-            // No credentials without the database: a transient failure, tried again later.
-            outcome = .transient(httpStatus: nil, error: "database unavailable", retryAfterSeconds: nil, response: nil)
-        }
-        return await finish(outcome, id: id, user: user, type: type, attemptsBefore: attemptsBefore, ageSeconds: ageSeconds, started: started,
-                            background: background)
+        let outcome = await call(user: user, type: type, payload: payload, uniqueID: uniqueID ?? "crm-log-\(id)", background: background, target: known)
+        let attempts = attemptsBefore + 1
+        let (record, action) = record(of: outcome, attempts: attempts, ageSeconds: ageSeconds, since: started)
+        await write(DeliveryStore.Outcome(record, logID: id, user: user, type: type), background: background)
+        report(record, id: id, user: user, type: type, attempts: attempts)
+        return Self.result(type, id, record, action: action)
     }
 
-    private func finish(_ outcome: DeliveryOutcome, id: Int64, user: UserID, type: CRMType, attemptsBefore: Int, ageSeconds: Double,
-                        started: ContinuousClock.Instant, background: Bool) async -> JSON {
+    /// The CRM call with the integration's credentials.
+    @inline(never)
+    private func call(user: UserID, type: CRMType, payload: Payload, uniqueID: String, background: Bool,
+                      target known: Result<DeliveryTarget?, any Error>?) async -> DeliveryOutcome {
+        let target = if let known { known } else { await self.target(user: user, type: type, background: background) }
+        switch Self.syncTarget(target, user: user, type: type) {
+        case let .success(syncTarget): return await send(payload, uniqueID: uniqueID, to: context.connectors.connector(for: type), for: syncTarget)
+        case let .failure(outcome): return outcome.outcome
+        }
+    }
+
+    /// Reads an integration's credentials on a database thread.
+    @inline(never)
+    private func target(user: UserID, type: CRMType, background: Bool) async -> Result<DeliveryTarget?, any Error> {
+        let store = background ? backgroundStore : self.store
+        do {
+            return .success(try await (background ? backgroundDatabase : context.database).run { try store.target(user: user, type: type) })
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    private struct NoCall: Error { let outcome: DeliveryOutcome }
+
+    /// What the CRM call needs, or the outcome when there is nothing to call with.
+    private static func syncTarget(_ target: Result<DeliveryTarget?, any Error>, user: UserID, type: CRMType) -> Result<SyncTarget, NoCall> {
+        switch target {
+        case .failure:
+            // No credentials without the database: a transient failure, tried again later.
+            .failure(NoCall(outcome: .transient(httpStatus: nil, error: "database unavailable", retryAfterSeconds: nil, response: nil)))
+        case .success(nil):
+            .failure(NoCall(outcome: .permanent(httpStatus: nil, error: "the \(type.rawValue) integration is no longer connected", authFailure: false, response: nil)))
+        case let .success(target?):
+            .success(SyncTarget(user: user, credentials: target.credentials, settings: target.settings))
+        }
+    }
+
+    @inline(never)
+    private func send(_ payload: Payload, uniqueID: String, to connector: any Connector, for target: SyncTarget) async -> DeliveryOutcome {
+        switch payload {
+        case let .contact(contact): await connector.upsertContact(contact, for: target)
+        case let .event(event): await connector.sendEvent(event, uniqueID: uniqueID, for: target)
+        }
+    }
+
+    /// What the log row records of an outcome (and the sync's action, for the answer).
+    @inline(never)
+    private func record(of outcome: DeliveryOutcome, attempts: Int, ageSeconds: Double, since started: ContinuousClock.Instant)
+        -> (AttemptRecord, action: String?) {
         let elapsed = ContinuousClock.now - started
         let ms = Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
-        let attempts = attemptsBefore + 1
-        var action: String?
-        let record: AttemptRecord
         switch outcome {
-        case let .success(act, recordID, status, detail, response):
-            action = act
-            record = AttemptRecord(status: "success", httpStatus: status, error: detail, durationMS: ms, crmRecordID: recordID,
-                                   response: response, nextAttemptInSeconds: nil, authFailure: false)
+        case let .success(action, recordID, status, detail, response):
+            return (AttemptRecord(status: "success", httpStatus: status, error: detail, durationMS: ms, crmRecordID: recordID,
+                                  response: response, nextAttemptInSeconds: nil, authFailure: false), action)
         case let .permanent(status, error, auth, response):
-            record = AttemptRecord(status: "failed", httpStatus: status, error: error, durationMS: ms, crmRecordID: nil,
-                                   response: response, nextAttemptInSeconds: nil, authFailure: auth)
+            return (AttemptRecord(status: "failed", httpStatus: status, error: error, durationMS: ms, crmRecordID: nil,
+                                  response: response, nextAttemptInSeconds: nil, authFailure: auth), nil)
         case let .transient(status, error, retryAfter, response):
             if let delay = policy.delay(afterAttempts: attempts, age: ageSeconds, retryAfter: retryAfter) {
-                record = AttemptRecord(status: "retrying", httpStatus: status, error: error, durationMS: ms, crmRecordID: nil,
-                                       response: response, nextAttemptInSeconds: delay, authFailure: false)
-            } else {
-                record = AttemptRecord(status: "failed", httpStatus: status, error: "gave up after \(attempts) attempts: \(error)", durationMS: ms,
-                                       crmRecordID: nil, response: response, nextAttemptInSeconds: nil, authFailure: false)
+                return (AttemptRecord(status: "retrying", httpStatus: status, error: error, durationMS: ms, crmRecordID: nil,
+                                      response: response, nextAttemptInSeconds: delay, authFailure: false), nil)
             }
+            return (AttemptRecord(status: "failed", httpStatus: status, error: "gave up after \(attempts) attempts: \(error)", durationMS: ms,
+                                  crmRecordID: nil, response: response, nextAttemptInSeconds: nil, authFailure: false), nil)
         }
+    }
+
+    @inline(never)
+    private func write(_ outcome: DeliveryStore.Outcome, background: Bool) async {
         do {
-            _ = try await outcomeWriter(background).submit(DeliveryStore.Outcome(record, logID: id, user: user, type: type))
+            _ = try await outcomeWriter(background).submit(outcome)
         } catch {
             // The outcome could not be written: the claim expires and the row is delivered again
             // (upserts and deduplicated events make that harmless).
-            context.logger.error("could not record a delivery attempt", metadata: ["log_id": "\(id)", "error": "\(error)"])
+            context.logger.error("could not record a delivery attempt", metadata: ["log_id": "\(outcome.logID)", "error": "\(error)"])
         }
+    }
+
+    /// Metrics and the attempt's log lines.
+    @inline(never)
+    private func report(_ record: AttemptRecord, id: Int64, user: UserID, type: CRMType, attempts: Int) {
         context.metrics.sync(crmType: type.rawValue, status: record.status)
         // DEBUG adds what the CRM said (never a credential: requests are not logged, and
         // credentials never reach `record`).
@@ -220,9 +265,8 @@ public final class Delivery: Sendable {
         ])
         context.logger.info("delivery attempt", metadata: [
             "log_id": "\(id)", "user_id": "\(user)", "crm_type": "\(type.rawValue)", "status": "\(record.status)",
-            "http_status": "\(record.httpStatus.map(String.init) ?? "-")", "attempts": "\(attempts)", "duration_ms": "\(ms)",
+            "http_status": "\(record.httpStatus.map(String.init) ?? "-")", "attempts": "\(attempts)", "duration_ms": "\(record.durationMS)",
         ])
-        return Self.result(type, id, record, action: action)
     }
 
     static func result(_ type: CRMType, _ id: Int64, _ record: AttemptRecord, action: String?) -> JSON {

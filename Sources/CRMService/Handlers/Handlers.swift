@@ -77,18 +77,22 @@ struct Handlers: Sendable {
             if let key { try? idempotency.abandon(user: user, key: key) }
             throw error
         }
+        // Small async frames (they stay allocated while the CRM answers): the stored answer of
+        // an Idempotency-Key is written by a function of its own, after the call.
         return .later {
             let (status, body) = await delivery.deliver(prepared, user: user, payload: payload)
-            if let key {
-                let idempotency = self.idempotency
-                do {
-                    try await context.database.run { try idempotency.finish(user: user, key: key, status: status, body: body) }
-                } catch {
-                    _ = try? await context.database.run { try idempotency.abandon(user: user, key: key) }
-                    throw error
-                }
-            }
+            if let key { try await finish(user, key, status: status, body: body) }
             return .json(status, body)
+        }
+    }
+
+    private func finish(_ user: UserID, _ key: String, status: Int, body: JSON) async throws {
+        let idempotency = self.idempotency
+        do {
+            try await context.database.run { try idempotency.finish(user: user, key: key, status: status, body: body) }
+        } catch {
+            _ = try? await context.database.run { try idempotency.abandon(user: user, key: key) }
+            throw error
         }
     }
 
