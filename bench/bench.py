@@ -354,6 +354,8 @@ def worker_env(threads: int, fake_url: str, socket_path: str = "", log_level: st
         "CRM_SALESFORCE_LOGIN_URL": fake_url,
         "LOG_LEVEL": log_level,
         "ENVIRONMENT": "bench",
+        # As the deployment's units set it (deploy/systemd): GnuTLS, loaded but unused, skips its initialisation.
+        "GNUTLS_NO_IMPLICIT_INIT": "1",
     })
     # BENCH_WORKER_<NAME>=value sets <NAME> for the worker (e.g. BENCH_WORKER_CRM_SWEEP_CONCURRENCY=128).
     for key, value in os.environ.items():

@@ -110,7 +110,8 @@ if [ -S "$FCGI_SOCKET" ]; then
     rm -f "$FCGI_SOCKET"
 fi
 
-"$BIN" serve &
+# As deploy/ runs it: GnuTLS (loaded for libcurl's LDAP and RTMP, never used) skips its initialisation.
+GNUTLS_NO_IMPLICIT_INIT=1 "$BIN" serve &
 worker_pid=$!
 for i in $(seq 1 300); do
     [ -S "$FCGI_SOCKET" ] && break

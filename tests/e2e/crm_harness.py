@@ -402,6 +402,7 @@ class Service:
             "LOG_LEVEL": "debug",
             "CORS_ALLOWED_ORIGINS": "https://app.example.com",
             "PORT": str(self.port),
+            "GNUTLS_NO_IMPLICIT_INIT": "1",   # as deploy/ runs the worker
         })
         for var, vendor in (("CRM_KLAVIYO_BASE_URL", "klaviyo"), ("CRM_HUBSPOT_BASE_URL", "hubspot"),
                             ("CRM_SALESFORCE_LOGIN_URL", "salesforce")):
