@@ -405,6 +405,20 @@ def test_row_left_in_flight_by_another_worker_is_taken_over_only_after_its_claim
     db.sql("UPDATE crm.crm_sync_logs SET status = 'cancelled' WHERE id = $1", live)
 
 
+def test_a_queued_row_whose_request_cannot_be_read_back_fails_for_good(svc, db, fakes, user_id):
+    """A logged request that is no longer a valid contact (edited by hand, say) is not sent
+    anywhere: the attempt fails at once with a reason, and is not retried."""
+    connect(svc, fakes, user_id, "klaviyo")
+    calls = len(fakes.requests("klaviyo"))
+    row = int(db.sql("INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, next_attempt_at)"
+                     " VALUES ($1, 'klaviyo', 'contact', 'queued', $2::jsonb, now()) RETURNING id",
+                     user_id, {"first_name": "No email"})[0][0])
+    log = wait_log(svc, user_id, row, timeout=10)
+    assert log["status"] == "failed" and log["attempts"] == 1, log
+    assert log["error"] == "the logged request is not readable" and log["next_attempt_at"] is None, log
+    assert len(fakes.requests("klaviyo")) == calls
+
+
 # ------------------------------------------------------------------------------------------ two workers
 
 

@@ -143,13 +143,19 @@ public final class Delivery: Sendable {
     /// One attempt for a claimed row (`background`: by the retry sweep).
     func attempt(_ log: ClaimedLog, background: Bool) async -> JSON {
         guard let payload = Payload.from(operation: log.operation, request: log.request) else {
-            let record = AttemptRecord(status: "failed", httpStatus: nil, error: "the logged request is not readable", durationMS: 0,
-                                       crmRecordID: nil, response: nil, nextAttemptInSeconds: nil, authFailure: false)
-            _ = try? await outcomeWriter(background).submit(DeliveryStore.Outcome(record, logID: log.id, user: log.user, type: log.crmType))
-            return Self.result(log.crmType, log.id, record, action: nil)
+            return await unreadable(log, background: background)
         }
         return await attempt(id: log.id, user: log.user, type: log.crmType, payload: payload, uniqueID: log.uniqueID,
                              attemptsBefore: log.attempts, ageSeconds: log.ageSeconds, background: background)
+    }
+
+    /// A logged request that cannot be read back fails for good (its own function: see `attempt`).
+    @inline(never)
+    private func unreadable(_ log: ClaimedLog, background: Bool) async -> JSON {
+        let record = AttemptRecord(status: "failed", httpStatus: nil, error: "the logged request is not readable", durationMS: 0,
+                                   crmRecordID: nil, response: nil, nextAttemptInSeconds: nil, authFailure: false)
+        await write(DeliveryStore.Outcome(record, logID: log.id, user: log.user, type: log.crmType), background: background)
+        return Self.result(log.crmType, log.id, record, action: nil)
     }
 
     private func outcomeWriter(_ background: Bool) -> GroupCommit<DeliveryStore.Outcome, Bool> {
