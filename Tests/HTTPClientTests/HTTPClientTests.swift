@@ -42,12 +42,7 @@ final class HTTPClientTests: XCTestCase {
     }
 
     func testPrivateAddressesAreRefusedWhenBlocked() async throws {
-        let server = try TestServer()
-        defer { server.stop() }
-        let client = HTTPClient(timeoutSeconds: 2, blockPrivateAddresses: true)
-        let error = await failure(of: HTTPClientRequest(method: "GET", url: server.url + "/"), on: client)
-        XCTAssertEqual(error?.kind, .connect, error?.message ?? "expected the loopback address to be refused")
-        XCTAssertEqual(server.requests.count, 0)
+        try await assertRefusedUnsent(as: .connect, blockPrivateAddresses: true) { HTTPClientRequest(method: "GET", url: $0 + "/") }
     }
 
     func testBodiesHeadersAndStatusArriveIntact() async throws {
@@ -93,12 +88,7 @@ final class HTTPClientTests: XCTestCase {
     }
 
     func testHeaderWithLineBreakIsNeverSent() async throws {
-        let server = try TestServer()
-        defer { server.stop() }
-        let client = HTTPClient(timeoutSeconds: 2, blockPrivateAddresses: false)
-        let error = await failure(of: HTTPClientRequest(method: "GET", url: server.url + "/", headers: [("X-Evil", "a\r\nX-Injected: 1")]), on: client)
-        XCTAssertEqual(error?.kind, .other, error?.message ?? "expected a refusal")
-        XCTAssertEqual(server.requests.count, 0)
+        try await assertRefusedUnsent(as: .other) { HTTPClientRequest(method: "GET", url: $0 + "/", headers: [("X-Evil", "a\r\nX-Injected: 1")]) }
     }
 
     func testOversizedResponseIsRefused() async throws {
@@ -119,6 +109,18 @@ func failure(of request: HTTPClientRequest, on client: HTTPClient, file: StaticS
     } catch {
         return error
     }
+}
+
+/// Sends the request made for a test server's URL and asserts that it failed with `kind`
+/// before anything reached the server.
+func assertRefusedUnsent(as kind: HTTPClientError.Kind, blockPrivateAddresses: Bool = false, file: StaticString = #filePath, line: UInt = #line,
+                         _ request: (String) -> HTTPClientRequest) async throws {
+    let server = try TestServer()
+    defer { server.stop() }
+    let client = HTTPClient(timeoutSeconds: 2, blockPrivateAddresses: blockPrivateAddresses)
+    let error = await failure(of: request(server.url), on: client, file: file, line: line)
+    XCTAssertEqual(error?.kind, kind, error?.message ?? "expected a refusal", file: file, line: line)
+    XCTAssertEqual(server.requests.count, 0, "nothing reached the server", file: file, line: line)
 }
 
 /// HTTP/1.1 on 127.0.0.1, a thread per connection, keep-alive unless the request says close.

@@ -184,9 +184,9 @@ public final class Delivery: Sendable {
     private func call(user: UserID, type: CRMType, payload: Payload, uniqueID: String, background: Bool,
                       target known: Result<DeliveryTarget?, any Error>?) async -> DeliveryOutcome {
         let target = if let known { known } else { await self.target(user: user, type: type, background: background) }
-        switch Self.syncTarget(target, user: user, type: type) {
-        case let .success(syncTarget): return await send(payload, uniqueID: uniqueID, to: context.connectors.connector(for: type), for: syncTarget)
-        case let .failure(outcome): return outcome.outcome
+        switch Self.plan(target, user: user, type: type) {
+        case let .send(syncTarget): return await send(payload, uniqueID: uniqueID, to: context.connectors.connector(for: type), for: syncTarget)
+        case let .done(outcome): return outcome
         }
     }
 
@@ -201,18 +201,21 @@ public final class Delivery: Sendable {
         }
     }
 
-    private struct NoCall: Error { let outcome: DeliveryOutcome }
+    private enum Plan {
+        case send(SyncTarget)
+        /// Nothing to call the CRM with.
+        case done(DeliveryOutcome)
+    }
 
-    /// What the CRM call needs, or the outcome when there is nothing to call with.
-    private static func syncTarget(_ target: Result<DeliveryTarget?, any Error>, user: UserID, type: CRMType) -> Result<SyncTarget, NoCall> {
+    private static func plan(_ target: Result<DeliveryTarget?, any Error>, user: UserID, type: CRMType) -> Plan {
         switch target {
         case .failure:
             // No credentials without the database: a transient failure, tried again later.
-            .failure(NoCall(outcome: .transient(httpStatus: nil, error: "database unavailable", retryAfterSeconds: nil, response: nil)))
+            .done(.transient(httpStatus: nil, error: "database unavailable", retryAfterSeconds: nil, response: nil))
         case .success(nil):
-            .failure(NoCall(outcome: .permanent(httpStatus: nil, error: "the \(type.rawValue) integration is no longer connected", authFailure: false, response: nil)))
+            .done(.permanent(httpStatus: nil, error: "the \(type.rawValue) integration is no longer connected", authFailure: false, response: nil))
         case let .success(target?):
-            .success(SyncTarget(user: user, credentials: target.credentials, settings: target.settings))
+            .send(SyncTarget(user: user, credentials: target.credentials, settings: target.settings))
         }
     }
 
