@@ -70,7 +70,7 @@ let package = Package(
         .testTarget(name: "CRMStoreTests", dependencies: ["CRMStore", "CRMCore"]),
         .testTarget(name: "FastCGITests", dependencies: ["FastCGI"]),
         .testTarget(name: "HTTPClientTests", dependencies: ["HTTPClient", "Threads"]),
-        .testTarget(name: "ThreadsTests", dependencies: ["Threads"]),
+        .testTarget(name: "ThreadsTests", dependencies: ["Threads", "CSystem"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -4,6 +4,7 @@ import Dispatch
 import FoundationEssentials
 import Logging
 import Synchronization
+import Threads
 
 /// The whole HTTP surface behind one call: request id, CORS, routing, handling, error
 /// mapping, one log line. The transport (FastCGI) only converts to and from these values.
@@ -42,7 +43,10 @@ public struct Application: Sendable {
             case let .now(response):
                 finish(response, routeName)
             case let .later(work):
-                Task {
+                // Started on this thread and continued on whichever thread completes what it
+                // waits for (the curl loop, a group-commit writer): no wakeup of a pool thread
+                // at the start, after the CRM call or after the outcome is written.
+                Task.immediate(executorPreference: InlineExecutor.shared) {
                     let response: HTTPResponse
                     do { response = try await work() } catch { response = self.errorResponse(error, requestID: requestID) }
                     finish(response, routeName)

@@ -62,8 +62,9 @@ final class TransferLoop: @unchecked Sendable {
     /// Hands `transfer` to the loop thread (started with the first transfer).
     func start(_ transfer: Transfer) {
         if !started.load(ordering: .acquiring), !started.exchange(true, ordering: .acquiringAndReleasing) {
-            // libcurl's own stack needs are small; its callbacks only append to the sink.
-            Threads.detach(stackSize: 512 << 10) { [self] in self.run() }
+            // libcurl's own needs are small, but tasks waiting on a transfer continue on this
+            // thread (InlineExecutor): their steps get the usual 1 MiB.
+            Threads.detach(stackSize: 1 << 20) { [self] in self.run() }
         }
         running.add(1, ordering: .relaxed)
         incoming.withLock { $0.append(transfer) }

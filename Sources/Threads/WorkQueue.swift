@@ -31,7 +31,9 @@ public final class WorkQueue<Job: Sendable>: Sendable {
     private func startThreads() {
         guard !started.load(ordering: .acquiring), !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
         for _ in 0..<threads {
-            Threads.detach(stackSize: 256 << 10) { [self] in
+            // 1 MiB (only what is touched is resident): tasks whose work completed here may
+            // continue on this thread (InlineExecutor).
+            Threads.detach(stackSize: 1 << 20) { [self] in
                 if niceness > 0 { Threads.lowerPriority(niceness: niceness) }
                 serve()
             }

@@ -48,7 +48,9 @@ public final class Sweeper: Sendable {
     /// Starts a claimed row's delivery as a task: it holds no thread while the CRM answers, so
     /// `concurrency` deliveries in flight cost memory for their transfers, not for threads.
     private func hand(_ log: ClaimedLog) {
-        Task(priority: .background) { [self] in
+        // Inline: the delivery starts on this thread and each step continues on the thread
+        // that completed the previous one (see `InlineExecutor`), as a request's does.
+        Task(executorPreference: InlineExecutor.shared, priority: .background) { [self] in
             _ = await delivery.attempt(log, background: true)
             inFlight.subtract(1, ordering: .releasing)
             slots.signal()
