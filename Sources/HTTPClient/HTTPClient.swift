@@ -77,6 +77,8 @@ public final class HTTPClient: Sendable {
     deinit { loop.stop() }
 
     /// Transfers in progress right now.
+    /// curl handles kept for the next calls (at most `TransferLoop.maxIdleHandles`).
+    public var idleHandles: Int { loop.idleHandleCount }
     public var inFlight: Int { loop.inFlight }
 
     /// Sends `request`; the caller's task is suspended (no thread waits) until the answer.

@@ -16,8 +16,10 @@ final class TransferLoop: @unchecked Sendable {
     /// Written to bring the loop out of `epoll_wait` for new transfers or a stop.
     private let wake: Int32
     private let incoming = Mutex<[Transfer]>([])
-    /// Easy handles kept for reuse after `curl_easy_reset` (bounded by the peak of concurrent calls).
+    /// Easy handles kept for reuse after `curl_easy_reset`, at most `maxIdleHandles` (~5 KiB
+    /// each): a burst of calls (say 512 at once while a client reconnects) leaves no more behind.
     private let idleHandles = Mutex<[UnsafeMutableRawPointer]>([])
+    static let maxIdleHandles = 64
     private let started = Atomic<Bool>(false)
     private let stopping = Atomic<Bool>(false)
     private let running = Atomic<Int>(0)
@@ -54,6 +56,7 @@ final class TransferLoop: @unchecked Sendable {
     }
 
     var inFlight: Int { running.load(ordering: .relaxed) }
+    var idleHandleCount: Int { idleHandles.withLock { $0.count } }
 
     func takeHandle() -> UnsafeMutableRawPointer? {
         idleHandles.withLock { $0.popLast() } ?? curl_easy_init()
@@ -150,8 +153,13 @@ final class TransferLoop: @unchecked Sendable {
 
     private func complete(_ transfer: Transfer, code: CURLcode) {
         let result = transfer.result(code)
-        curl_easy_reset(transfer.handle)
-        idleHandles.withLock { $0.append(transfer.handle) }
+        // Only this thread adds handles, so the count cannot grow between the check and the append.
+        if idleHandles.withLock({ $0.count }) < Self.maxIdleHandles {
+            curl_easy_reset(transfer.handle)
+            idleHandles.withLock { $0.append(transfer.handle) }
+        } else {
+            curl_easy_cleanup(transfer.handle)
+        }
         running.subtract(1, ordering: .relaxed)
         transfer.completion?(result)
         transfer.completion = nil

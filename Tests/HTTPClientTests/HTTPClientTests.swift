@@ -25,6 +25,26 @@ final class HTTPClientTests: XCTestCase {
         XCTAssertEqual(client.inFlight, 0)
     }
 
+    func testABurstOfCallsLeavesABoundedNumberOfHandlesBehind() async throws {
+        let server = try TestServer(delaySeconds: 0.3)
+        defer { server.stop() }
+        let client = HTTPClient(timeoutSeconds: 10, blockPrivateAddresses: false)
+        let statuses = await withTaskGroup(of: Int.self) { group in
+            for i in 0..<90 {
+                group.addTask {
+                    (try? await client.send(HTTPClientRequest(method: "GET", url: server.url + "/slow/\(i)")))?.status ?? -1
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        XCTAssertEqual(statuses, Array(repeating: 200, count: 90))
+        XCTAssertGreaterThan(server.maxConcurrent, 64, "the burst was not larger than the handles kept")
+        XCTAssertEqual(client.idleHandles, 64, "handles beyond the limit are freed, the rest kept for reuse")
+        let after = try await client.send(HTTPClientRequest(method: "GET", url: server.url + "/after"))
+        XCTAssertEqual(after.status, 200)
+        XCTAssertEqual(client.idleHandles, 64)
+    }
+
     func testTimeoutIsReportedAsTimeout() async throws {
         let server = try TestServer(delaySeconds: 5)
         defer { server.stop() }

@@ -88,7 +88,16 @@ public final class Delivery: Sendable {
     /// A `Prefer: respond-async` sync: one log row per targeted integration, committed before
     /// the 202 (nothing accepted is lost), delivered by the sweep. Runs on the calling thread.
     func queue(user: UserID, payload: Payload, targets: [CRMType]?) throws -> (status: Int, body: JSON) {
-        let rows = try logWriter.submit(logRequest(user: user, payload: payload, targets: targets, queued: true))
+        accepted(try logWriter.submit(logRequest(user: user, payload: payload, targets: targets, queued: true)))
+    }
+
+    /// The same for a task: no thread waits for the commit (see `InlineExecutor`: the answer is
+    /// written by the thread that committed the rows).
+    func queue(user: UserID, payload: Payload, targets: [CRMType]?) async throws -> (status: Int, body: JSON) {
+        accepted(try await logWriter.submit(logRequest(user: user, payload: payload, targets: targets, queued: true)))
+    }
+
+    private func accepted(_ rows: [CreatedLog]) -> (status: Int, body: JSON) {
         if !rows.isEmpty { wakeup.signal() }
         let results: [JSON] = rows.map { row in
             .object([("crm_type", .string(row.crmType.rawValue)), ("status", "queued"), ("log_id", .int(row.id))])

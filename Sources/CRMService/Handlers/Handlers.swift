@@ -67,6 +67,13 @@ struct Handlers: Sendable {
     private func sync(_ user: UserID, _ payload: Payload, targets: [CRMType]?, options: SyncOptions) throws -> Answer {
         let key = options.idempotencyKey
         if options.respondAsync {
+            // Without a key, the request's thread only hands the rows to the log writer.
+            guard key != nil else {
+                return .later {
+                    let (status, body) = try await delivery.queue(user: user, payload: payload, targets: targets)
+                    return .json(status, body)
+                }
+            }
             return .now(try idempotent(user, key, payload, targets) { try delivery.queue(user: user, payload: payload, targets: targets) })
         }
         if let key, let replay = try begin(user, key, payload, targets) { return .now(replay) }
