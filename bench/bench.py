@@ -69,7 +69,7 @@ def env_float(name: str, default: float) -> float:
 ROUNDS = env_int("BENCH_ROUNDS", 5)
 SECONDS = env_int("BENCH_SECONDS", 5)
 WARMUP = env_int("BENCH_WARMUP_S", 2)
-THREADS = env_int("BENCH_FCGI_THREADS", 64)             # scenarios 1-2, worker and floor alike
+THREADS = env_int("BENCH_FCGI_THREADS", 16)             # the worker's default; scenarios 1-2, worker and floor alike
 # Scenarios 3-4: the same thread count. A request waiting on the CRM holds no thread, so 256
 # connections need no more threads than scenarios 1-2 (BENCH_SLOW_FCGI_THREADS to try others).
 SLOW_THREADS = env_int("BENCH_SLOW_FCGI_THREADS", THREADS)

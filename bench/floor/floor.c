@@ -15,7 +15,7 @@
  * prepared statements and one CURL handle), JSON trees (minimal parsing of the few fields used).
  * Not a service: no API key, no CORS, no retries, no graceful drain.
  *
- * Environment (the worker's names): DB_DSN, FCGI_SOCKET, FCGI_THREADS (default 64),
+ * Environment (the worker's names): DB_DSN, FCGI_SOCKET, FCGI_THREADS (default 16),
  * CRM_ENCRYPTION_KEY, CRM_KLAVIYO_BASE_URL, CRM_KLAVIYO_REVISION (default 2026-10-15),
  * CRM_HTTP_TIMEOUT_S (default 10); FLOOR_UNPREPARED=1 sends each statement's text with PQexecParams
  * (parsed and planned every time, as the worker's Connection.execute does) instead of the prepared one:
@@ -594,7 +594,7 @@ int main(void) {
     cfg_key = env("CRM_ENCRYPTION_KEY", NULL);
     cfg_klaviyo_base = env("CRM_KLAVIYO_BASE_URL", "https://a.klaviyo.com");
     cfg_klaviyo_revision = env("CRM_KLAVIYO_REVISION", "2026-10-15");
-    int threads = atoi(env("FCGI_THREADS", "64"));
+    int threads = atoi(env("FCGI_THREADS", "16"));
     cfg_unprepared = strcmp(env("FLOOR_UNPREPARED", "0"), "1") == 0;
     double timeout_s = atof(env("CRM_HTTP_TIMEOUT_S", "10"));
     if (!cfg_dsn || !cfg_socket || !cfg_key || threads < 1) {

@@ -99,7 +99,7 @@ public struct Config: Sendable {
             apiKey: string("API_KEY", secret: true).map(Secret.init),
             corsAllowedOrigins: (string("CORS_ALLOWED_ORIGINS") ?? "").split(separator: ",").map { $0.trimming() }.filter { !$0.isEmpty },
             fcgiSocket: string("FCGI_SOCKET") ?? "/run/crm-service/fcgi.sock",
-            fcgiThreads: int("FCGI_THREADS", default: 64, range: 1...1024),
+            fcgiThreads: int("FCGI_THREADS", default: 16, range: 1...1024),
             fcgiMaxRequests: int("FCGI_MAX_REQUESTS", default: 1024, range: 1...100_000),
             crmHTTPTimeoutSeconds: double("CRM_HTTP_TIMEOUT_S", default: 10, range: 0.1...600),
             crmRetryMaxAttempts: int("CRM_RETRY_MAX_ATTEMPTS", default: 8, range: 1...100),
