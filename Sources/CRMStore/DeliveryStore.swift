@@ -12,7 +12,13 @@ public struct ClaimedLog: Sendable {
     public let attempts: Int
     /// Seconds since the row was created (for the retry window).
     public let ageSeconds: Double
+    /// The integration's credentials, read with the claim.
+    public let target: TargetRead
 }
+
+/// An integration's credentials as read with a log row: the delivery's target, nil when the
+/// integration is gone or inactive, or an error when they cannot be decrypted or read.
+public typealias TargetRead = Result<DeliveryTarget?, DatabaseError>
 
 /// An active integration with its decrypted credentials, for one delivery.
 public struct DeliveryTarget: Sendable {
@@ -67,15 +73,19 @@ public struct LogRequest: Sendable {
 }
 
 /// A log row written for a `LogRequest`.
-public struct CreatedLog: Sendable, Equatable {
+public struct CreatedLog: Sendable {
     public let crmType: CRMType
     public let id: Int64
     public let uniqueID: String?
+    /// The integration's credentials, read with the row for a caller that delivers it now
+    /// (nil for a queued row: the sweep reads them when it claims the row).
+    public let target: TargetRead?
 
-    public init(crmType: CRMType, id: Int64, uniqueID: String?) {
+    public init(crmType: CRMType, id: Int64, uniqueID: String?, target: TargetRead? = nil) {
         self.crmType = crmType
         self.id = id
         self.uniqueID = uniqueID
+        self.target = target
     }
 }
 
@@ -92,17 +102,15 @@ public struct DeliveryStore: Sendable {
         key = encryptionKey
     }
 
-    /// Decrypted credentials and settings of one integration; nil when it is gone or inactive.
-    public func target(user: UserID, type: CRMType) throws -> DeliveryTarget? {
-        let sql: SQL = """
-            SELECT pgp_sym_decrypt(credentials, \(key)) AS plain, settings FROM crm.crm_integrations
-             WHERE user_id = \(user) AND crm_type = \(type) AND is_active
-            """
-        guard let row = try pool.withConnection(priority: priority, { try $0.execute(sql) }).first, let plain = row.string("plain") else { return nil }
-        guard let json = try? JSONParser.parse(plain), case let .success(credentials) = Credentials.decode(json, for: type, at: []) else {
-            throw DatabaseError(.decoding, message: "stored credentials for \(type.rawValue) are not readable")
+    /// The credentials columns a statement read with a log row (`connected`, `plain`: the
+    /// decrypted credentials, `settings`) as the delivery's target.
+    static func target(_ row: Row, type: CRMType) -> TargetRead {
+        guard row.bool("connected") == true else { return .success(nil) }
+        guard let plain = row.string("plain"), let json = try? JSONParser.parse(plain),
+              case let .success(credentials) = Credentials.decode(json, for: type, at: []) else {
+            return .failure(DatabaseError(.decoding, message: "the stored \(type.rawValue) credentials are not readable (was CRM_ENCRYPTION_KEY changed?)"))
         }
-        return DeliveryTarget(crmType: type, credentials: credentials, settings: IntegrationSettings.fromStored(row.json("settings") ?? .object([]), for: type))
+        return .success(DeliveryTarget(crmType: type, credentials: credentials, settings: IntegrationSettings.fromStored(row.json("settings") ?? .object([]), for: type)))
     }
 
     /// Writes the log rows of several sync requests in one statement and one commit (group
@@ -125,7 +133,9 @@ public struct DeliveryStore: Sendable {
         let sql: SQL = """
             WITH t AS MATERIALIZED (
                 SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, r.ord, i.crm_type, r.user_id, r.operation,
-                       r.request, r.queued, CASE WHEN r.operation = 'event' THEN r.unique_id END AS unique_id
+                       r.request, r.queued, CASE WHEN r.operation = 'event' THEN r.unique_id END AS unique_id,
+                       CASE WHEN NOT r.queued THEN crm.decrypt_credentials(i.credentials, \(key)) END AS plain,
+                       CASE WHEN NOT r.queued THEN i.settings END AS settings
                   FROM unnest(\(users)::text[], \(operations)::text[], \(bodies)::jsonb[], \(uniqueIDs)::text[], \(types)::text[], \(queued)::boolean[])
                        WITH ORDINALITY AS r(user_id, operation, request, unique_id, types, queued, ord)
                   JOIN crm.crm_integrations i
@@ -141,7 +151,8 @@ public struct DeliveryStore: Sendable {
                        CASE WHEN queued THEN NULL ELSE now() + make_interval(secs => \(String(claimSeconds))::double precision) END
                   FROM t
                 RETURNING id, unique_id)
-            SELECT t.ord, inserted.id, t.crm_type, inserted.unique_id FROM t JOIN inserted USING (id) ORDER BY t.ord, t.crm_type
+            SELECT t.ord, inserted.id, t.crm_type, inserted.unique_id, NOT t.queued AS connected, t.plain, t.settings
+              FROM t JOIN inserted USING (id) ORDER BY t.ord, t.crm_type
             """
         var created = [[CreatedLog]](repeating: [], count: requests.count)
         for row in try pool.withConnection(priority: priority, { try $0.execute(sql) }).rows {
@@ -149,9 +160,13 @@ public struct DeliveryStore: Sendable {
                   let type = row.string("crm_type").flatMap(CRMType.init) else {
                 throw DatabaseError(.decoding, message: "the log insert returned an unreadable row")
             }
-            created[ord - 1].append(CreatedLog(crmType: type, id: id, uniqueID: row.string("unique_id")))
+            created[ord - 1].append(Self.created(row, id: id, type: type, queued: requests[ord - 1].queued))
         }
         return created
+    }
+
+    private static func created(_ row: Row, id: Int64, type: CRMType, queued: Bool) -> CreatedLog {
+        CreatedLog(crmType: type, id: id, uniqueID: row.string("unique_id"), target: queued ? nil : target(row, type: type))
     }
 
     /// One request's log rows (see `createLogs(_:worker:claimSeconds:)`).
@@ -160,24 +175,30 @@ public struct DeliveryStore: Sendable {
         let types = request.types.map { "{" + $0.map(\.rawValue).joined(separator: ",") + "}" }
         // The id is drawn first so that the derived unique id can be written with the row.
         let sql: SQL = """
-            INSERT INTO crm.crm_sync_logs (id, user_id, crm_type, operation, status, request, unique_id, next_attempt_at, claimed_by, claimed_until)
-            SELECT t.id, \(request.user), t.crm_type, \(request.operation), \(request.queued ? "queued" : "in_flight"), \(request.request),
-                   CASE WHEN \(request.operation) = 'event' THEN COALESCE(\(request.uniqueID), 'crm-log-' || t.id) END,
-                   CASE WHEN \(request.queued) THEN now() END,
-                   CASE WHEN \(request.queued) THEN NULL ELSE \(worker) END,
-                   CASE WHEN \(request.queued) THEN NULL ELSE now() + make_interval(secs => \(String(claimSeconds))::double precision) END
-              FROM (SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, crm_type
-                      FROM crm.crm_integrations
-                     WHERE user_id = \(request.user) AND is_active AND COALESCE((settings ->> \(flag))::boolean, true)
-                       AND (\(types)::text[] IS NULL OR crm_type = ANY(\(types)::text[]))) t
-            RETURNING id, crm_type, unique_id
+            WITH t AS MATERIALIZED (
+                SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, crm_type,
+                       CASE WHEN \(request.queued) THEN NULL ELSE crm.decrypt_credentials(credentials, \(key)) END AS plain,
+                       CASE WHEN \(request.queued) THEN NULL ELSE settings END AS settings
+                  FROM crm.crm_integrations
+                 WHERE user_id = \(request.user) AND is_active AND COALESCE((settings ->> \(flag))::boolean, true)
+                   AND (\(types)::text[] IS NULL OR crm_type = ANY(\(types)::text[]))),
+            inserted AS (
+                INSERT INTO crm.crm_sync_logs (id, user_id, crm_type, operation, status, request, unique_id, next_attempt_at, claimed_by, claimed_until)
+                SELECT t.id, \(request.user), t.crm_type, \(request.operation), \(request.queued ? "queued" : "in_flight"), \(request.request),
+                       CASE WHEN \(request.operation) = 'event' THEN COALESCE(\(request.uniqueID), 'crm-log-' || t.id) END,
+                       CASE WHEN \(request.queued) THEN now() END,
+                       CASE WHEN \(request.queued) THEN NULL ELSE \(worker) END,
+                       CASE WHEN \(request.queued) THEN NULL ELSE now() + make_interval(secs => \(String(claimSeconds))::double precision) END
+                  FROM t
+                RETURNING id, unique_id)
+            SELECT inserted.id, t.crm_type, inserted.unique_id, true AS connected, t.plain, t.settings FROM t JOIN inserted USING (id)
             """
         let rows = try pool.withConnection(priority: priority) { try $0.execute(sql) }.rows
         return try rows.map { row throws(DatabaseError) in
             guard let id = row.int64("id"), let type = row.string("crm_type").flatMap(CRMType.init) else {
                 throw DatabaseError(.decoding, message: "the log insert returned an unreadable row")
             }
-            return CreatedLog(crmType: type, id: id, uniqueID: row.string("unique_id"))
+            return Self.created(row, id: id, type: type, queued: request.queued)
         }.sorted { $0.crmType.rawValue < $1.crmType.rawValue }
     }
 
@@ -189,12 +210,13 @@ public struct DeliveryStore: Sendable {
     /// reads the branches in order and pulls from `due` only what `expired` left, so no more
     /// than `limit` rows are ever locked.
     public func claimDue(worker: String, limit: Int, claimSeconds: Double) throws -> [ClaimedLog] {
-        let sql = Self.claimSQL(worker: worker, limit: limit, claimSeconds: claimSeconds)
+        let sql = Self.claimSQL(worker: worker, limit: limit, claimSeconds: claimSeconds, key: key)
         return try pool.withConnection(priority: priority) { try $0.execute(sql) }.rows.compactMap(Self.claimed)
     }
 
     /// The claim statement (the tests EXPLAIN it).
-    static func claimSQL(worker: String, limit: Int, claimSeconds: Double) -> SQL {
+    /// The claimed rows come with their active integration's credentials (see `target(_:type:)`).
+    static func claimSQL(worker: String, limit: Int, claimSeconds: Double, key: Secret) -> SQL {
         """
             WITH expired AS (
                 SELECT id FROM crm.crm_sync_logs
@@ -210,24 +232,32 @@ public struct DeliveryStore: Sendable {
                  FOR UPDATE SKIP LOCKED),
             picked AS (
                 SELECT id FROM expired UNION ALL SELECT id FROM due
-                 LIMIT \(limit))
+                 LIMIT \(limit)),
+            claimed AS (
             UPDATE crm.crm_sync_logs l
                SET status = 'in_flight', claimed_by = \(worker),
                    claimed_until = now() + make_interval(secs => \(String(claimSeconds))::double precision), updated_at = now()
              WHERE l.id IN (SELECT id FROM picked)
             RETURNING l.id, l.user_id, l.crm_type, l.operation, l.request, l.unique_id, l.attempts,
-                      EXTRACT(EPOCH FROM now() - l.created_at) AS age
+                      EXTRACT(EPOCH FROM now() - l.created_at) AS age)
+            SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, \(key)) AS plain, i.settings
+              FROM claimed c
+              LEFT JOIN crm.crm_integrations i ON i.user_id = c.user_id AND i.crm_type = c.crm_type AND i.is_active
             """
     }
 
     /// Takes a `failed` row for a manual retry; nil when the row is not (or no longer) failed.
     public func claimFailed(user: UserID, id: Int64, worker: String, claimSeconds: Double) throws -> ClaimedLog? {
         let sql: SQL = """
-            UPDATE crm.crm_sync_logs
-               SET status = 'in_flight', claimed_by = \(worker), next_attempt_at = NULL,
-                   claimed_until = now() + make_interval(secs => \(String(claimSeconds))::double precision), updated_at = now()
-             WHERE user_id = \(user) AND id = \(id) AND status = 'failed'
-            RETURNING id, user_id, crm_type, operation, request, unique_id, attempts, 0 AS age
+            WITH claimed AS (
+                UPDATE crm.crm_sync_logs
+                   SET status = 'in_flight', claimed_by = \(worker), next_attempt_at = NULL,
+                       claimed_until = now() + make_interval(secs => \(String(claimSeconds))::double precision), updated_at = now()
+                 WHERE user_id = \(user) AND id = \(id) AND status = 'failed'
+                RETURNING id, user_id, crm_type, operation, request, unique_id, attempts, 0 AS age)
+            SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, \(key)) AS plain, i.settings
+              FROM claimed c
+              LEFT JOIN crm.crm_integrations i ON i.user_id = c.user_id AND i.crm_type = c.crm_type AND i.is_active
             """
         return try pool.withConnection(priority: priority) { try $0.execute(sql) }.first.flatMap(Self.claimed)
     }
@@ -367,6 +397,6 @@ public struct DeliveryStore: Sendable {
               let type = row.string("crm_type").flatMap(CRMType.init), let operation = row.string("operation") else { return nil }
         return ClaimedLog(id: id, user: user, crmType: type, operation: operation, request: row.json("request") ?? .null,
                           uniqueID: row.string("unique_id"), attempts: row.int("attempts") ?? 0,
-                          ageSeconds: row.string("age").flatMap(Double.init) ?? 0)
+                          ageSeconds: row.string("age").flatMap(Double.init) ?? 0, target: target(row, type: type))
     }
 }

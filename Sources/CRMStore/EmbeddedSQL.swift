@@ -66,6 +66,20 @@ CREATE INDEX crm_sync_logs_queue_idx ON crm.crm_sync_logs (next_attempt_at, id)
 CREATE INDEX crm_sync_logs_claims_idx ON crm.crm_sync_logs (claimed_until)
     WHERE status = 'in_flight';
 
+-- A delivery's credentials are decrypted in the statement that writes or claims its log row
+-- (one statement instead of two). pgp_sym_decrypt raises an error for a wrong key or corrupt
+-- data, which would fail every row of such a batch: this returns NULL instead, and the
+-- worker reports that row's credentials as unreadable.
+CREATE OR REPLACE FUNCTION crm.decrypt_credentials(data bytea, key text) RETURNS text
+    LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+AS $$
+BEGIN
+    RETURN pgp_sym_decrypt(data, key);
+EXCEPTION WHEN external_routine_invocation_exception OR character_not_in_repertoire THEN
+    RETURN NULL;
+END
+$$;
+
 -- Idempotency-Key: the first response to a (user, key) is replayed for 24 h.
 CREATE TABLE crm.crm_idempotency_keys (
     user_id         text NOT NULL,
@@ -230,6 +244,21 @@ CREATE INDEX IF NOT EXISTS crm_sync_logs_queue_idx ON crm.crm_sync_logs (next_at
 CREATE INDEX IF NOT EXISTS crm_sync_logs_claims_idx ON crm.crm_sync_logs (claimed_until)
     WHERE status = 'in_flight';
 DROP INDEX IF EXISTS crm.crm_sync_logs_due_idx;
+"""#),
+        ("005_decrypt_credentials", #"""
+-- A delivery's credentials are decrypted in the statement that writes or claims its log row
+-- (one statement instead of two). pgp_sym_decrypt raises an error for a wrong key or corrupt
+-- data, which would fail every row of such a batch: this returns NULL instead, and the
+-- worker reports that row's credentials as unreadable.
+CREATE OR REPLACE FUNCTION crm.decrypt_credentials(data bytea, key text) RETURNS text
+    LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+AS $$
+BEGIN
+    RETURN pgp_sym_decrypt(data, key);
+EXCEPTION WHEN external_routine_invocation_exception OR character_not_in_repertoire THEN
+    RETURN NULL;
+END
+$$;
 """#),
     ]
 }

@@ -77,9 +77,18 @@ final class DeliveryStoreTests: XCTestCase {
         let c = try db.connect()
         let id = try insert(c, "retrying", next: -5, attempts: 2)
         try c.execute("UPDATE crm.crm_sync_logs SET operation = 'event', unique_id = 'u-1', created_at = now() - interval '90 seconds' WHERE id = \(id)")
+        try c.execute("""
+            INSERT INTO crm.crm_integrations (user_id, crm_type, credentials, settings)
+            VALUES ('alice', 'klaviyo', pgp_sym_encrypt('{"api_key":"pk_alice"}', \(ScratchDatabase.key)), '{"sync_contacts": false}')
+            """)
         let claimed = try DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key).claimDue(worker: "w1", limit: 5, claimSeconds: 60)
         let log = try XCTUnwrap(claimed.first)
         XCTAssertEqual(claimed.count, 1)
+        // The integration's credentials and settings come with the claim, decrypted.
+        let target = try XCTUnwrap(try log.target.get())
+        guard case let .klaviyo(apiKey) = target.credentials else { return XCTFail("\(target.credentials)") }
+        XCTAssertEqual(apiKey.revealed, "pk_alice")
+        XCTAssertFalse(target.settings.syncContacts)
         XCTAssertEqual(log.id, id)
         XCTAssertEqual(log.user.value, "alice")
         XCTAssertEqual(log.crmType, .klaviyo)
@@ -129,8 +138,18 @@ final class DeliveryStoreTests: XCTestCase {
     /// Plan nodes of an EXPLAIN (FORMAT JSON) tree, depth first, as "Node Type[ on Index Name]".
     private func nodes(_ plan: JSON) -> [String] {
         var here = plan["Node Type"]?.stringValue ?? "?"
-        if let index = plan["Index Name"]?.stringValue { here += " on \(index)" }
+        if let index = plan["Index Name"]?.stringValue {
+            here += " on \(index)"
+        } else if let table = plan["Relation Name"]?.stringValue {
+            here += " on \(table)"
+        }
         return [here] + (plan["Plans"]?.arrayValue ?? []).flatMap(nodes)
+    }
+
+    /// Named subplans (CTEs) anywhere in an EXPLAIN tree, with their nodes.
+    private func subplans(_ plan: JSON) -> [(String, [String])] {
+        let here = plan["Subplan Name"]?.stringValue.map { [($0, nodes(plan))] } ?? []
+        return here + (plan["Plans"]?.arrayValue ?? []).flatMap(subplans)
     }
 
     /// The claim reads both partial indexes in order under a LIMIT and sorts nothing, with a
@@ -151,8 +170,14 @@ final class DeliveryStoreTests: XCTestCase {
                    CASE WHEN g > 2000 AND g <= 2020 THEN now() + (g - 2010) * interval '1 minute' END
               FROM generate_series(1, 7000) g
             """)
+        // The claim reads each claimed row's integration: as many as the bench seeds.
+        try c.execute("""
+            INSERT INTO crm.crm_integrations (user_id, crm_type, credentials)
+            SELECT 'u' || g, t, '\\x00' FROM generate_series(0, 9999) g, unnest(ARRAY['klaviyo', 'hubspot', 'salesforce']) t
+            """)
         try c.execute("ANALYZE crm.crm_sync_logs")
-        let claim = DeliveryStore.claimSQL(worker: "w", limit: 16, claimSeconds: 60)
+        try c.execute("ANALYZE crm.crm_integrations")
+        let claim = DeliveryStore.claimSQL(worker: "w", limit: 16, claimSeconds: 60, key: ScratchDatabase.key)
         try c.execute(SQL(stringLiteral: "PREPARE claim AS " + claim.text))
         let arguments = claim.parameters.map { "'\($0 ?? "")'" }.joined(separator: ", ")
         for mode in ["force_custom_plan", "force_generic_plan"] {
@@ -160,10 +185,8 @@ final class DeliveryStoreTests: XCTestCase {
             let explained = try XCTUnwrap(try c.scalar(SQL(stringLiteral: "EXPLAIN (FORMAT JSON) EXECUTE claim(\(arguments))")))
             let plan = try XCTUnwrap(try JSONParser.parse(explained).arrayValue?.first?["Plan"], explained)
             let all = nodes(plan)
-            XCTAssertEqual(plan["Node Type"]?.stringValue, "ModifyTable", mode)
-            let ctes = Dictionary(uniqueKeysWithValues: (plan["Plans"]?.arrayValue ?? []).compactMap { sub in
-                sub["Subplan Name"]?.stringValue.map { ($0, nodes(sub)) }
-            })
+            XCTAssertTrue(all.contains("ModifyTable on crm_sync_logs"), "\(mode): \(all)")
+            let ctes = Dictionary(subplans(plan), uniquingKeysWith: { first, _ in first })
             XCTAssertEqual(ctes["CTE expired"], ["Limit", "LockRows", "Index Scan on crm_sync_logs_claims_idx"], "\(mode): \(all)")
             XCTAssertEqual(ctes["CTE due"], ["Limit", "LockRows", "Index Scan on crm_sync_logs_queue_idx"], "\(mode): \(all)")
             XCTAssertFalse(all.contains { $0.contains("Sort") || $0.hasPrefix("Seq Scan") || $0.hasPrefix("Bitmap") }, "\(mode): \(all)")
@@ -198,6 +221,19 @@ final class DeliveryStoreTests: XCTestCase {
         XCTAssertEqual(created[2][0].uniqueID, "given-1")
         XCTAssertNil(created[0][0].uniqueID)
         XCTAssertEqual(Set(created.flatMap { $0 }.map(\.id)).count, 5, "every row its own id")
+        // Rows delivered now come with their credentials, queued ones without. These cannot be
+        // decrypted ('\\x00'): each such row says so, and the others' statement still succeeds.
+        for (index, rows) in created.enumerated() {
+            for row in rows {
+                if requests[index].queued {
+                    XCTAssertNil(row.target)
+                } else if case let .failure(error)? = row.target {
+                    XCTAssertTrue(error.message.contains("not readable"), error.message)
+                } else {
+                    XCTFail("\(row.crmType): \(String(describing: row.target))")
+                }
+            }
+        }
 
         for (index, rows) in created.enumerated() {
             for row in rows {
@@ -217,6 +253,40 @@ final class DeliveryStoreTests: XCTestCase {
             }
         }
         XCTAssertEqual(try c.scalar("SELECT count(*) FROM crm.crm_sync_logs"), "5")
+    }
+
+    /// A row delivered now is written with its integration's decrypted credentials, by the
+    /// one-request statement and by the batch alike; under another key they are reported as
+    /// unreadable, and the row is written all the same.
+    func testLogRowsDeliveredNowComeWithTheirCredentials() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        try c.execute("""
+            INSERT INTO crm.crm_integrations (user_id, crm_type, credentials, settings) VALUES
+              ('alice', 'klaviyo', pgp_sym_encrypt('{"api_key":"pk_alice"}', \(ScratchDatabase.key)), '{}'),
+              ('bob', 'klaviyo', pgp_sym_encrypt('{"api_key":"pk_bob"}', \(ScratchDatabase.key)), '{}')
+            """)
+        let store = DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
+        func request(_ user: String) -> LogRequest {
+            LogRequest(user: UserID(user)!, operation: "contact", types: nil, request: ["email": "a@b.co"], uniqueID: nil, queued: false)
+        }
+        func apiKey(_ row: CreatedLog?) throws -> String? {
+            guard case let .klaviyo(key)? = try row?.target?.get()?.credentials else { return nil }
+            return key.revealed
+        }
+        XCTAssertEqual(try apiKey(store.createLogs([request("alice")], worker: "w1", claimSeconds: 60)[0].first), "pk_alice")
+        let batch = try store.createLogs([request("alice"), request("bob")], worker: "w1", claimSeconds: 60)
+        XCTAssertEqual(try batch.map { try apiKey($0.first) }, ["pk_alice", "pk_bob"])
+
+        let otherKey = DeliveryStore(pool: db.pool(), encryptionKey: Secret("fedcba9876543210fedcba9876543210"))
+        for rows in [try otherKey.createLogs([request("alice")], worker: "w1", claimSeconds: 60),
+                     try otherKey.createLogs([request("alice"), request("bob")], worker: "w1", claimSeconds: 60)] {
+            for row in rows.flatMap({ $0 }) {
+                guard case let .failure(error)? = row.target else { return XCTFail("\(String(describing: row.target))") }
+                XCTAssertTrue(error.message.contains("not readable"), error.message)
+            }
+        }
+        XCTAssertEqual(try c.scalar("SELECT count(*) FROM crm.crm_sync_logs"), "6")
     }
 
     func testOneStatementWritesManyOutcomesOnlyForRowsStillOurs() throws {

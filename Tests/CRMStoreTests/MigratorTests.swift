@@ -26,7 +26,7 @@ final class EmbeddedSQLTests: XCTestCase {
             XCTAssertTrue(sql == (try embeddedForm("migrations/\(version).sql")), "migrations/\(version).sql differs. \(stale)")
         }
         XCTAssertEqual(Migrator.embedded.migrations.map(\.version), files.map { String($0.dropLast(4)) }, "applied in file order")
-        XCTAssertEqual(files.map { String($0.prefix(4)) }, ["001_", "002_", "003_", "004_"])
+        XCTAssertEqual(files.map { String($0.prefix(4)) }, ["001_", "002_", "003_", "004_", "005_"])
     }
 }
 
@@ -46,7 +46,7 @@ final class MigratorTests: XCTestCase {
             XCTAssertEqual(try c.scalar("SELECT to_regclass(\(table)) IS NOT NULL"), "t", table)
         }
         XCTAssertEqual(try recorded(c), Self.versions)
-        XCTAssertEqual(Self.versions.count, 4)
+        XCTAssertEqual(Self.versions.count, 5)
 
         let second = try Migrator.embedded.migrate(try db.connect())
         XCTAssertEqual(second, Migrator.Report(created: false, applied: []))
@@ -74,6 +74,9 @@ final class MigratorTests: XCTestCase {
             SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable AS col
               FROM information_schema.columns
              WHERE table_schema = 'crm' AND table_name IN ('crm_integrations', 'crm_sync_logs', 'crm_idempotency_keys')
+            UNION ALL
+            SELECT 'function ' || proname || '(' || pg_get_function_arguments(oid) || ') ' || pg_get_function_result(oid)
+              FROM pg_proc WHERE pronamespace = 'crm'::regnamespace
              ORDER BY 1
             """).rows.compactMap { $0.string("col") }
     }

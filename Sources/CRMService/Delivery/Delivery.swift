@@ -34,11 +34,10 @@ enum Payload: Sendable {
     }
 }
 
-/// A log row of a synchronous sync, with its integration's credentials (nil: no longer
-/// connected; an error: the database failed), read before the CRM call.
+/// A log row of a synchronous sync, with its integration's credentials (read with the row).
 struct PreparedAttempt: Sendable {
     let row: CreatedLog
-    let target: Result<DeliveryTarget?, any Error>
+    let target: TargetRead
 }
 
 /// Delivers syncs to CRMs for three callers — a synchronous request, an async one (queued for
@@ -61,9 +60,6 @@ public final class Delivery: Sendable {
     /// (the sweep's at background priority).
     let outcomeWriter: GroupCommit<DeliveryStore.Outcome, Bool>
     let backgroundOutcomeWriter: GroupCommit<DeliveryStore.Outcome, Bool>
-    /// The sweep's database calls: a few threads at lower CPU priority, so that background
-    /// deliveries never take every database thread from requests.
-    let backgroundDatabase: BlockingExecutor
 
     public init(context: ServiceContext, worker: String) {
         self.context = context
@@ -81,7 +77,6 @@ public final class Delivery: Sendable {
         outcomeWriter = GroupCommit(writers: writers) { try store.record($0, worker: worker) }
         let sweepStore = backgroundStore
         backgroundOutcomeWriter = GroupCommit(writers: writers) { try sweepStore.record($0, worker: worker) }
-        backgroundDatabase = BlockingExecutor(threads: writers, niceness: 10)
         policy = RetryPolicy(maxAttempts: context.config.crmRetryMaxAttempts, baseDelaySeconds: context.config.crmRetryBaseDelaySeconds)
     }
 
@@ -105,11 +100,14 @@ public final class Delivery: Sendable {
         return (202, Self.body(results))
     }
 
-    /// A synchronous sync, first part, on the request's thread: the log rows (committed), and
-    /// each row's decrypted credentials. The part that waits on CRMs is `deliver`.
-    func prepare(user: UserID, payload: Payload, targets: [CRMType]?) throws -> [PreparedAttempt] {
-        let rows = try logWriter.submit(logRequest(user: user, payload: payload, targets: targets, queued: false))
-        return rows.map { row in PreparedAttempt(row: row, target: Result { try store.target(user: user, type: row.crmType) }) }
+    /// A synchronous sync, first part: the log rows (committed) with their integrations'
+    /// credentials, read by the same statement. No thread waits for the commit. The part that
+    /// waits on CRMs is `deliver`.
+    func prepare(user: UserID, payload: Payload, targets: [CRMType]?) async throws -> [PreparedAttempt] {
+        let rows = try await logWriter.submit(logRequest(user: user, payload: payload, targets: targets, queued: false))
+        return rows.map { row in
+            PreparedAttempt(row: row, target: row.target ?? .failure(DatabaseError(.decoding, message: "the credentials were not read")))
+        }
     }
 
     /// The deliveries of prepared rows, to all targeted CRMs at once.
@@ -155,7 +153,7 @@ public final class Delivery: Sendable {
             return await unreadable(log, background: background)
         }
         return await attempt(id: log.id, user: log.user, type: log.crmType, payload: payload, uniqueID: log.uniqueID,
-                             attemptsBefore: log.attempts, ageSeconds: log.ageSeconds, background: background)
+                             attemptsBefore: log.attempts, ageSeconds: log.ageSeconds, background: background, target: log.target)
     }
 
     /// A logged request that cannot be read back fails for good (its own function: see `attempt`).
@@ -171,16 +169,16 @@ public final class Delivery: Sendable {
         background ? backgroundOutcomeWriter : outcomeWriter
     }
 
-    /// The credentials (given, or read on a database thread), the CRM call (no thread waits on
-    /// it), then the outcome (group commit). Each step is a function of its own, not inlined:
+    /// The CRM call with the credentials read with the row (no thread waits on it), then the
+    /// outcome (group commit). Each step is a function of its own, not inlined:
     /// an async function's frame lives on the task's heap for as long as it runs (across the
     /// CRM call) with a place for each of its locals, so small frames that come and go keep
     /// the memory of a call in flight small.
     @inline(never)
     private func attempt(id: Int64, user: UserID, type: CRMType, payload: Payload, uniqueID: String?, attemptsBefore: Int, ageSeconds: Double,
-                         background: Bool, target known: Result<DeliveryTarget?, any Error>? = nil) async -> JSON {
+                         background: Bool, target: TargetRead) async -> JSON {
         let started = ContinuousClock.now
-        let outcome = await call(user: user, type: type, payload: payload, uniqueID: uniqueID ?? "crm-log-\(id)", background: background, target: known)
+        let outcome = await call(user: user, type: type, payload: payload, uniqueID: uniqueID ?? "crm-log-\(id)", target: target)
         let attempts = attemptsBefore + 1
         let (record, action) = record(of: outcome, attempts: attempts, ageSeconds: ageSeconds, since: started)
         await write(DeliveryStore.Outcome(record, logID: id, user: user, type: type), background: background)
@@ -190,23 +188,10 @@ public final class Delivery: Sendable {
 
     /// The CRM call with the integration's credentials.
     @inline(never)
-    private func call(user: UserID, type: CRMType, payload: Payload, uniqueID: String, background: Bool,
-                      target known: Result<DeliveryTarget?, any Error>?) async -> DeliveryOutcome {
-        let target = if let known { known } else { await self.target(user: user, type: type, background: background) }
+    private func call(user: UserID, type: CRMType, payload: Payload, uniqueID: String, target: TargetRead) async -> DeliveryOutcome {
         switch Self.plan(target, user: user, type: type) {
         case let .send(syncTarget): return await send(payload, uniqueID: uniqueID, to: context.connectors.connector(for: type), for: syncTarget)
         case let .done(outcome): return outcome
-        }
-    }
-
-    /// Reads an integration's credentials on a database thread.
-    @inline(never)
-    private func target(user: UserID, type: CRMType, background: Bool) async -> Result<DeliveryTarget?, any Error> {
-        let store = background ? backgroundStore : self.store
-        do {
-            return .success(try await (background ? backgroundDatabase : context.database).run { try store.target(user: user, type: type) })
-        } catch {
-            return .failure(error)
         }
     }
 
@@ -216,11 +201,12 @@ public final class Delivery: Sendable {
         case done(DeliveryOutcome)
     }
 
-    private static func plan(_ target: Result<DeliveryTarget?, any Error>, user: UserID, type: CRMType) -> Plan {
+    private static func plan(_ target: TargetRead, user: UserID, type: CRMType) -> Plan {
         switch target {
-        case .failure:
-            // No credentials without the database: a transient failure, tried again later.
-            .done(.transient(httpStatus: nil, error: "database unavailable", retryAfterSeconds: nil, response: nil))
+        case let .failure(error):
+            // Credentials that cannot be read now (say, while CRM_ENCRYPTION_KEY is being set
+            // right): a transient failure, tried again later.
+            .done(.transient(httpStatus: nil, error: error.message, retryAfterSeconds: nil, response: nil))
         case .success(nil):
             .done(.permanent(httpStatus: nil, error: "the \(type.rawValue) integration is no longer connected", authFailure: false, response: nil))
         case let .success(target?):

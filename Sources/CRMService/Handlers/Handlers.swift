@@ -62,8 +62,10 @@ struct Handlers: Sendable {
     static let openAPIBytes = Array(OpenAPIDocument.json.utf8)
     static let docsBytes = Array(DocsPage.html.utf8)
 
-    /// A sync: queued and answered now with `Prefer: respond-async`; else the log rows and
-    /// credentials are read now and a task delivers (the database work stays on this thread).
+    /// A sync: with `Prefer: respond-async` queued and answered with 202 once the rows are
+    /// committed; else a task writes the rows (reading the credentials with them) and delivers.
+    /// Either way the request's thread does not wait for the commit (see `InlineExecutor`),
+    /// except for the stored answer of an Idempotency-Key.
     private func sync(_ user: UserID, _ payload: Payload, targets: [CRMType]?, options: SyncOptions) throws -> Answer {
         let key = options.idempotencyKey
         if options.respondAsync {
@@ -77,30 +79,40 @@ struct Handlers: Sendable {
             return .now(try idempotent(user, key, payload, targets) { try delivery.queue(user: user, payload: payload, targets: targets) })
         }
         if let key, let replay = try begin(user, key, payload, targets) { return .now(replay) }
-        let prepared: [PreparedAttempt]
-        do {
-            prepared = try delivery.prepare(user: user, payload: payload, targets: targets)
-        } catch {
-            if let key { try? idempotency.abandon(user: user, key: key) }
-            throw error
-        }
-        // Small async frames (they stay allocated while the CRM answers): the stored answer of
-        // an Idempotency-Key is written by a function of its own, after the call.
+        // Small async frames (they stay allocated while the CRM answers): the rows and the
+        // stored answer of an Idempotency-Key are written by functions of their own.
         return .later {
+            let prepared = try await prepare(user, key, payload, targets)
             let (status, body) = await delivery.deliver(prepared, user: user, payload: payload)
             if let key { try await finish(user, key, status: status, body: body) }
             return .json(status, body)
         }
     }
 
+    @inline(never)
+    private func prepare(_ user: UserID, _ key: String?, _ payload: Payload, _ targets: [CRMType]?) async throws -> [PreparedAttempt] {
+        do {
+            return try await delivery.prepare(user: user, payload: payload, targets: targets)
+        } catch {
+            if let key { await abandon(user, key) }
+            throw error
+        }
+    }
+
+    @inline(never)
     private func finish(_ user: UserID, _ key: String, status: Int, body: JSON) async throws {
         let idempotency = self.idempotency
         do {
             try await context.database.run { try idempotency.finish(user: user, key: key, status: status, body: body) }
         } catch {
-            _ = try? await context.database.run { try idempotency.abandon(user: user, key: key) }
+            await abandon(user, key)
             throw error
         }
+    }
+
+    private func abandon(_ user: UserID, _ key: String) async {
+        let idempotency = self.idempotency
+        _ = try? await context.database.run { try idempotency.abandon(user: user, key: key) }
     }
 
     /// `run` made idempotent by `Idempotency-Key`: the first response is stored and replayed.
