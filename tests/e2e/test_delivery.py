@@ -419,6 +419,23 @@ def test_a_queued_row_whose_request_cannot_be_read_back_fails_for_good(svc, db, 
     assert len(fakes.requests("klaviyo")) == calls
 
 
+def test_credentials_that_cannot_be_decrypted_are_retried_and_never_sent(svc, db, fakes, user_id):
+    """Stored credentials that do not decrypt under the worker's key (a wrong
+    CRM_ENCRYPTION_KEY, corrupt data) are read with the log row: the sync is answered, its row
+    says why and is retried later, nothing reaches the CRM, and a queued row of the same user
+    is claimed and recorded alike (the claim does not fail)."""
+    connect(svc, fakes, user_id, "klaviyo")
+    calls = len(fakes.requests("klaviyo"))
+    db.sql("UPDATE crm.crm_integrations SET credentials = pgp_sym_encrypt('{}', 'another key of 32 characters....')"
+           " WHERE user_id = $1", user_id)
+    result = sync_contact(svc, user_id, {"email": "k@example.com"}).json()["results"][0]
+    assert result["status"] == "retrying" and "credentials are not readable" in result["detail"], result
+    queued = sync_contact(svc, user_id, {"email": "q@example.com"}, headers={"Prefer": "respond-async"}, expect=202)
+    log = wait_log(svc, user_id, queued.json()["results"][0]["log_id"], statuses=("retrying", "failed", "success"), timeout=10)
+    assert log["status"] == "retrying" and "credentials are not readable" in log["error"], log
+    assert len(fakes.requests("klaviyo")) == calls
+
+
 # ------------------------------------------------------------------------------------------ two workers
 
 
