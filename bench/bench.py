@@ -77,7 +77,7 @@ POOL = env_int("BENCH_DB_POOL_SIZE", 16)
 # Background deliveries at once: scenario 4's drain gets as many as scenario 3 has request threads.
 SWEEP = env_int("BENCH_SWEEP_CONCURRENCY", 256)
 WRK_THREADS = env_int("BENCH_WRK_THREADS", 2)
-DRAIN_MAX_S = env_int("BENCH_DRAIN_MAX_S", 120)
+DRAIN_MAX_S = env_int("BENCH_DRAIN_MAX_S", 300)
 SLOW_S = env_float("BENCH_CRM_DELAY_S", 0.2)
 SYNC_COMMIT = os.environ.get("BENCH_SYNCHRONOUS_COMMIT", "").strip()   # "", on, off, local, remote_write
 THREAD_SWEEP = [int(x) for x in os.environ.get("BENCH_THREAD_SWEEP", "").replace(",", " ").split()]
