@@ -121,8 +121,11 @@ public final class FastCGIServer: Sendable {
     /// answered (new connections wait in the listen backlog), so memory and descriptors stay
     /// bounded when CRMs are slow and requests keep coming.
     public let maxRequests: Int
-    /// Accept threads waiting for `active` to drop below `maxRequests`.
+    /// Accept threads waiting for `admitted` to drop below `maxRequests`.
     private let capacity = Condition()
+    /// Requests in progress plus threads about to accept one: a thread takes its place before
+    /// accepting, in one step, so that two threads cannot both take the last one.
+    private let admitted = Atomic<Int>(0)
     private let listenFD: Mutex<Int32> = Mutex(-1)
     private let stopping = Atomic<Bool>(false)
     private let active = Atomic<Int>(0)
@@ -260,11 +263,12 @@ public final class FastCGIServer: Sendable {
                 guard FCGX_InitRequest(record, fd, FCGI_FAIL_ACCEPT_ON_INTR) == 0 else { record.deallocate(); return }
                 request = record
             }
-            if active.load(ordering: .acquiring) >= maxRequests { waitForCapacity() }
+            guard admit() else { break }
             if tracked { idleThreads.withLock { $0[me] = pthread_self() } }
             let accepted = FCGX_Accept_r(request!)
             if tracked { idleThreads.withLock { _ = $0.removeValue(forKey: me) } }
             guard accepted >= 0 else {
+                leave()
                 if stopping.load(ordering: .acquiring) { break }
                 usleep(10_000)  // interrupted or out of descriptors: try again shortly
                 continue
@@ -301,22 +305,36 @@ public final class FastCGIServer: Sendable {
     }
 
     private func requestDone() {
-        let left = active.subtract(1, ordering: .releasing).newValue
-        if left == maxRequests - 1 {
+        active.subtract(1, ordering: .releasing)
+        leave()
+    }
+
+    /// Takes one of the `maxRequests` places, waiting while none is free; false once the
+    /// server stops.
+    private func admit() -> Bool {
+        while !stopping.load(ordering: .acquiring) {
+            let taken = admitted.load(ordering: .acquiring)
+            if taken < maxRequests {
+                if admitted.compareExchange(expected: taken, desired: taken + 1, ordering: .acquiringAndReleasing).exchanged { return true }
+                continue
+            }
+            capacity.lock()
+            // Timed: a wakeup that races with this check costs at most 100 ms, never a hang.
+            if admitted.load(ordering: .acquiring) >= maxRequests && !stopping.load(ordering: .acquiring) {
+                capacity.wait(until: .after(seconds: 0.1))
+            }
+            capacity.unlock()
+        }
+        return false
+    }
+
+    /// Gives a place back (a request answered, or an accept that failed).
+    private func leave() {
+        if admitted.subtract(1, ordering: .releasing).newValue == maxRequests - 1 {
             capacity.lock()
             capacity.signal()
             capacity.unlock()
         }
-    }
-
-    /// Waits until fewer than `maxRequests` are in progress (or the server stops).
-    private func waitForCapacity() {
-        capacity.lock()
-        // Timed: a wakeup that races with this check costs at most 100 ms, never a hang.
-        while active.load(ordering: .acquiring) >= maxRequests && !stopping.load(ordering: .acquiring) {
-            capacity.wait(until: .after(seconds: 0.1))
-        }
-        capacity.unlock()
     }
 
     /// Frees a request record that is done with.
