@@ -10,10 +10,10 @@ import Threads
 /// than waking another, unless `spread` items are waiting: then up to `writers` batches are
 /// committed at a time (PostgreSQL flushes concurrent commits together). Waking an idle writer
 /// per item (a batch of one each) cost scenario 2 at 16 connections twice the database CPU per
-/// event (656 vs 341 µs) and 78 % vs 114 % of the C floor. Used for sync log rows (before a request is answered: nothing
-/// accepted is lost) and for delivery outcomes. Measured against a caller writing its own batch
-/// when a writer is free: the hand-off costs two context switches, and the larger batches it
-/// forms save more database CPU than that.
+/// event (656 vs 341 µs) and 78 % vs 114 % of the C floor. Used for sync log rows (before a
+/// request is answered: nothing accepted is lost) and for delivery outcomes. Measured against
+/// a caller writing its own batch when a writer is free: the hand-off costs two context
+/// switches, and the larger batches it forms save more database CPU than that.
 final class GroupCommit<Item: Sendable, Output: Sendable>: Sendable {
     private let queue: WorkQueue<Slot>
 
