@@ -7,18 +7,23 @@ import XCTest
 /// The client against a small HTTP/1.1 server on 127.0.0.1 (below): concurrency on one loop
 /// thread, timeouts, refused connections, bodies, connection reuse and header safety.
 final class HTTPClientTests: XCTestCase {
-    func testManyCallsAreInFlightAtOnce() async throws {
-        let server = try TestServer(delaySeconds: 0.4)
-        defer { server.stop() }
-        let client = HTTPClient(timeoutSeconds: 10, blockPrivateAddresses: false)
-        let statuses = await withTaskGroup(of: Int.self) { group in
-            for i in 0..<40 {
+    /// The statuses of `count` GETs sent together (-1 for a call that failed).
+    private func sendAtOnce(_ count: Int, to server: TestServer, with client: HTTPClient) async -> [Int] {
+        await withTaskGroup(of: Int.self) { group in
+            for i in 0..<count {
                 group.addTask {
                     (try? await client.send(HTTPClientRequest(method: "GET", url: server.url + "/slow/\(i)")))?.status ?? -1
                 }
             }
             return await group.reduce(into: []) { $0.append($1) }
         }
+    }
+
+    func testManyCallsAreInFlightAtOnce() async throws {
+        let server = try TestServer(delaySeconds: 0.4)
+        defer { server.stop() }
+        let client = HTTPClient(timeoutSeconds: 10, blockPrivateAddresses: false)
+        let statuses = await sendAtOnce(40, to: server, with: client)
         XCTAssertEqual(statuses, Array(repeating: 200, count: 40))
         // Each call is held 0.4 s by the server: all 40 were waiting there together.
         XCTAssertGreaterThanOrEqual(server.maxConcurrent, 35, "calls were not in flight together")
@@ -29,14 +34,7 @@ final class HTTPClientTests: XCTestCase {
         let server = try TestServer(delaySeconds: 0.3)
         defer { server.stop() }
         let client = HTTPClient(timeoutSeconds: 10, blockPrivateAddresses: false)
-        let statuses = await withTaskGroup(of: Int.self) { group in
-            for i in 0..<90 {
-                group.addTask {
-                    (try? await client.send(HTTPClientRequest(method: "GET", url: server.url + "/slow/\(i)")))?.status ?? -1
-                }
-            }
-            return await group.reduce(into: []) { $0.append($1) }
-        }
+        let statuses = await sendAtOnce(90, to: server, with: client)
         XCTAssertEqual(statuses, Array(repeating: 200, count: 90))
         XCTAssertGreaterThan(server.maxConcurrent, 64, "the burst was not larger than the handles kept")
         XCTAssertEqual(client.idleHandles, 64, "handles beyond the limit are freed, the rest kept for reuse")
