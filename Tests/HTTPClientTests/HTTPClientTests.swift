@@ -7,9 +7,12 @@ import XCTest
 /// The client against a small HTTP/1.1 server on 127.0.0.1 (below): concurrency on one loop
 /// thread, timeouts, refused connections, bodies, connection reuse and header safety.
 final class HTTPClientTests: XCTestCase {
-    /// The statuses of `count` GETs sent together (-1 for a call that failed).
-    private func sendAtOnce(_ count: Int, to server: TestServer, with client: HTTPClient) async -> [Int] {
-        await withTaskGroup(of: Int.self) { group in
+    /// `count` GETs sent together to a server that holds each `delaySeconds`; all answered 200.
+    /// The caller stops the server.
+    private func burst(_ count: Int, delaySeconds: Double) async throws -> (TestServer, HTTPClient) {
+        let server = try TestServer(delaySeconds: delaySeconds)
+        let client = HTTPClient(timeoutSeconds: 10, blockPrivateAddresses: false)
+        let statuses = await withTaskGroup(of: Int.self) { group in
             for i in 0..<count {
                 group.addTask {
                     (try? await client.send(HTTPClientRequest(method: "GET", url: server.url + "/slow/\(i)")))?.status ?? -1
@@ -17,25 +20,21 @@ final class HTTPClientTests: XCTestCase {
             }
             return await group.reduce(into: []) { $0.append($1) }
         }
+        XCTAssertEqual(statuses, Array(repeating: 200, count: count))
+        return (server, client)
     }
 
     func testManyCallsAreInFlightAtOnce() async throws {
-        let server = try TestServer(delaySeconds: 0.4)
+        let (server, client) = try await burst(40, delaySeconds: 0.4)
         defer { server.stop() }
-        let client = HTTPClient(timeoutSeconds: 10, blockPrivateAddresses: false)
-        let statuses = await sendAtOnce(40, to: server, with: client)
-        XCTAssertEqual(statuses, Array(repeating: 200, count: 40))
         // Each call is held 0.4 s by the server: all 40 were waiting there together.
         XCTAssertGreaterThanOrEqual(server.maxConcurrent, 35, "calls were not in flight together")
         XCTAssertEqual(client.inFlight, 0)
     }
 
     func testABurstOfCallsLeavesABoundedNumberOfHandlesBehind() async throws {
-        let server = try TestServer(delaySeconds: 0.3)
+        let (server, client) = try await burst(90, delaySeconds: 0.3)
         defer { server.stop() }
-        let client = HTTPClient(timeoutSeconds: 10, blockPrivateAddresses: false)
-        let statuses = await sendAtOnce(90, to: server, with: client)
-        XCTAssertEqual(statuses, Array(repeating: 200, count: 90))
         XCTAssertGreaterThan(server.maxConcurrent, 64, "the burst was not larger than the handles kept")
         XCTAssertEqual(client.idleHandles, 64, "handles beyond the limit are freed, the rest kept for reuse")
         let after = try await client.send(HTTPClientRequest(method: "GET", url: server.url + "/after"))
