@@ -854,7 +854,27 @@ def profile(worker: Target, kind: str, seconds: int) -> None:
         conns = 256 if route == "contact" else 64
         if route == "contact":
             worker.start(SLOW_THREADS)
-        data = out_dir / f"perf-{route}.data"
+        if kind == "callgrind":
+            callgrind_profile(worker, route, seconds)
+            continue
+        if kind == "strace":
+            # System calls per request, by name: counts are what to compare (strace slows the target).
+            out = out_dir / f"strace-{worker.name}-{route}.txt"
+            say(f"strace -c -f -p {worker.proc.pid}: {route} at {conns} connections for {seconds} s")
+            rec = subprocess.Popen(["strace", "-c", "-f", "-o", str(out), "-p", str(worker.proc.pid)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            time.sleep(1)
+            r = wrk(worker.port, route, conns, seconds)
+            rec.send_signal(signal.SIGINT)
+            rec.wait(timeout=60)
+            requests = max(1, round(r["rps"] * seconds))
+            print(f"\n### {worker.name} {route}: ~{requests} requests under strace; calls per request")
+            for line in out.read_text().splitlines():
+                parts = line.split()
+                if len(parts) >= 5 and parts[3].isdigit():
+                    print(f"  {parts[-1]:<20} {int(parts[3]) / requests:8.2f}")
+            continue
+        data = out_dir / f"perf-{worker.name}-{route}.data"
         say(f"perf record -p {worker.proc.pid}: {route} at {conns} connections for {seconds} s")
         rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "--call-graph", CALL_GRAPH, "-p", str(worker.proc.pid), "-o", str(data),
                                 "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -865,8 +885,77 @@ def profile(worker: Target, kind: str, seconds: int) -> None:
             rep = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--percent-limit", "1", "-g", "none", *args],
                                  capture_output=True, text=True)
             text = "\n".join(l for l in rep.stdout.splitlines() if l and not l.startswith("#"))
-            (out_dir / f"perf-{route}-{title}.txt").write_text(rep.stdout)
+            (out_dir / f"perf-{worker.name}-{route}-{title}.txt").write_text(rep.stdout)
             print(f"\n### {route}: top symbols ({title})\n" + "\n".join(text.splitlines()[:45]))
+
+
+def callgrind_wrapper(binary: Path) -> Path:
+    """A script that runs `binary` under callgrind. valgrind 3.19 cannot read the DWARF 5 that
+    clang writes: it runs a copy without debug information (the same code and symbols)."""
+    out = RUN / "callgrind"
+    out.mkdir(parents=True, exist_ok=True)
+    stripped = out / binary.name
+    subprocess.run(["objcopy", "--strip-debug", str(binary), str(stripped)], check=True)
+    wrapper = out / f"{binary.name}.callgrind"
+    wrapper.write_text(f"#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={out}/callgrind.%p.out {stripped} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def callgrind_profile(target: Target, route: str, seconds: int) -> None:
+    """Instructions per request at steady state: counters zeroed after a warm-up, dumped after
+    `seconds` of load at 16 connections; requests counted by FCGX_Accept_r calls. Instruction
+    counts repeat to ~1 % from run to run, where timings on this machine vary by 10 %."""
+    pid = target.proc.pid
+    wrk(target.port, route, 16, 3)
+    subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+    r = wrk(target.port, route, 16, seconds)
+    before = set((RUN / "callgrind").glob(f"callgrind.{pid}.out*"))
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    dumps = sorted(set((RUN / "callgrind").glob(f"callgrind.{pid}.out*")) - before, key=lambda f: f.stat().st_mtime)
+    if not dumps:
+        say("callgrind wrote no dump")
+        return
+    inclusive, calls, total = callgrind_read(dumps[-1])
+    requests = max(1, calls.get("FCGX_Accept_r", 0))
+    copy = RESULTS / "profile" / f"callgrind-{target.name}-{route}.out"
+    shutil.copy(dumps[-1], copy)
+    print(f"\n### {target.name} {route}: {requests} requests ({r['rps']:.0f} req/s under callgrind), "
+          f"{total / requests:,.0f} instructions per request (all threads); {copy}")
+    print("inclusive instructions per request, by function (callees of the request path):")
+    for name, cost in sorted(inclusive.items(), key=lambda kv: -kv[1])[:40]:
+        print(f"  {cost / requests:10,.0f}  {name[:140]}")
+
+
+def callgrind_read(path: Path) -> tuple[dict, dict, int]:
+    """Per function: the inclusive cost of its calls (summed over call sites) and the number
+    of calls; and the program total."""
+    names: dict[str, str] = {}
+    inclusive: dict[str, int] = {}
+    calls: dict[str, int] = {}
+    total = 0
+    lines = path.read_text(errors="replace").splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("totals:") or line.startswith("summary:"):
+            total = int(line.split()[1])
+        m = re.match(r"^cfn=\((\d+)\)(?: (.*))?$", line)
+        if m:
+            if m.group(2):
+                names[m.group(1)] = m.group(2)
+            name = names.get(m.group(1), "?")
+            count = int(lines[i + 1].split("=")[1].split()[0]) if lines[i + 1].startswith("calls=") else 0
+            cost = lines[i + 2].split()
+            calls[name] = calls.get(name, 0) + count
+            inclusive[name] = inclusive.get(name, 0) + (int(cost[1]) if len(cost) > 1 else 0)
+            i += 3
+            continue
+        m = re.match(r"^c?fn=\((\d+)\) (.*)$", line)
+        if m:
+            names[m.group(1)] = m.group(2)
+        i += 1
+    return inclusive, calls, total
 
 
 # ------------------------------------------------------------------------------------------
@@ -875,7 +964,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", default=str(REPO / ".build/release/crm-service"))
     parser.add_argument("--floor", default=str(RUN / "bin" / "floor"))
-    parser.add_argument("--profile", choices=["perf"], help="profile the worker under load instead of the benchmark")
+    parser.add_argument("--profile", choices=["perf", "strace", "callgrind"],
+                        help="profile the worker (BENCH_PROFILE_TARGET=floor: the floor) under load instead of the benchmark")
     parser.add_argument("--profile-seconds", type=int, default=10)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, on_signal)
@@ -925,11 +1015,17 @@ def main() -> int:
         postmaster = int(Path(REPO / ".run/pg/data/postmaster.pid").read_text().split()[0])
         WATCH[:] = [External("postgres", postmaster), fake]
 
+        if args.profile:
+            target = os.environ.get("BENCH_PROFILE_TARGET", "worker")
+            profiled_bin = floor_bin if target == "floor" else binary
+            if args.profile == "callgrind":
+                profiled_bin = callgrind_wrapper(profiled_bin)
+            profiled = Target(target, profiled_bin, fake_url, kind=target)
+            profiled.start(THREADS)
+            profile(profiled, args.profile, args.profile_seconds)
+            return 0
         worker = Target("worker", binary, fake_url)
         worker.start(THREADS)
-        if args.profile:
-            profile(worker, args.profile, args.profile_seconds)
-            return 0
         floor = Target("floor", floor_bin, fake_url)
         floor.start(THREADS)
         pairs = [worker, floor]

@@ -16,7 +16,7 @@ say() { echo "bench: $*" >&2; }
 
 # The project's own dependencies plus the bench-only packages (a no-op when they are there).
 BENCH_PACKAGES=(wrk libnginx-mod-http-echo)
-case " $* " in *" --profile "*) BENCH_PACKAGES+=(linux-perf) ;; esac
+case " $* " in *" --profile "*) BENCH_PACKAGES+=(linux-perf strace valgrind) ;; esac
 scripts/deps.sh "${BENCH_PACKAGES[@]}" >&2
 
 if [ "${BENCH_SKIP_BUILD:-}" != 1 ]; then
