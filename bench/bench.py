@@ -857,6 +857,21 @@ def profile(worker: Target, kind: str, seconds: int) -> None:
         if kind == "callgrind":
             callgrind_profile(worker, route, seconds)
             continue
+        if kind == "stat":
+            # Scheduler and memory counters per request (cycles and instructions where the VM exposes them).
+            say(f"perf stat -p {worker.proc.pid}: {route} at {conns} connections for {seconds} s")
+            rec = subprocess.Popen(["perf", "stat", "-x", ",", "-e", "task-clock,context-switches,cpu-migrations,page-faults,cycles,instructions",
+                                    "-p", str(worker.proc.pid), "--", "sleep", str(seconds)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            r = wrk(worker.port, route, conns, seconds)
+            _, err = rec.communicate(timeout=60)
+            requests = max(1, round(r["rps"] * seconds))
+            print(f"\n### {worker.name} {route}: {r['rps']:.0f} req/s; per request")
+            for line in err.splitlines():
+                parts = line.split(",")
+                if len(parts) > 2 and parts[0].replace(".", "").isdigit():
+                    print(f"  {parts[2]:<18} {float(parts[0]) / requests:12.2f} {parts[1]}")
+            continue
         if kind == "strace":
             # System calls per request, by name: counts are what to compare (strace slows the target).
             out = out_dir / f"strace-{worker.name}-{route}.txt"
@@ -964,7 +979,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", default=str(REPO / ".build/release/crm-service"))
     parser.add_argument("--floor", default=str(RUN / "bin" / "floor"))
-    parser.add_argument("--profile", choices=["perf", "strace", "callgrind"],
+    parser.add_argument("--profile", choices=["perf", "stat", "strace", "callgrind"],
                         help="profile the worker (BENCH_PROFILE_TARGET=floor: the floor) under load instead of the benchmark")
     parser.add_argument("--profile-seconds", type=int, default=10)
     args = parser.parse_args()

@@ -70,3 +70,30 @@ extension JSON {
         }
     }
 }
+
+/// JSON written straight into bytes, for responses built on every request: no tree of values
+/// to build and free. The caller writes the punctuation and keys as literal fragments
+/// (`{"crm_type":`), so the output is exactly what `JSON.serialized()` gives for the same value.
+public struct JSONBytes {
+    public private(set) var bytes: [UInt8] = []
+
+    public init(capacity: Int) { bytes.reserveCapacity(capacity) }
+
+    /// Punctuation and keys, written as they are.
+    public mutating func literal(_ text: StaticString) {
+        bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    public mutating func string(_ value: String) { JSON.writeString(value, to: &bytes) }
+
+    /// The string, or `null`.
+    public mutating func string(_ value: String?) {
+        if let value { JSON.writeString(value, to: &bytes) } else { literal("null") }
+    }
+
+    public mutating func bool(_ value: Bool) { value ? literal("true") : literal("false") }
+
+    public mutating func int(_ value: Int) { JSON.int(Int64(value)).write(to: &bytes) }
+
+    public mutating func value(_ value: JSON) { value.write(to: &bytes) }
+}

@@ -22,6 +22,31 @@ public struct IntegrationSettings: Sendable, Equatable {
         return .object(pairs)
     }
 
+    /// `json`, written in place (GET /crm/list writes one per integration on every call).
+    public func write(to out: inout JSONBytes) {
+        out.literal(#"{"sync_contacts":"#)
+        out.bool(syncContacts)
+        out.literal(#","sync_events":"#)
+        out.bool(syncEvents)
+        for (key, value) in specific {
+            out.literal(",")
+            out.string(key)
+            out.literal(":")
+            out.value(value)
+        }
+        if let fieldMapping {
+            out.literal(#","field_mapping":{"#)
+            for (i, (field, target)) in fieldMapping.enumerated() {
+                if i > 0 { out.literal(",") }
+                out.string(field)
+                out.literal(":")
+                out.string(target)
+            }
+            out.literal("}")
+        }
+        out.literal("}")
+    }
+
     static let allowedByType: [CRMType: Set<String>] = [
         .klaviyo: ["list_id"],
         .salesforce: ["object", "api_version", "external_id_field", "events"],

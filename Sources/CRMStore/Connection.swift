@@ -115,27 +115,32 @@ public final class Connection: @unchecked Sendable {
     private static func copy(_ result: OpaquePointer) -> QueryResult {
         let rowCount = Int(PQntuples(result))
         let columnCount = Int(PQnfields(result))
+        let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
+        guard rowCount > 0 else { return QueryResult(rows: [], affectedRows: affected) }
         let columns = (0..<columnCount).map { String(cString: PQfname(result, Int32($0))) }
-        var rows: [Row] = []
-        rows.reserveCapacity(rowCount)
-        for r in 0..<rowCount {
-            var values: [String?] = []
-            values.reserveCapacity(columnCount)
-            for c in 0..<columnCount {
-                if PQgetisnull(result, Int32(r), Int32(c)) == 1 {
-                    values.append(nil)
-                } else {
-                    let length = Int(PQgetlength(result, Int32(r), Int32(c)))
-                    let value = PQgetvalue(result, Int32(r), Int32(c))!
-                    values.append(value.withMemoryRebound(to: UInt8.self, capacity: length) {
-                        String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
-                    })
+        var size = 0
+        for r in 0..<Int32(rowCount) {
+            for c in 0..<Int32(columnCount) { size += Int(PQgetlength(result, r, c)) }
+        }
+        var cells: [Int] = []
+        cells.reserveCapacity(2 * rowCount * columnCount)
+        let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, written in
+            written = 0
+            for r in 0..<Int32(rowCount) {
+                for c in 0..<Int32(columnCount) {
+                    guard PQgetisnull(result, r, c) == 0 else { cells.append(0); cells.append(-1); continue }
+                    let length = Int(PQgetlength(result, r, c))
+                    cells.append(written)
+                    cells.append(length)
+                    if length > 0 {
+                        UnsafeMutableRawPointer(buffer.baseAddress! + written).copyMemory(from: PQgetvalue(result, r, c), byteCount: length)
+                    }
+                    written += length
                 }
             }
-            rows.append(Row(columns: columns, values: values))
         }
-        let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
-        return QueryResult(rows: rows, affectedRows: affected)
+        let data = ResultData(columns: columns, bytes: bytes, cells: cells)
+        return QueryResult(rows: (0..<rowCount).map { Row(data: data, index: $0) }, affectedRows: affected)
     }
 
     /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
@@ -166,19 +171,29 @@ extension Array where Element == String? {
     /// The values as NUL-terminated C strings (nil stays NULL), all in one buffer.
     func withOptionalCStrings<R>(_ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
         if isEmpty { return body(nil) }
-        var storage: [CChar] = []
-        storage.reserveCapacity(reduce(0) { $0 + ($1?.utf8.count ?? 0) + 1 })
-        var offsets: [Int?] = []
+        var size = 0
+        for value in self { size += (value?.utf8.count ?? 0) + 1 }
+        var offsets: [Int] = []
         offsets.reserveCapacity(count)
-        for value in self {
-            guard let value else { offsets.append(nil); continue }
-            offsets.append(storage.count)
-            storage.append(contentsOf: value.utf8.map { CChar(bitPattern: $0) })
-            storage.append(0)
+        let storage = [CChar](unsafeUninitializedCapacity: size) { buffer, written in
+            written = 0
+            for value in self {
+                guard var value else { offsets.append(-1); continue }
+                offsets.append(written)
+                value.withUTF8 { utf8 in
+                    guard let source = utf8.baseAddress else { return }  // "" has no storage
+                    UnsafeMutableRawPointer(buffer.baseAddress! + written).copyMemory(from: source, byteCount: utf8.count)
+                    written += utf8.count
+                }
+                buffer[written] = 0
+                written += 1
+            }
         }
         return storage.withUnsafeBufferPointer { buffer in
-            let pointers: [UnsafePointer<CChar>?] = offsets.map { $0.map { buffer.baseAddress! + $0 } }
-            return pointers.withUnsafeBufferPointer { body($0.baseAddress) }
+            withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: offsets.count) { pointers in
+                for (i, offset) in offsets.enumerated() { pointers[i] = offset < 0 ? nil : buffer.baseAddress! + offset }
+                return body(UnsafePointer(pointers.baseAddress))
+            }
         }
     }
 }

@@ -370,15 +370,23 @@ public struct DeliveryStore: Sendable {
     /// A PostgreSQL array literal for one bound parameter: every element quoted, nil as NULL
     /// (the cast at the use site gives the element type).
     static func arrayLiteral(_ values: [String?]) -> String {
-        "{" + values.map { value in
-            guard let value else { return "NULL" }
-            var escaped = "\""
-            for scalar in value.unicodeScalars {
-                if scalar == "\"" || scalar == "\\" { escaped.unicodeScalars.append("\\") }
-                escaped.unicodeScalars.append(scalar)
+        // Byte by byte (quotes and backslashes are ASCII, so UTF-8 passes through untouched):
+        // a batch of JSON bodies is thousands of characters.
+        var out: [UInt8] = []
+        out.reserveCapacity(values.reduce(2) { $0 + ($1?.utf8.count ?? 4) + 8 })
+        out.append(UInt8(ascii: "{"))
+        for (i, value) in values.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            guard let value else { out.append(contentsOf: "NULL".utf8); continue }
+            out.append(UInt8(ascii: "\""))
+            for byte in value.utf8 {
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { out.append(UInt8(ascii: "\\")) }
+                out.append(byte)
             }
-            return escaped + "\""
-        }.joined(separator: ",") + "}"
+            out.append(UInt8(ascii: "\""))
+        }
+        out.append(UInt8(ascii: "}"))
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Rows waiting for delivery (the retry backlog). Two counts, so that each is served by

@@ -1,15 +1,33 @@
 import CRMCore
 
-/// One result row, copied out of libpq, read by column name.
+/// One result row, read by column name. Its values stay bytes until read: a row read for a
+/// few columns never builds Strings for the others.
 public struct Row: Sendable {
-    /// The result's column names, shared by its rows: a handful, so a linear scan over short
-    /// strings beats hashing the name on every read.
-    let columns: [String]
-    let values: [String?]
+    let data: ResultData
+    let index: Int
 
-    public func string(_ name: String) -> String? {
-        guard let i = columns.firstIndex(of: name) else { return nil }
-        return values[i]
+    /// The value's bytes, or nil when it is NULL or there is no such column.
+    func withValue<R>(_ name: String, _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R? {
+        // The result's columns are a handful: a linear scan beats hashing, and comparing lengths
+        // first (O(1) for native strings) skips most string comparisons.
+        let length = name.utf8.count
+        guard let column = data.columns.firstIndex(where: { $0.utf8.count == length && $0 == name }) else { return nil }
+        return try withValue(at: column, body)
+    }
+
+    func withValue<R>(at column: Int, _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R? {
+        let cell = 2 * (index * data.columns.count + column)
+        let start = data.cells[cell], count = data.cells[cell + 1]
+        guard count >= 0 else { return nil }
+        return try data.bytes.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[start..<(start + count)])) }
+    }
+
+    public func string(_ name: String) -> String? { withValue(name) { String(decoding: $0, as: UTF8.self) } }
+
+    /// The value of the column at `column` (0-based), as text.
+    public func string(at column: Int) -> String? {
+        guard column >= 0 && column < data.columns.count else { return nil }
+        return withValue(at: column) { String(decoding: $0, as: UTF8.self) }
     }
 
     public func require(_ name: String) throws(DatabaseError) -> String {
@@ -19,25 +37,69 @@ public struct Row: Sendable {
 
     public func int64(_ name: String) -> Int64? { string(name).flatMap { Int64($0) } }
     public func int(_ name: String) -> Int? { string(name).flatMap { Int($0) } }
-    public func bool(_ name: String) -> Bool? { string(name).map { $0 == "t" || $0 == "true" } }
+
+    /// `t` (PostgreSQL's text for true) or `true`.
+    public func bool(_ name: String) -> Bool? {
+        withValue(name) { $0.elementsEqual("t".utf8) || $0.elementsEqual("true".utf8) }
+    }
 
     public func json(_ name: String) -> JSON? {
-        guard let text = string(name) else { return nil }
-        return try? JSONParser.parse(text)
+        withValue(name) { try? JSONParser.parse(Array($0)) } ?? nil
     }
 
     /// A timestamptz column as ISO-8601 UTC (`2026-11-28T21:53:07.123456Z`); sessions run with
     /// `TimeZone=UTC` and `DateStyle=ISO`, so the text is `2026-11-28 21:53:07.123456+00`.
-    public func timestamp(_ name: String) -> String? {
-        guard let text = string(name) else { return nil }
-        var bytes = Array(text.utf8)
-        if bytes.count > 3, bytes[bytes.count - 3] == UInt8(ascii: "+"), bytes[bytes.count - 2] == UInt8(ascii: "0"),
-           bytes[bytes.count - 1] == UInt8(ascii: "0") {
-            bytes.removeLast(3)
-            bytes.append(UInt8(ascii: "Z"))
+    public func timestamp(_ name: String) -> String? { withValue(name) { Row.iso8601($0) } }
+
+    /// The bytes rewritten in one pass into one new string (three per integration on every list).
+    static func iso8601(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
+        let utc = bytes.count > 3 && bytes[bytes.count - 3] == UInt8(ascii: "+") && bytes[bytes.count - 2] == UInt8(ascii: "0")
+            && bytes[bytes.count - 1] == UInt8(ascii: "0")
+        let kept = utc ? bytes.count - 3 : bytes.count
+        return String(unsafeUninitializedCapacity: utc ? kept + 1 : kept) { out in
+            var spaceSeen = false
+            for i in 0..<kept {
+                let byte = bytes[i]
+                if byte == UInt8(ascii: " ") && !spaceSeen {
+                    out[i] = UInt8(ascii: "T")
+                    spaceSeen = true
+                } else {
+                    out[i] = byte
+                }
+            }
+            if utc { out[kept] = UInt8(ascii: "Z") }
+            return utc ? kept + 1 : kept
         }
-        if let space = bytes.firstIndex(of: UInt8(ascii: " ")) { bytes[space] = UInt8(ascii: "T") }
-        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// A result's values, copied out of libpq into one buffer (the PGresult is freed at once):
+/// a few allocations per result instead of one String per value.
+final class ResultData: Sendable {
+    let columns: [String]
+    let bytes: [UInt8]
+    /// Two entries per value, row by row: where its bytes start, and how many (-1 for NULL).
+    let cells: [Int]
+
+    init(columns: [String], bytes: [UInt8], cells: [Int]) {
+        self.columns = columns
+        self.bytes = bytes
+        self.cells = cells
+    }
+
+    /// Rows from values (tests, and anything not read from libpq).
+    static func rows(columns: [String], values: [[String?]]) -> [Row] {
+        var bytes: [UInt8] = [], cells: [Int] = []
+        for row in values {
+            precondition(row.count == columns.count, "one value per column")
+            for value in row {
+                guard let value else { cells += [0, -1]; continue }
+                cells += [bytes.count, value.utf8.count]
+                bytes += value.utf8
+            }
+        }
+        let data = ResultData(columns: columns, bytes: bytes, cells: cells)
+        return values.indices.map { Row(data: data, index: $0) }
     }
 }
 

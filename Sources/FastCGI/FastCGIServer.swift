@@ -26,7 +26,8 @@ public struct FastCGIRequest: Sendable {
     }
 
     /// Reads the CGI parameters (`NAME=value` C strings) byte by byte: this runs for every
-    /// request, so no Character-level String work and no dictionary of unused parameters.
+    /// request, so no Character-level String work, and values become Strings only for the
+    /// parameters used (nginx sends ~20 others).
     public static func parse(parameters: [UnsafePointer<CChar>]) -> (method: String, uri: String, headers: [String: String], contentLength: Int) {
         var method = "GET", requestURI: String?, scriptName = "/", query = "", contentLength = 0, contentType = ""
         var headers: [String: String] = [:]
@@ -37,21 +38,18 @@ public struct FastCGIRequest: Sendable {
                 let bytes = UnsafeBufferPointer(start: raw, count: length)
                 guard let eq = bytes.firstIndex(of: UInt8(ascii: "=")) else { return }
                 let name = UnsafeBufferPointer(rebasing: bytes[..<eq])
-                let value = String(decoding: UnsafeBufferPointer(rebasing: bytes[(eq + 1)...]), as: UTF8.self)
-                if name.starts(with: httpPrefix) {
-                    var header = [UInt8](name.dropFirst(5))
-                    for i in header.indices {
-                        let b = header[i]
-                        if b == UInt8(ascii: "_") { header[i] = UInt8(ascii: "-") } else if b >= 0x41 && b <= 0x5A { header[i] = b | 0x20 }
-                    }
-                    let key = String(decoding: header, as: UTF8.self)
-                    if let existing = headers[key] { headers[key] = existing + ", " + value } else { headers[key] = value }
-                } else if name.elementsEqual(requestMethodName) { method = value
-                } else if name.elementsEqual(requestURIName) { requestURI = value
-                } else if name.elementsEqual(scriptNameName) { scriptName = value
-                } else if name.elementsEqual(queryStringName) { query = value
-                } else if name.elementsEqual(contentTypeName) { contentType = value
-                } else if name.elementsEqual(contentLengthName) { contentLength = Int(value) ?? 0
+                let rawValue = UnsafeBufferPointer(rebasing: bytes[(eq + 1)...])
+                var value: String { String(decoding: rawValue, as: UTF8.self) }
+                if name.count > 5 && named(UnsafeBufferPointer(rebasing: name[..<5]), "HTTP_") {
+                    let key = headerName(UnsafeBufferPointer(rebasing: name[5...]))
+                    let added = value
+                    if let existing = headers.updateValue(added, forKey: key) { headers[key] = existing + ", " + added }
+                } else if named(name, "REQUEST_METHOD") { method = value
+                } else if named(name, "REQUEST_URI") { requestURI = value
+                } else if named(name, "SCRIPT_NAME") { scriptName = value
+                } else if named(name, "QUERY_STRING") { query = value
+                } else if named(name, "CONTENT_TYPE") { contentType = value
+                } else if named(name, "CONTENT_LENGTH") { contentLength = Int(value) ?? 0
                 }
             }
         }
@@ -61,13 +59,19 @@ public struct FastCGIRequest: Sendable {
         return (method, uri, headers, contentLength)
     }
 
-    private static let httpPrefix = Array("HTTP_".utf8)
-    private static let requestMethodName = Array("REQUEST_METHOD".utf8)
-    private static let requestURIName = Array("REQUEST_URI".utf8)
-    private static let scriptNameName = Array("SCRIPT_NAME".utf8)
-    private static let queryStringName = Array("QUERY_STRING".utf8)
-    private static let contentTypeName = Array("CONTENT_TYPE".utf8)
-    private static let contentLengthName = Array("CONTENT_LENGTH".utf8)
+    private static func named(_ name: UnsafeBufferPointer<UInt8>, _ expected: StaticString) -> Bool {
+        name.count == expected.utf8CodeUnitCount && memcmp(name.baseAddress!, expected.utf8Start, name.count) == 0
+    }
+
+    /// `X_USER_ID` → `x-user-id`.
+    private static func headerName(_ cgi: UnsafeBufferPointer<UInt8>) -> String {
+        String(unsafeUninitializedCapacity: cgi.count) { out in
+            for (i, b) in cgi.enumerated() {
+                out[i] = b == UInt8(ascii: "_") ? UInt8(ascii: "-") : (b >= 0x41 && b <= 0x5A ? b | 0x20 : b)
+            }
+            return cgi.count
+        }
+    }
 }
 
 public struct FastCGIResponse: Sendable {
@@ -388,17 +392,48 @@ public final class FastCGIServer: Sendable {
     static func cgiResponse(_ response: FastCGIResponse) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(256 + response.body.count)
-        bytes.append(contentsOf: "Status: \(response.status) \(response.reason)\r\n".utf8)
+        // Byte by byte rather than by string interpolation: this runs for every response.
+        append("Status: ", to: &bytes)
+        appendDecimal(response.status, to: &bytes)
+        bytes.append(UInt8(ascii: " "))
+        bytes.append(contentsOf: response.reason.utf8)
+        append("\r\n", to: &bytes)
         for (name, value) in response.headers {
             bytes.append(contentsOf: name.utf8)
-            bytes.append(contentsOf: ": ".utf8)
+            append(": ", to: &bytes)
             // A header value can never split the response: CR and LF are dropped.
-            for byte in value.utf8 where byte != 0x0D && byte != 0x0A { bytes.append(byte) }
-            bytes.append(contentsOf: "\r\n".utf8)
+            if value.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A }) {
+                bytes.append(contentsOf: value.utf8.filter { $0 != 0x0D && $0 != 0x0A })
+            } else {
+                bytes.append(contentsOf: value.utf8)
+            }
+            append("\r\n", to: &bytes)
         }
-        bytes.append(contentsOf: "Content-Length: \(response.body.count)\r\n\r\n".utf8)
+        append("Content-Length: ", to: &bytes)
+        appendDecimal(response.body.count, to: &bytes)
+        append("\r\n\r\n", to: &bytes)
         bytes.append(contentsOf: response.body)
         return bytes
+    }
+
+    private static func append(_ text: StaticString, to bytes: inout [UInt8]) {
+        bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    /// A non-negative number in decimal.
+    private static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            var n = UInt(max(0, value)), at = buffer.count
+            repeat {
+                at -= 1
+                buffer[at] = UInt8(ascii: "0") + UInt8(n % 10)
+                n /= 10
+            } while n > 0
+            bytes.append(contentsOf: buffer[at...])
+        }
     }
 
     /// Answers a request whose connection was taken over from libfcgi (`FastCGIResponder`):

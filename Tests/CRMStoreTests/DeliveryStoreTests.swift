@@ -20,6 +20,19 @@ final class DeliveryStoreTests: XCTestCase {
         return try XCTUnwrap(row?.int64("id"))
     }
 
+    func testArrayLiteralsRoundTripThroughPostgreSQL() throws {
+        // The batch statements bind whole columns as one text[] literal each: every value
+        // must come back as it went in, whatever it contains.
+        let values: [String?] = ["plain", nil, "", "NULL", #"{"email":"a@b.co","note":"say \"hi\" \\ bye"}"#, "a,b}{c", "Tél 東京 🎉",
+                                 " spaced ", "back\\slash\"", "line\nbreak\ttab"]
+        XCTAssertEqual(DeliveryStore.arrayLiteral([]), "{}")
+        XCTAssertEqual(DeliveryStore.arrayLiteral([nil, "x\"y"]), #"{NULL,"x\"y"}"#)
+        let c = try ScratchDatabase.create(for: self).connect()
+        let rows = try c.execute("SELECT v, v IS NULL AS missing FROM unnest(\(DeliveryStore.arrayLiteral(values))::text[]) WITH ORDINALITY AS t(v, n) ORDER BY n").rows
+        XCTAssertEqual(rows.map { $0.string("v") }, values)
+        XCTAssertEqual(rows.map { $0.bool("missing") }, values.map { $0 == nil })
+    }
+
     func testClaimTakesExpiredClaimsFirstThenDueRowsOldestFirstUpToTheLimit() throws {
         let db = try ScratchDatabase.migrated(for: self)
         let c = try db.connect()

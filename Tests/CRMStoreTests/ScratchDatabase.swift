@@ -87,7 +87,7 @@ extension Connection {
     /// The first column of the first row.
     func scalar(_ sql: SQL) throws -> String? {
         guard let row = try execute(sql).first else { return nil }
-        return row.values.first ?? nil
+        return row.string(at: 0)
     }
 
     func strings(_ sql: SQL, _ column: String) throws -> [String] {

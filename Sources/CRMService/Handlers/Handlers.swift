@@ -253,13 +253,35 @@ struct Handlers: Sendable {
 
     private func list(_ user: UserID) throws -> HTTPResponse {
         let records = try context.integrations.list(user: user)
-        let items: [JSON] = records.map { r in
-            .object([
-                ("crm_type", .string(r.crmType.rawValue)), ("is_active", .bool(r.isActive)), ("status", .string(r.status)),
-                ("settings", r.settings.json), ("created_at", .string(r.createdAt)), ("updated_at", .string(r.updatedAt)),
-                ("last_sync_at", JSON(r.lastSyncAt)), ("last_sync_status", JSON(r.lastSyncStatus)),
-            ])
+        return HTTPResponse(status: 200, headers: [("Content-Type", HTTPResponse.jsonContentType)], body: Self.listBody(records))
+    }
+
+    /// `{"integrations": [...], "count": n}`, written in place: this route is the hottest read.
+    static func listBody(_ records: [IntegrationRecord]) -> [UInt8] {
+        var out = JSONBytes(capacity: 48 + records.count * 320)
+        out.literal(#"{"integrations":["#)
+        for (i, r) in records.enumerated() {
+            out.literal(i == 0 ? #"{"crm_type":"# : #",{"crm_type":"#)
+            out.string(r.crmType.rawValue)
+            out.literal(#","is_active":"#)
+            out.bool(r.isActive)
+            out.literal(#","status":"#)
+            out.string(r.status)
+            out.literal(#","settings":"#)
+            r.settings.write(to: &out)
+            out.literal(#","created_at":"#)
+            out.string(r.createdAt)
+            out.literal(#","updated_at":"#)
+            out.string(r.updatedAt)
+            out.literal(#","last_sync_at":"#)
+            out.string(r.lastSyncAt)
+            out.literal(#","last_sync_status":"#)
+            out.string(r.lastSyncStatus)
+            out.literal("}")
         }
-        return .json(200, .object([("integrations", .array(items)), ("count", .int(Int64(items.count)))]))
+        out.literal(#"],"count":"#)
+        out.int(records.count)
+        out.literal("}")
+        return out.bytes
     }
 }

@@ -1,0 +1,18 @@
+import XCTest
+
+@testable import CRMStore
+
+/// Bound parameters go to libpq as one buffer of NUL-terminated strings (NULL for nil).
+final class BoundParametersTests: XCTestCase {
+    func testValuesNullsAndEmptyStringsKeepTheirPlaces() {
+        let values: [String?] = ["user_1", nil, "", "Tél \"x\"", String(repeating: "a", count: 300), nil]
+        let seen: [String?] = values.withOptionalCStrings { pointers in
+            (0..<values.count).map { i in pointers![i].map { String(cString: $0) } }
+        }
+        XCTAssertEqual(seen, values)
+    }
+
+    func testNoParametersPassNoArray() {
+        XCTAssertTrue(([] as [String?]).withOptionalCStrings { $0 == nil })
+    }
+}
