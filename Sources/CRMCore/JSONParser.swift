@@ -112,8 +112,27 @@ private struct Parser {
 
     mutating func parseString() throws(JSONParseError) -> String {
         index += 1  // opening quote
-        var out: [UInt8] = []
         var start = index
+        // Most strings have no escapes: they become a String straight from the bytes, and when
+        // they are ASCII too there is nothing to validate (String(validating:) is slow).
+        var ascii = true
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "\"") {
+                let end = index
+                index += 1
+                let string = bytes.withUnsafeBufferPointer { all in
+                    let slice = UnsafeBufferPointer(rebasing: all[start..<end])
+                    return ascii ? String(decoding: slice, as: UTF8.self) : String(validating: slice, as: UTF8.self)
+                }
+                guard let string else { throw error("Invalid UTF-8 in string") }
+                return string
+            }
+            if byte >= 0x80 { ascii = false }
+            if byte < 0x20 || byte == UInt8(ascii: "\\") { break }
+            index += 1
+        }
+        var out: [UInt8] = []
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
@@ -202,6 +221,12 @@ private struct Parser {
             if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
             guard index < bytes.count, isDigit(bytes[index]) else { throw error("Invalid number") }
             while index < bytes.count, isDigit(bytes[index]) { index += 1 }
+        }
+        if isInteger && index - start <= 18 {
+            // Up to 18 digits always fit in an Int64: no String to make and parse.
+            var value: Int64 = 0
+            for i in start..<index where bytes[i] != UInt8(ascii: "-") { value = value * 10 + Int64(bytes[i] - UInt8(ascii: "0")) }
+            return .int(bytes[start] == UInt8(ascii: "-") ? -value : value)
         }
         let text = String(decoding: bytes[start..<index], as: UTF8.self)
         if isInteger, let int = Int64(text) { return .int(int) }

@@ -370,18 +370,24 @@ public struct DeliveryStore: Sendable {
     /// A PostgreSQL array literal for one bound parameter: every element quoted, nil as NULL
     /// (the cast at the use site gives the element type).
     static func arrayLiteral(_ values: [String?]) -> String {
-        // Byte by byte (quotes and backslashes are ASCII, so UTF-8 passes through untouched):
-        // a batch of JSON bodies is thousands of characters.
+        // On bytes (quotes and backslashes are ASCII, so UTF-8 passes through untouched): a
+        // batch of JSON bodies is thousands of characters.
         var out: [UInt8] = []
         out.reserveCapacity(values.reduce(2) { $0 + ($1?.utf8.count ?? 4) + 8 })
         out.append(UInt8(ascii: "{"))
         for (i, value) in values.enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
-            guard let value else { out.append(contentsOf: "NULL".utf8); continue }
+            guard var value else { out.append(contentsOf: "NULL".utf8); continue }
             out.append(UInt8(ascii: "\""))
-            for byte in value.utf8 {
-                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { out.append(UInt8(ascii: "\\")) }
-                out.append(byte)
+            value.withUTF8 { bytes in
+                // Runs without a quote or backslash are copied in one go.
+                var run = 0
+                for i in 0..<bytes.count where bytes[i] == UInt8(ascii: "\"") || bytes[i] == UInt8(ascii: "\\") {
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run..<i]))
+                    out.append(UInt8(ascii: "\\"))
+                    run = i
+                }
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run...]))
             }
             out.append(UInt8(ascii: "\""))
         }

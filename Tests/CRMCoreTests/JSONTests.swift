@@ -40,11 +40,25 @@ final class JSONParserTests: XCTestCase {
         XCTAssertEqual(parse("9223372036854775807"), .int(Int64.max))
         XCTAssertEqual(parse("-9223372036854775808"), .int(Int64.min))
         XCTAssertEqual(parse("9223372036854775808"), .double(9223372036854775808.0), "beyond Int64 becomes a double")
+        // Up to 18 characters the digits are summed directly; from 19 they go through Int64(String).
+        XCTAssertEqual(parse("999999999999999999"), .int(999_999_999_999_999_999))
+        XCTAssertEqual(parse("-99999999999999999"), .int(-99_999_999_999_999_999))
+        XCTAssertEqual(parse("1000000000000000000"), .int(1_000_000_000_000_000_000))
+        XCTAssertEqual(parse("[7,-8,0]"), [7, -8, 0])
         XCTAssertEqual(parse("1.5"), .double(1.5))
         XCTAssertEqual(parse("-1.5e-3"), .double(-0.0015))
         XCTAssertEqual(parse("1E+2"), .double(100))
         XCTAssertEqual(parse("2e2")?.intValue, 200)
         assertRejects("1e400")
+    }
+
+    func testStringsWithAndWithoutEscapes() {
+        XCTAssertEqual(parse(#""""#), "")
+        XCTAssertEqual(parse(#""plain text, no escapes at all""#), "plain text, no escapes at all")
+        XCTAssertEqual(parse(#""a long unescaped prefix then \"quoted\" and \u00e9""#), "a long unescaped prefix then \"quoted\" and é")
+        XCTAssertEqual(parse(#"{"k":"v","k2":"Zoë"}"#), ["k": "v", "k2": "Zoë"])
+        assertRejects("\"unterminated")
+        assertRejects("\"tab\tinside\"")
     }
 
     func testNestedRoundTrip() throws {

@@ -181,6 +181,16 @@ final class RouterHeaderTests: XCTestCase {
 }
 
 final class RouterBodyTests: XCTestCase {
+    func testMediaTypeIgnoresParametersBlanksAndCase() {
+        XCTAssertEqual(Router.mediaType("application/json"), "application/json")
+        XCTAssertEqual(Router.mediaType(" Application/JSON ; charset=utf-8"), "application/json")
+        XCTAssertEqual(Router.mediaType("\tapplication/vnd.api+json;"), "application/vnd.api+json")
+        XCTAssertEqual(Router.mediaType(";charset=utf-8"), "")
+        XCTAssertEqual(Router.mediaType("  "), "")
+        XCTAssertEqual(Router.mediaType(""), "")
+        XCTAssertEqual(Router.mediaType("Text/Plain"), "text/plain")
+    }
+
     func testBodyOver1MiBIs413() {
         let limit = 1 << 20
         decodeError(request("POST", "/crm/sync/contact", bytes: Array("{}".utf8), contentLength: limit + 1), status: 413,

@@ -111,7 +111,7 @@ public struct Router: Sendable {
         if request.body.isEmpty && contentType.isEmpty {
             return .failure(.invalid(["body"], "Field required", type: "missing"))
         }
-        let mediaType = contentType.split(separator: ";").first.map { $0.trimming().lowercased() } ?? ""
+        let mediaType = Self.mediaType(contentType)
         guard mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json")) else {
             return .failure(.http(status: 415, detail: "Unsupported media type '\(mediaType.prefix(100))': send application/json"))
         }
@@ -121,6 +121,20 @@ public struct Router: Sendable {
         } catch {
             return .failure(.validation([ValidationIssue(["body", .index(error.offset)], "JSON decode error: \(error.message)", type: "json_invalid")]))
         }
+    }
+
+    /// The media type of a Content-Type, lower-cased without parameters or surrounding blanks
+    /// (`Application/JSON ; charset=utf-8` → `application/json`); byte-wise, as it runs on every POST.
+    static func mediaType(_ contentType: String) -> String {
+        let utf8 = contentType.utf8
+        var end = utf8.firstIndex(of: UInt8(ascii: ";")) ?? utf8.endIndex
+        var start = utf8.startIndex
+        let blank = { (b: UInt8) in b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") }
+        while start < end, blank(utf8[start]) { start = utf8.index(after: start) }
+        while end > start, blank(utf8[utf8.index(before: end)]) { end = utf8.index(before: end) }
+        var bytes = Array(utf8[start..<end])
+        for i in bytes.indices where bytes[i] >= 0x41 && bytes[i] <= 0x5A { bytes[i] |= 0x20 }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     static func reader(_ body: JSON) -> Result<FieldReader, APIError> {
