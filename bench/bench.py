@@ -922,9 +922,12 @@ def callgrind_profile(target: Target, route: str, seconds: int) -> None:
     `seconds` of load at 16 connections; requests counted by FCGX_Accept_r calls. Instruction
     counts repeat to ~1 % from run to run, where timings on this machine vary by 10 %."""
     pid = target.proc.pid
-    wrk(target.port, route, 16, 3)
+    # "contact-async": the 202 path (Prefer: respond-async); with BENCH_WORKER_CRM_SWEEP_CONCURRENCY=0 alone.
+    asynchronous = route.endswith("-async")
+    route = route.removesuffix("-async")
+    wrk(target.port, route, 16, 3, asynchronous)
     subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
-    r = wrk(target.port, route, 16, seconds)
+    r = wrk(target.port, route, 16, seconds, asynchronous)
     before = set((RUN / "callgrind").glob(f"callgrind.{pid}.out*"))
     subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
     dumps = sorted(set((RUN / "callgrind").glob(f"callgrind.{pid}.out*")) - before, key=lambda f: f.stat().st_mtime)
@@ -933,9 +936,9 @@ def callgrind_profile(target: Target, route: str, seconds: int) -> None:
         return
     inclusive, calls, total = callgrind_read(dumps[-1])
     requests = max(1, calls.get("FCGX_Accept_r", 0))
-    copy = RESULTS / "profile" / f"callgrind-{target.name}-{route}.out"
+    copy = RESULTS / "profile" / f"callgrind-{target.name}-{route}{'-async' if asynchronous else ''}.out"
     shutil.copy(dumps[-1], copy)
-    print(f"\n### {target.name} {route}: {requests} requests ({r['rps']:.0f} req/s under callgrind), "
+    print(f"\n### {target.name} {route}{' async' if asynchronous else ''}: {requests} requests ({r['rps']:.0f} req/s under callgrind), "
           f"{total / requests:,.0f} instructions per request (all threads); {copy}")
     print("inclusive instructions per request, by function (callees of the request path):")
     for name, cost in sorted(inclusive.items(), key=lambda kv: -kv[1])[:40]:

@@ -191,6 +191,14 @@ final class RouterBodyTests: XCTestCase {
         XCTAssertEqual(Router.mediaType("Text/Plain"), "text/plain")
     }
 
+    func testHeaderItemsAreSplitTrimmedAndLowerCased() {
+        XCTAssertEqual(Router.lowercasedItems("Respond-Async, wait=10 ,\tHANDLING=lenient", separator: UInt8(ascii: ",")),
+                       ["respond-async", "wait=10", "handling=lenient"])
+        XCTAssertEqual(Router.lowercasedItems("", separator: UInt8(ascii: ",")), [""])
+        XCTAssertEqual(Router.lowercasedItems(",,", separator: UInt8(ascii: ",")), ["", "", ""])
+        XCTAssertEqual(Router.lowercasedItems("Zoë ; É", separator: UInt8(ascii: ";")), ["zoë", "É"], "only ASCII letters change")
+    }
+
     func testBodyOver1MiBIs413() {
         let limit = 1 << 20
         decodeError(request("POST", "/crm/sync/contact", bytes: Array("{}".utf8), contentLength: limit + 1), status: 413,

@@ -124,17 +124,30 @@ public struct Router: Sendable {
     }
 
     /// The media type of a Content-Type, lower-cased without parameters or surrounding blanks
-    /// (`Application/JSON ; charset=utf-8` → `application/json`); byte-wise, as it runs on every POST.
+    /// (`Application/JSON ; charset=utf-8` → `application/json`).
     static func mediaType(_ contentType: String) -> String {
-        let utf8 = contentType.utf8
-        var end = utf8.firstIndex(of: UInt8(ascii: ";")) ?? utf8.endIndex
-        var start = utf8.startIndex
-        let blank = { (b: UInt8) in b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") }
-        while start < end, blank(utf8[start]) { start = utf8.index(after: start) }
-        while end > start, blank(utf8[utf8.index(before: end)]) { end = utf8.index(before: end) }
-        var bytes = Array(utf8[start..<end])
-        for i in bytes.indices where bytes[i] >= 0x41 && bytes[i] <= 0x5A { bytes[i] |= 0x20 }
-        return String(decoding: bytes, as: UTF8.self)
+        lowercasedItems(contentType, separator: UInt8(ascii: ";")).first ?? ""
+    }
+
+    /// A header value's items split at `separator`, each without surrounding spaces and tabs
+    /// and with ASCII letters lower-cased. Byte-wise: it runs on every POST.
+    static func lowercasedItems(_ value: String, separator: UInt8) -> [String] {
+        var value = value
+        return value.withUTF8 { bytes in
+            var items: [String] = []
+            var start = 0
+            for end in 0...bytes.count where end == bytes.count || bytes[end] == separator {
+                var a = start, b = end
+                while a < b && (bytes[a] == 0x20 || bytes[a] == 0x09) { a += 1 }
+                while b > a && (bytes[b - 1] == 0x20 || bytes[b - 1] == 0x09) { b -= 1 }
+                items.append(String(unsafeUninitializedCapacity: b - a) { out in
+                    for k in a..<b { out[k - a] = bytes[k] >= 0x41 && bytes[k] <= 0x5A ? bytes[k] | 0x20 : bytes[k] }
+                    return b - a
+                })
+                start = end + 1
+            }
+            return items
+        }
     }
 
     static func reader(_ body: JSON) -> Result<FieldReader, APIError> {
@@ -215,7 +228,7 @@ public struct Router: Sendable {
     static func syncOptions(_ request: HTTPRequest) -> Result<SyncOptions, APIError> {
         var options = SyncOptions()
         if let prefer = request.header("prefer") {
-            options.respondAsync = prefer.split(separator: ",").contains { $0.trimming().lowercased() == "respond-async" }
+            options.respondAsync = lowercasedItems(prefer, separator: UInt8(ascii: ",")).contains("respond-async")
         }
         if let key = request.header("idempotency-key") {
             guard (1...255).contains(key.utf8.count), key.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else {
