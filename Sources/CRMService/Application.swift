@@ -8,7 +8,7 @@ import Threads
 
 /// The whole HTTP surface behind one call: request id, CORS, routing, handling, error
 /// mapping, one log line. The transport (FastCGI) only converts to and from these values.
-public struct Application: Sendable {
+public final class Application: Sendable {
     public let context: ServiceContext
     public let delivery: Delivery
     let router: Router
