@@ -1,99 +1,158 @@
 /// Serialises `JSON` to compact UTF-8 bytes.
 extension JSON {
     public func serialized() -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(256)
+        var out = JSONBytes(capacity: 256)
         write(to: &out)
-        return out
+        return out.finish()
     }
 
     public var jsonString: String { String(decoding: serialized(), as: UTF8.self) }
 
-    public func write(to out: inout [UInt8]) {
+    public func write(to out: inout JSONBytes) {
         switch self {
-        case .null: out.append(contentsOf: "null".utf8)
-        case let .bool(b): out.append(contentsOf: (b ? "true" : "false").utf8)
-        case let .int(i): out.append(contentsOf: String(i).utf8)
+        case .null: out.literal("null")
+        case let .bool(b): out.bool(b)
+        case let .int(i): out.int(i)
         case let .double(d):
             if d.isFinite {
-                if d.rounded() == d, abs(d) < 1e15 { out.append(contentsOf: String(Int64(d)).utf8); out.append(contentsOf: ".0".utf8) }
-                else { out.append(contentsOf: String(d).utf8) }
+                if d.rounded() == d, abs(d) < 1e15 { out.int(Int64(d)); out.literal(".0") }
+                else { out.text(String(d)) }
             } else {
-                out.append(contentsOf: "null".utf8)
+                out.literal("null")
             }
-        case let .string(s): JSON.writeString(s, to: &out)
+        case let .string(s): out.string(s)
         case let .array(items):
-            out.append(UInt8(ascii: "["))
+            out.byte(UInt8(ascii: "["))
             for (i, item) in items.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
+                if i > 0 { out.byte(UInt8(ascii: ",")) }
                 item.write(to: &out)
             }
-            out.append(UInt8(ascii: "]"))
+            out.byte(UInt8(ascii: "]"))
         case let .object(pairs):
-            out.append(UInt8(ascii: "{"))
+            out.byte(UInt8(ascii: "{"))
             for (i, (key, value)) in pairs.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                JSON.writeString(key, to: &out)
-                out.append(UInt8(ascii: ":"))
+                if i > 0 { out.byte(UInt8(ascii: ",")) }
+                out.string(key)
+                out.byte(UInt8(ascii: ":"))
                 value.write(to: &out)
             }
-            out.append(UInt8(ascii: "}"))
-        }
-    }
-
-    static let hex: [UInt8] = Array("0123456789abcdef".utf8)
-
-    static func writeString(_ s: String, to out: inout [UInt8]) {
-        var s = s
-        // Native strings are contiguous UTF-8: copy the runs that need no escaping in one go.
-        s.withUTF8 { bytes in
-            out.append(UInt8(ascii: "\""))
-            var runStart = 0
-            for i in 0..<bytes.count {
-                let byte = bytes[i]
-                guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
-                if runStart < i { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<i])) }
-                runStart = i + 1
-                out.append(0x5C)
-                switch byte {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"): out.append(byte)
-                case 0x0A: out.append(UInt8(ascii: "n"))
-                case 0x0D: out.append(UInt8(ascii: "r"))
-                case 0x09: out.append(UInt8(ascii: "t"))
-                default:
-                    out.append(UInt8(ascii: "u")); out.append(0x30); out.append(0x30)
-                    out.append(hex[Int(byte >> 4)]); out.append(hex[Int(byte & 0xF)])
-                }
-            }
-            if runStart < bytes.count { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart...])) }
-            out.append(UInt8(ascii: "\""))
+            out.byte(UInt8(ascii: "}"))
         }
     }
 }
 
-/// JSON written straight into bytes, for responses built on every request: no tree of values
-/// to build and free. The caller writes the punctuation and keys as literal fragments
-/// (`{"crm_type":`), so the output is exactly what `JSON.serialized()` gives for the same value.
-public struct JSONBytes {
-    public private(set) var bytes: [UInt8] = []
+/// JSON written straight into bytes: `JSON.serialized()` writes through it, and responses
+/// built on every request use it directly (no tree of values to build and free), writing
+/// punctuation and keys as literal fragments (`{"crm_type":`), so their output is exactly what
+/// `serialized()` gives for the same value. A plain growable buffer: appending a fragment is a
+/// capacity check and a copy, where an Array's append costs several times that.
+public struct JSONBytes: ~Copyable {
+    private var base: UnsafeMutablePointer<UInt8>
+    private var count = 0
+    private var capacity: Int
 
-    public init(capacity: Int) { bytes.reserveCapacity(capacity) }
-
-    /// Punctuation and keys, written as they are.
-    public mutating func literal(_ text: StaticString) {
-        bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    public init(capacity: Int) {
+        self.capacity = max(capacity, 64)
+        base = .allocate(capacity: self.capacity)
     }
 
-    public mutating func string(_ value: String) { JSON.writeString(value, to: &bytes) }
+    deinit { base.deallocate() }
+
+    /// What was written so far.
+    public var bytes: [UInt8] { Array(UnsafeBufferPointer(start: base, count: count)) }
+
+    /// The bytes written, as an array (the buffer is freed).
+    public consuming func finish() -> [UInt8] { bytes }
+
+    /// Punctuation and keys, written as they are.
+    public mutating func literal(_ text: StaticString) { append(text.utf8Start, count: text.utf8CodeUnitCount) }
+
+    public mutating func string(_ value: String) {
+        var value = value
+        value.withUTF8 { writeEscaped($0) }
+    }
 
     /// The string, or `null`.
     public mutating func string(_ value: String?) {
-        if let value { JSON.writeString(value, to: &bytes) } else { literal("null") }
+        if let value { string(value) } else { literal("null") }
     }
 
     public mutating func bool(_ value: Bool) { value ? literal("true") : literal("false") }
 
-    public mutating func int(_ value: Int) { JSON.int(Int64(value)).write(to: &bytes) }
+    public mutating func int(_ value: Int) { int(Int64(value)) }
 
-    public mutating func value(_ value: JSON) { value.write(to: &bytes) }
+    public mutating func int(_ value: Int64) {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: Int64.min has 20 characters
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            var n = value.magnitude, at = buffer.count
+            repeat {
+                at -= 1
+                buffer[at] = UInt8(ascii: "0") + UInt8(n % 10)
+                n /= 10
+            } while n > 0
+            if value < 0 {
+                at -= 1
+                buffer[at] = UInt8(ascii: "-")
+            }
+            append(buffer.baseAddress! + at, count: buffer.count - at)
+        }
+    }
+
+    public mutating func value(_ value: JSON) { value.write(to: &self) }
+
+    /// Text that needs no escaping (a number's digits).
+    mutating func text(_ value: String) {
+        var value = value
+        value.withUTF8 { if let start = $0.baseAddress { append(start, count: $0.count) } }
+    }
+
+    mutating func byte(_ byte: UInt8) {
+        reserve(1)
+        base[count] = byte
+        count += 1
+    }
+
+    private mutating func append(_ source: UnsafeRawPointer, count n: Int) {
+        reserve(n)
+        UnsafeMutableRawPointer(base + count).copyMemory(from: source, byteCount: n)
+        count += n
+    }
+
+    private mutating func reserve(_ n: Int) {
+        guard count + n > capacity else { return }
+        let grown = max(count + n, capacity * 2)
+        let larger = UnsafeMutablePointer<UInt8>.allocate(capacity: grown)
+        larger.update(from: base, count: count)
+        base.deallocate()
+        base = larger
+        capacity = grown
+    }
+
+    private static let hex: StaticString = "0123456789abcdef"
+
+    /// A JSON string: quotes, and escapes for `"`, `\` and control characters; the runs
+    /// between them are copied in one go (UTF-8 above 0x7F passes through).
+    private mutating func writeEscaped(_ bytes: UnsafeBufferPointer<UInt8>) {
+        byte(UInt8(ascii: "\""))
+        var runStart = 0
+        for i in 0..<bytes.count {
+            let b = bytes[i]
+            guard b < 0x20 || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") else { continue }
+            if runStart < i { append(bytes.baseAddress! + runStart, count: i - runStart) }
+            runStart = i + 1
+            byte(0x5C)
+            switch b {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"): byte(b)
+            case 0x0A: byte(UInt8(ascii: "n"))
+            case 0x0D: byte(UInt8(ascii: "r"))
+            case 0x09: byte(UInt8(ascii: "t"))
+            default:
+                literal("u00")
+                byte(Self.hex.utf8Start[Int(b >> 4)])
+                byte(Self.hex.utf8Start[Int(b & 0xF)])
+            }
+        }
+        if runStart < bytes.count { append(bytes.baseAddress! + runStart, count: bytes.count - runStart) }
+        byte(UInt8(ascii: "\""))
+    }
 }

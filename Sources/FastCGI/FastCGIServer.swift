@@ -390,49 +390,43 @@ public final class FastCGIServer: Sendable {
 
     /// The response as a CGI response (status line, headers, body).
     static func cgiResponse(_ response: FastCGIResponse) -> [UInt8] {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(256 + response.body.count)
-        // Byte by byte rather than by string interpolation: this runs for every response.
-        append("Status: ", to: &bytes)
-        appendDecimal(response.status, to: &bytes)
-        bytes.append(UInt8(ascii: " "))
-        bytes.append(contentsOf: response.reason.utf8)
-        append("\r\n", to: &bytes)
-        for (name, value) in response.headers {
-            bytes.append(contentsOf: name.utf8)
-            append(": ", to: &bytes)
+        // Sized first, then written in one pass into one allocation: this runs for every response.
+        var headers = response.headers
+        for i in headers.indices where headers[i].1.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A }) {
             // A header value can never split the response: CR and LF are dropped.
-            if value.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A }) {
-                bytes.append(contentsOf: value.utf8.filter { $0 != 0x0D && $0 != 0x0A })
-            } else {
-                bytes.append(contentsOf: value.utf8)
-            }
-            append("\r\n", to: &bytes)
+            headers[i].1 = String(decoding: headers[i].1.utf8.filter { $0 != 0x0D && $0 != 0x0A }, as: UTF8.self)
         }
-        append("Content-Length: ", to: &bytes)
-        appendDecimal(response.body.count, to: &bytes)
-        append("\r\n\r\n", to: &bytes)
-        bytes.append(contentsOf: response.body)
-        return bytes
-    }
-
-    private static func append(_ text: StaticString, to bytes: inout [UInt8]) {
-        bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
-    }
-
-    /// A non-negative number in decimal.
-    private static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        withUnsafeMutableBytes(of: &digits) { buffer in
-            var n = UInt(max(0, value)), at = buffer.count
-            repeat {
-                at -= 1
-                buffer[at] = UInt8(ascii: "0") + UInt8(n % 10)
-                n /= 10
-            } while n > 0
-            bytes.append(contentsOf: buffer[at...])
+        // Numbers as Strings: short ones are stored inline, no allocation.
+        let status = String(response.status), length = String(response.body.count)
+        var size = 8 + status.utf8.count + 1 + response.reason.utf8.count + 2 + 16 + length.utf8.count + 4 + response.body.count
+        for (name, value) in headers { size += name.utf8.count + 2 + value.utf8.count + 2 }
+        return [UInt8](unsafeUninitializedCapacity: size) { buffer, written in
+            written = 0
+            func put(_ bytes: UnsafeRawBufferPointer) {
+                guard bytes.count > 0 else { return }
+                UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[written...]).copyMemory(from: bytes)
+                written += bytes.count
+            }
+            func put(_ text: StaticString) { put(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)) }
+            func put(_ text: String) {
+                var text = text
+                text.withUTF8 { put(UnsafeRawBufferPointer($0)) }
+            }
+            put("Status: ")
+            put(status)
+            put(" ")
+            put(response.reason)
+            put("\r\n")
+            for (name, value) in headers {
+                put(name)
+                put(": ")
+                put(value)
+                put("\r\n")
+            }
+            put("Content-Length: ")
+            put(length)
+            put("\r\n\r\n")
+            response.body.withUnsafeBytes { put($0) }
         }
     }
 

@@ -149,6 +149,10 @@ final class JSONWriterTests: XCTestCase {
         XCTAssertEqual(JSON.string("l1\nl2\r\tend").jsonString, #""l1\nl2\r\tend""#)
         XCTAssertEqual(JSON.string("\u{0}\u{1}\u{8}\u{C}\u{1F}").jsonString, #""\u0000\u0001\u0008\u000c\u001f""#)
         XCTAssertEqual(JSON.string("</script> é 😀").jsonString, "\"</script> é 😀\"", "non-ASCII stays UTF-8")
+        // Longer than the writer's first buffer, escapes at both ends and in between.
+        let long = "\"" + String(repeating: "abc\\", count: 100) + "\u{7F}\n"
+        XCTAssertEqual(try JSONParser.parse(JSON.string(long).serialized()), .string(long))
+        XCTAssertEqual(JSON.object([("", .string(""))]).jsonString, #"{"":""}"#)
     }
 
     func testEveryStringRoundTrips() throws {
@@ -161,6 +165,9 @@ final class JSONWriterTests: XCTestCase {
 
     func testNumbersAndLiterals() {
         XCTAssertEqual(JSON.int(-7).jsonString, "-7")
+        for n: Int64 in [0, 9, 10, -1, 1_234_567_890, .max, .min] { XCTAssertEqual(JSON.int(n).jsonString, String(n)) }
+        XCTAssertEqual(JSON.double(-1e14).jsonString, "-100000000000000.0")
+        XCTAssertEqual(JSON.double(1e17).jsonString, String(1e17), "from 1e15 on: Swift's own shortest form")
         XCTAssertEqual(JSON.double(2.5).jsonString, "2.5")
         XCTAssertEqual(JSON.double(3).jsonString, "3.0")
         XCTAssertEqual(JSON.double(.nan).jsonString, "null")

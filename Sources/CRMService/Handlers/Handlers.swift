@@ -282,6 +282,6 @@ struct Handlers: Sendable {
         out.literal(#"],"count":"#)
         out.int(records.count)
         out.literal("}")
-        return out.bytes
+        return out.finish()
     }
 }
