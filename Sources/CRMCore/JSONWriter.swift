@@ -47,9 +47,10 @@ extension JSON {
 /// `serialized()` gives for the same value. A plain growable buffer: appending a fragment is a
 /// capacity check and a copy, where an Array's append costs several times that.
 public struct JSONBytes: ~Copyable {
-    private var base: UnsafeMutablePointer<UInt8>
-    private var count = 0
-    private var capacity: Int
+    // Inlinable, so that callers in other modules (the handlers) append without a call.
+    @usableFromInline var base: UnsafeMutablePointer<UInt8>
+    @usableFromInline var count = 0
+    @usableFromInline var capacity: Int
 
     public init(capacity: Int) {
         self.capacity = max(capacity, 64)
@@ -65,7 +66,7 @@ public struct JSONBytes: ~Copyable {
     public consuming func finish() -> [UInt8] { bytes }
 
     /// Punctuation and keys, written as they are.
-    public mutating func literal(_ text: StaticString) { append(text.utf8Start, count: text.utf8CodeUnitCount) }
+    @inlinable public mutating func literal(_ text: StaticString) { append(text.utf8Start, count: text.utf8CodeUnitCount) }
 
     public mutating func string(_ value: String) {
         var value = value
@@ -106,21 +107,24 @@ public struct JSONBytes: ~Copyable {
         value.withUTF8 { if let start = $0.baseAddress { append(start, count: $0.count) } }
     }
 
-    mutating func byte(_ byte: UInt8) {
+    @inlinable mutating func byte(_ byte: UInt8) {
         reserve(1)
         base[count] = byte
         count += 1
     }
 
-    private mutating func append(_ source: UnsafeRawPointer, count n: Int) {
+    @inlinable mutating func append(_ source: UnsafeRawPointer, count n: Int) {
         reserve(n)
         UnsafeMutableRawPointer(base + count).copyMemory(from: source, byteCount: n)
         count += n
     }
 
-    private mutating func reserve(_ n: Int) {
-        guard count + n > capacity else { return }
-        let grown = max(count + n, capacity * 2)
+    @inlinable mutating func reserve(_ n: Int) {
+        if count + n > capacity { grow(to: count + n) }
+    }
+
+    @usableFromInline mutating func grow(to needed: Int) {
+        let grown = max(needed, capacity * 2)
         let larger = UnsafeMutablePointer<UInt8>.allocate(capacity: grown)
         larger.update(from: base, count: count)
         base.deallocate()
