@@ -54,7 +54,8 @@ struct Serve: ParsableCommand {
         let server = FastCGIServer(target: target, threads: config.fcgiThreads, maxRequests: config.fcgiMaxRequests,
                                    maxBodyBytes: Router.maxBodyBytes)
         // CRM_SWEEP_CONCURRENCY=0: an API-only worker; other workers deliver the queue.
-        let sweeper = config.sweepConcurrency > 0 ? Sweeper(delivery: application.delivery, concurrency: config.sweepConcurrency) : nil
+        let sweeper = config.sweepConcurrency > 0 ? Sweeper(delivery: application.delivery, concurrency: config.sweepConcurrency,
+                                                                busyRequests: config.fcgiThreads) : nil
         sweeper?.start()
         // Sweep attempts still running after this are left in flight and taken back at the next start.
         defer { sweeper?.stop(waitSeconds: min(5, config.crmHTTPTimeoutSeconds + 1)) }

@@ -8,7 +8,8 @@ import Synchronization
 /// The retry sweep. One claim loop takes due rows (`FOR UPDATE SKIP LOCKED`, so any number of
 /// workers on any number of hosts can run it) as long as it has free delivery slots, and runs
 /// each delivery as a task: a slow CRM occupies a slot, not the loop or a thread, and an idle
-/// sweep costs one query per second.
+/// sweep costs one query per second. While the API is saturated the sweep keeps to a small
+/// share of its slots (`limit`): requests first.
 public final class Sweeper: Sendable {
     let delivery: Delivery
     /// Deliveries in progress at most (each mostly waits on a CRM).
@@ -18,10 +19,22 @@ public final class Sweeper: Sendable {
     private let slots: DispatchSemaphore
     private let loopDone = DispatchSemaphore(value: 0)
 
-    public init(delivery: Delivery, concurrency: Int) {
+    /// More requests in progress than this means the API is saturated (`FCGI_THREADS`).
+    let busyRequests: Int
+
+    public init(delivery: Delivery, concurrency: Int, busyRequests: Int = .max) {
         self.delivery = delivery
         self.concurrency = max(1, concurrency)
+        self.busyRequests = busyRequests
         slots = DispatchSemaphore(value: max(1, concurrency))
+    }
+
+    /// Deliveries allowed in flight: all of `concurrency`, or an eighth of it (at least one)
+    /// while the API is saturated, so that background work (retries, the `respond-async`
+    /// backlog) takes CPU and database time from requests only when they leave some. It never
+    /// stops.
+    static func limit(concurrency: Int, requestsInProgress: Int, busyRequests: Int) -> Int {
+        requestsInProgress > busyRequests ? max(1, concurrency / 8) : concurrency
     }
 
     public func start() {
@@ -60,10 +73,17 @@ public final class Sweeper: Sendable {
     private func loop() {
         var idle = 0.2
         while !stopping.load(ordering: .acquiring) {
-            // Wait for one free slot, then take as many as are free.
+            let limit = Self.limit(concurrency: concurrency, requestsInProgress: delivery.context.metrics.requestsInProgress.load(ordering: .relaxed),
+                                   busyRequests: busyRequests)
+            guard inFlight.load(ordering: .acquiring) < limit else {
+                usleep(20_000)  // the API is busy and the sweep has its share: look again shortly
+                continue
+            }
+            // Wait for one free slot, then take as many more as are free and allowed.
             slots.wait()
             var free = 1
-            while free < concurrency, slots.wait(timeout: .now()) == .success { free += 1 }
+            let room = limit - inFlight.load(ordering: .acquiring)
+            while free < room, slots.wait(timeout: .now()) == .success { free += 1 }
             let claimed: [ClaimedLog]
             do {
                 claimed = try delivery.backgroundStore.claimDue(worker: delivery.worker, limit: free, claimSeconds: delivery.claimSeconds)
