@@ -24,12 +24,17 @@ public final class Application: Sendable {
 
     /// Answers `request`: `respond` is called exactly once, on this thread for routes that only
     /// need the database, or later from a task for those that wait on a CRM.
+    /// The calling thread (an accept thread) waits first while as many requests as
+    /// `context.active` allows are doing work.
     public func handle(_ request: HTTPRequest, respond: @escaping @Sendable (HTTPResponse) -> Void) {
         let started = ContinuousClock.now
+        context.active.enter()
         let requestID = Self.requestID(request.header("x-request-id"))
         context.metrics.requestsInProgress.add(1, ordering: .relaxed)
         let finish = { @Sendable (response: HTTPResponse, routeName: String) in
-            respond(self.finished(response, request: request, requestID: requestID, routeName: routeName, started: started))
+            let answer = self.finished(response, request: request, requestID: requestID, routeName: routeName, started: started)
+            self.context.active.leave()
+            respond(answer)
         }
         if let preflight = corsPreflight(request) { return finish(preflight, "preflight") }
         let command: Command

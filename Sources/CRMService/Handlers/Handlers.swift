@@ -72,7 +72,10 @@ struct Handlers: Sendable {
             // Without a key, the request's thread only hands the rows to the log writer.
             guard key != nil else {
                 return .later {
-                    let (status, body) = try await delivery.queue(user: user, payload: payload, targets: targets)
+                    // Handed over: all that is left is the commit of its rows, with a batch of
+                    // others, so it gives its place under `ActiveLimit` up (the log writer's
+                    // batches are the bigger the more 202s wait at once).
+                    let (status, body) = try await waitingOutside { try await delivery.queue(user: user, payload: payload, targets: targets) }
                     return .json(status, body)
                 }
             }
@@ -83,7 +86,7 @@ struct Handlers: Sendable {
         // stored answer of an Idempotency-Key are written by functions of their own.
         return .later {
             let prepared = try await prepare(user, key, payload, targets)
-            let (status, body) = await delivery.deliver(prepared, user: user, payload: payload)
+            let (status, body) = await waitingOutside { await delivery.deliver(prepared, user: user, payload: payload) }
             if let key { try await finish(user, key, status: status, body: body) }
             return .json(status, body)
         }
@@ -152,7 +155,7 @@ struct Handlers: Sendable {
     private func retry(_ user: UserID, _ id: Int64) async throws -> HTTPResponse {
         let logs = context.logs
         guard let log = try await context.database.run({ try logs.get(user: user, id: id) }) else { throw APIError.notFound("Sync log \(id) not found") }
-        guard log["status"]?.stringValue == "failed", let result = try await delivery.retry(user: user, id: id) else {
+        guard log["status"]?.stringValue == "failed", let result = try await waitingOutside({ try await delivery.retry(user: user, id: id) }) else {
             throw APIError.conflict("Sync log \(id) is '\(log["status"]?.stringValue ?? "unknown")'; only failed syncs can be retried")
         }
         return .json(200, result)
@@ -177,6 +180,13 @@ struct Handlers: Sendable {
     /// Asks the CRM (the URLs were checked); throws 502 when the CRM gives no answer.
     /// 422 for credential URLs that are refused. On the request's thread: it resolves names,
     /// which blocks.
+    /// A CRM call (or a 202's commit): the request gives its place under `ActiveLimit` up meanwhile.
+    private func waitingOutside<T, Failure: Error>(_ call: () async throws(Failure) -> T) async throws(Failure) -> T {
+        context.active.park()
+        defer { context.active.unpark() }
+        return try await call()
+    }
+
     private func checkURLs(_ credentials: Credentials) throws {
         let issues = URLGuard.check(credentials, allowPrivate: context.config.allowPrivateURLs, at: ["body", "credentials"])
         guard issues.isEmpty else { throw APIError.validation(issues) }
@@ -184,7 +194,8 @@ struct Handlers: Sendable {
 
     private func check(_ credentials: Credentials) async throws -> CredentialCheck {
         do {
-            let result = try await context.connectors.connector(for: credentials.crmType).validate(credentials)
+            let connector = context.connectors.connector(for: credentials.crmType)
+            let result = try await waitingOutside { () async throws(ConnectorError) in try await connector.validate(credentials) }
             if case let .rejected(detail) = result {
                 context.logger.debug("crm rejected credentials", metadata: ["crm_type": "\(credentials.crmType.rawValue)", "detail": "\(detail)"])
             }

@@ -19,6 +19,9 @@ public struct ServiceContext: Sendable {
     /// Runs the database calls of requests that wait on a CRM (those run as tasks, and a task
     /// must not block its thread): one thread per pooled connection.
     public let database: BlockingExecutor
+    /// Requests doing work at once at most, 2 × FCGI_THREADS: those waiting on a CRM don't
+    /// count (see `ActiveLimit`). More only queue inside the worker and stretch the tail.
+    public let active: ActiveLimit
 
     public init(config: Config, logger: Logger) {
         self.config = config
@@ -30,5 +33,6 @@ public struct ServiceContext: Sendable {
         connectors = ConnectorRegistry(client: httpClient, endpoints: config.endpoints)
         metrics = ServiceMetrics()
         database = BlockingExecutor(threads: config.dbPoolSize)
+        active = ActiveLimit(limit: 2 * config.fcgiThreads)
     }
 }
