@@ -10,18 +10,6 @@ public struct IntegrationRecord: Sendable {
     public var updatedAt: String
     public var lastSyncAt: String?
     public var lastSyncStatus: String?
-
-    public init(crmType: CRMType, isActive: Bool, status: String, settings: IntegrationSettings, createdAt: String, updatedAt: String,
-                lastSyncAt: String?, lastSyncStatus: String?) {
-        self.crmType = crmType
-        self.isActive = isActive
-        self.status = status
-        self.settings = settings
-        self.createdAt = createdAt
-        self.updatedAt = updatedAt
-        self.lastSyncAt = lastSyncAt
-        self.lastSyncStatus = lastSyncStatus
-    }
 }
 
 /// Integrations per user. Credentials go in through `pgp_sym_encrypt` with the key bound as a

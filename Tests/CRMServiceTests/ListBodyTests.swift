@@ -1,8 +1,8 @@
 import CRMCore
-import CRMStore
 import XCTest
 
 @testable import CRMService
+@testable import CRMStore  // IntegrationRecord's memberwise initializer
 
 /// GET /crm/list writes its body in place (`Handlers.listBody`); these hold it to the same
 /// bytes the JSON tree gives for the contract's shape, for every kind of value it can carry.
