@@ -11,10 +11,12 @@ final class SweeperLimitTests: XCTestCase {
         XCTAssertEqual(Sweeper.limit(concurrency: 256, requestsInProgress: 1000, busyRequests: 16), 32)
     }
 
-    func testABusyAPINeverStopsTheSweep() {
-        for concurrency in 1...9 {
-            XCTAssertEqual(Sweeper.limit(concurrency: concurrency, requestsInProgress: 500, busyRequests: 16), max(1, concurrency / 8))
-            XCTAssertGreaterThanOrEqual(Sweeper.limit(concurrency: concurrency, requestsInProgress: 500, busyRequests: 16), 1)
+    func testABusyAPINeverStopsTheSweepNorWidensIt() {
+        for concurrency in [1, 2, 7, 8, 9, 16, 256] {
+            let busy = Sweeper.limit(concurrency: concurrency, requestsInProgress: 500, busyRequests: 16)
+            XCTAssertGreaterThanOrEqual(busy, 1, "concurrency \(concurrency): the backlog still moves")
+            XCTAssertLessThanOrEqual(busy, concurrency)
+            XCTAssertEqual(Sweeper.limit(concurrency: concurrency, requestsInProgress: 0, busyRequests: 16), concurrency)
         }
     }
 }
