@@ -1,8 +1,8 @@
 import Synchronization
 
 /// At most `limit` requests doing work at once. A thread that would start one more waits in
-/// `enter` (for an accept thread: it stops accepting, and new connections wait in the listen
-/// backlog); a request that waits on something outside, a CRM call, `park`s, which gives its
+/// `enter` (an accept thread, with the request it has read: it accepts no other meanwhile, and
+/// new connections wait in the listen backlog); a request that waits on something outside, a CRM call, `park`s, which gives its
 /// place up without ending, and `unpark`s when the call returns, never waiting (the thread
 /// continuing it is the curl loop's). So requests waiting on slow CRMs never keep others out,
 /// and requests that compete for the same CPU and database are not let in faster than they
