@@ -4,6 +4,21 @@ public enum CRMType: String, CaseIterable, Sendable, Hashable, Comparable {
 
     public static func < (lhs: CRMType, rhs: CRMType) -> Bool { lhs.rawValue < rhs.rawValue }
 
+    /// The type whose name is `bytes` (a stored value), without making a String first: the
+    /// first letters differ, so one comparison decides.
+    public init?(utf8 bytes: UnsafeBufferPointer<UInt8>) {
+        let candidate: CRMType
+        switch bytes.first {
+        case UInt8(ascii: "c"): candidate = .creatio
+        case UInt8(ascii: "h"): candidate = .hubspot
+        case UInt8(ascii: "k"): candidate = .klaviyo
+        case UInt8(ascii: "s"): candidate = .salesforce
+        default: return nil
+        }
+        guard candidate.rawValue.utf8.elementsEqual(bytes) else { return nil }
+        self = candidate
+    }
+
     public static var supportedList: String { allCases.map(\.rawValue).sorted().joined(separator: ", ") }
 
     public static func unsupportedMessage(_ value: String) -> String {

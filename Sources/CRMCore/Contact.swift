@@ -136,25 +136,6 @@ public struct Event: Sendable, Equatable {
     }
 }
 
-public enum Timestamp {
-    /// `YYYY-MM-DDTHH:MM[:SS[.fff]][Z|±HH:MM]` or a bare date.
-    public static func isISO8601(_ s: String) -> Bool {
-        let b = Array(s.utf8)
-        func digits(_ range: Range<Int>) -> Bool { range.upperBound <= b.count && range.allSatisfy { b[$0] >= 0x30 && b[$0] <= 0x39 } }
-        guard digits(0..<4), b.count >= 10, b[4] == 0x2D, digits(5..<7), b[7] == 0x2D, digits(8..<10) else { return false }
-        if b.count == 10 { return true }
-        guard b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: " "), digits(11..<13), b.count >= 16, b[13] == 0x3A, digits(14..<16) else { return false }
-        var i = 16
-        if i < b.count, b[i] == 0x3A { guard digits(i + 1..<i + 3) else { return false }; i += 3 }
-        if i < b.count, b[i] == 0x2E { i += 1; let start = i; while i < b.count, b[i] >= 0x30, b[i] <= 0x39 { i += 1 }; guard i > start else { return false } }
-        if i == b.count { return true }
-        if b[i] == UInt8(ascii: "Z") { return i + 1 == b.count }
-        guard b[i] == 0x2B || b[i] == 0x2D, digits(i + 1..<i + 3), i + 3 < b.count else { return false }
-        if b[i + 3] == 0x3A { return digits(i + 4..<i + 6) && i + 6 == b.count }
-        return digits(i + 3..<i + 5) && i + 5 == b.count
-    }
-}
-
 extension Contact {
     /// The standard fields that have a value, by their field-mapping names (`address.city`, ...).
     public var standardValues: [(String, String)] {

@@ -9,6 +9,10 @@ public enum JSONParser {
     public static let maxDepth = 64
 
     public static func parse(_ bytes: [UInt8]) throws(JSONParseError) -> JSON {
+        try bytes.withUnsafeBufferPointer { bytes throws(JSONParseError) in try parse(bytes) }
+    }
+
+    public static func parse(_ bytes: UnsafeBufferPointer<UInt8>) throws(JSONParseError) -> JSON {
         var parser = Parser(bytes: bytes)
         parser.skipWhitespace()
         let value = try parser.parseValue(depth: 0)
@@ -18,15 +22,17 @@ public enum JSONParser {
     }
 
     public static func parse(_ string: String) throws(JSONParseError) -> JSON {
-        try parse(Array(string.utf8))
+        var string = string
+        // withUTF8 only rethrows untyped errors: the typed one travels in a Result.
+        return try string.withUTF8 { bytes in Result { () throws(JSONParseError) in try parse(bytes) } }.get()
     }
 }
 
 private struct Parser {
-    let bytes: [UInt8]
+    let bytes: UnsafeBufferPointer<UInt8>
     var index = 0
 
-    init(bytes: [UInt8]) { self.bytes = bytes }
+    init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
     func error(_ message: String) -> JSONParseError { JSONParseError(message: message, offset: index) }
 
@@ -121,10 +127,8 @@ private struct Parser {
             if byte == UInt8(ascii: "\"") {
                 let end = index
                 index += 1
-                let string = bytes.withUnsafeBufferPointer { all in
-                    let slice = UnsafeBufferPointer(rebasing: all[start..<end])
-                    return ascii ? String(decoding: slice, as: UTF8.self) : String(validating: slice, as: UTF8.self)
-                }
+                let slice = UnsafeBufferPointer(rebasing: bytes[start..<end])
+                let string = ascii ? String(decoding: slice, as: UTF8.self) : String(validating: slice, as: UTF8.self)
                 guard let string else { throw error("Invalid UTF-8 in string") }
                 return string
             }

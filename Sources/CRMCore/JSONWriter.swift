@@ -136,7 +136,7 @@ public struct JSONBytes: ~Copyable {
 
     /// A JSON string: quotes, and escapes for `"`, `\` and control characters; the runs
     /// between them are copied in one go (UTF-8 above 0x7F passes through).
-    private mutating func writeEscaped(_ bytes: UnsafeBufferPointer<UInt8>) {
+    mutating func writeEscaped(_ bytes: UnsafeBufferPointer<UInt8>) {
         byte(UInt8(ascii: "\""))
         var runStart = 0
         for i in 0..<bytes.count {

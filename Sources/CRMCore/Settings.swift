@@ -47,14 +47,35 @@ public struct IntegrationSettings: Sendable, Equatable {
         out.literal("}")
     }
 
-    static let allowedByType: [CRMType: Set<String>] = [
-        .klaviyo: ["list_id"],
-        .salesforce: ["object", "api_version", "external_id_field", "events"],
-        .creatio: ["contact_entity"],
-        .hubspot: ["events"],
-    ]
-    /// Every key a type's settings may have (built once, not per decode).
-    static let knownByType: [CRMType: Set<String>] = allowedByType.mapValues { $0.union(["sync_contacts", "sync_events", "field_mapping"]) }
+    /// The keys only this type's settings have.
+    static func specificKeys(_ type: CRMType) -> Set<String> {
+        switch type {
+        case .klaviyo: klaviyoKeys
+        case .salesforce: salesforceKeys
+        case .creatio: creatioKeys
+        case .hubspot: hubspotKeys
+        }
+    }
+    private static let klaviyoKeys: Set = ["list_id"]
+    private static let salesforceKeys: Set = ["object", "api_version", "external_id_field", "events"]
+    private static let creatioKeys: Set = ["contact_entity"]
+    private static let hubspotKeys: Set = ["events"]
+
+    /// Every key a type's settings may have (each set built once, not per decode; a switch,
+    /// not a dictionary keyed by type, as settings are decoded on every list).
+    static func knownKeys(_ type: CRMType) -> Set<String> {
+        switch type {
+        case .klaviyo: knownKlaviyoKeys
+        case .salesforce: knownSalesforceKeys
+        case .creatio: knownCreatioKeys
+        case .hubspot: knownHubspotKeys
+        }
+    }
+    private static let commonKeys: Set = ["sync_contacts", "sync_events", "field_mapping"]
+    private static let knownKlaviyoKeys = klaviyoKeys.union(commonKeys)
+    private static let knownSalesforceKeys = salesforceKeys.union(commonKeys)
+    private static let knownCreatioKeys = creatioKeys.union(commonKeys)
+    private static let knownHubspotKeys = hubspotKeys.union(commonKeys)
 
     /// Decodes settings for `type` (absent → defaults), reporting problems at `loc`.
     public static func decode(_ value: JSON?, for type: CRMType, at loc: [ValidationIssue.Loc]) -> Result<IntegrationSettings, APIError> {
@@ -62,8 +83,8 @@ public struct IntegrationSettings: Sendable, Equatable {
         guard var r = FieldReader(value, at: loc) else {
             return .failure(.invalid(loc, "Input should be a valid dictionary", type: "dict_type"))
         }
-        let specificKeys = allowedByType[type] ?? []
-        r.rejectUnknown(knownByType[type] ?? [])
+        let specificKeys = specificKeys(type)
+        r.rejectUnknown(knownKeys(type))
         var settings = IntegrationSettings.defaults
         settings.syncContacts = r.bool("sync_contacts") ?? true
         settings.syncEvents = r.bool("sync_events") ?? true
@@ -123,8 +144,9 @@ public struct IntegrationSettings: Sendable, Equatable {
 
     /// Settings read back from the database (already validated when stored).
     public static func fromStored(_ json: JSON, for type: CRMType) -> IntegrationSettings {
-        (try? decode(json, for: type, at: ["settings"]).get()) ?? .defaults
+        (try? decode(json, for: type, at: storedLoc).get()) ?? .defaults
     }
+    private static let storedLoc: [ValidationIssue.Loc] = ["settings"]
 }
 
 extension FieldReader {

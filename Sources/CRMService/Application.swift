@@ -81,11 +81,11 @@ public final class Application: Sendable {
         response.headers.append(("X-Request-Id", requestID))
         response.headers += corsHeaders(request)
         let elapsed = ContinuousClock.now - started
-        let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         context.metrics.request(route: routeName, status: response.status, duration: elapsed)
         context.metrics.requestsInProgress.subtract(1, ordering: .relaxed)
         // The metadata is built only when the line will be written.
         if context.logger.logLevel <= .info {
+            let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
             var metadata: Logger.Metadata = [
                 "request_id": "\(requestID)", "method": "\(request.method)", "route": "\(routeName)",
                 "status": "\(response.status)", "duration_ms": "\((ms * 10).rounded() / 10)",
@@ -155,16 +155,22 @@ public final class Application: Sendable {
         // finalisers (bijective, so ids never repeat within a process; the keys are random
         // per process, so they don't repeat across processes either, and look random).
         let n = requestCounter.add(1, ordering: .relaxed).newValue
-        let hex = Array("0123456789abcdef".utf8)
-        var out = [UInt8](repeating: 0, count: 32)
-        for (half, key) in [requestKeys.0, requestKeys.1].enumerated() {
-            var bits = splitMix(n &+ key)
-            for i in 0..<16 {
-                out[half * 16 + i] = hex[Int(bits & 0xF)]
-                bits >>= 4
-            }
+        let halves = (splitMix(n &+ requestKeys.0), splitMix(n &+ requestKeys.1))
+        return String(unsafeUninitializedCapacity: 32) { out in
+            writeHex(halves.0, to: UnsafeMutableBufferPointer(rebasing: out[0..<16]))
+            writeHex(halves.1, to: UnsafeMutableBufferPointer(rebasing: out[16..<32]))
+            return 32
         }
-        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// 16 hex digits, lowest nibble first.
+    private static func writeHex(_ value: UInt64, to out: UnsafeMutableBufferPointer<UInt8>) {
+        let hex: StaticString = "0123456789abcdef"
+        var bits = value
+        for i in 0..<16 {
+            out[i] = hex.utf8Start[Int(bits & 0xF)]
+            bits >>= 4
+        }
     }
 
     // MARK: - CORS

@@ -57,7 +57,7 @@ public final class Connection: @unchecked Sendable {
             return try run(sql, on: conn)
         } catch let error where error.sqlState == "0A000" || error.sqlState == "26000" {
             // A schema change invalidated a prepared plan (or the statement is gone): prepare afresh, once.
-            prepared.removeValue(forKey: sql.text)
+            prepared.removeValue(forKey: StatementKey(text: sql.text))
             return try run(sql, on: conn)
         }
     }
@@ -65,30 +65,65 @@ public final class Connection: @unchecked Sendable {
     /// Statements with parameters are prepared once per connection (the SQL texts are fixed at
     /// the call sites, so this cache is bounded) and then executed by name: PostgreSQL skips
     /// parsing and planning on every later call. Parameterless ones use the simple protocol.
-    private var prepared: [String: String] = [:]
+    private var prepared: [StatementKey: PreparedStatement] = [:]
+    /// Names are never reused: one prepared again after a schema change gets a new name, as
+    /// the server still holds the old one.
+    private var preparedCount = 0
+
+    /// A prepared statement's name, and its result's column names once seen: they are fixed
+    /// for the statement (a schema change that alters them makes PostgreSQL refuse the plan,
+    /// and the statement is prepared afresh), so they are read from libpq only once.
+    struct PreparedStatement {
+        let name: String
+        var columns: [String]?
+    }
+
+    /// A statement's text as the cache's key, hashed by its length and a few 8-byte samples
+    /// rather than all its bytes (up to ~1.5 KB, hashed on every call otherwise). Keys with
+    /// the same hash still compare their whole texts.
+    struct StatementKey: Hashable {
+        let text: String
+
+        func hash(into hasher: inout Hasher) {
+            let utf8 = text.utf8
+            hasher.combine(utf8.count)
+            let sampled: Void? = utf8.withContiguousStorageIfAvailable { bytes in
+                guard let base = UnsafeRawPointer(bytes.baseAddress), bytes.count >= 8 else { return }
+                for quarter in 0...4 {  // the first 8 bytes, the last 8, and three between
+                    hasher.combine(base.loadUnaligned(fromByteOffset: quarter * (bytes.count - 8) / 4, as: UInt64.self))
+                }
+            }
+            if sampled == nil || utf8.count < 8 { hasher.combine(text) }
+        }
+    }
 
     private func run(_ sql: SQL, on conn: OpaquePointer) throws(DatabaseError) -> QueryResult {
         let params = sql.parameters
-        let result: OpaquePointer?
-        if params.isEmpty {
-            result = PQexec(conn, sql.text)
+        guard !params.isEmpty else { return try completed(PQexec(conn, sql.text), conn, columns: nil) }
+        let key = StatementKey(text: sql.text)
+        let statement: PreparedStatement
+        if let known = prepared[key] {
+            statement = known
         } else {
-            let name: String
-            if let known = prepared[sql.text] {
-                name = known
-            } else {
-                name = "crm_\(prepared.count + 1)"
-                guard let preparation = PQprepare(conn, name, sql.text, Int32(params.count), nil) else {
-                    throw DatabaseError(.unavailable, message: Connection.lastError(conn))
-                }
-                defer { PQclear(preparation) }
-                if PQresultStatus(preparation) != PGRES_COMMAND_OK { throw Self.error(preparation, conn) }
-                prepared[sql.text] = name
+            preparedCount += 1
+            statement = PreparedStatement(name: "crm_\(preparedCount)")
+            guard let preparation = PQprepare(conn, statement.name, sql.text, Int32(params.count), nil) else {
+                throw DatabaseError(.unavailable, message: Connection.lastError(conn))
             }
-            result = params.withOptionalCStrings { values in
-                PQexecPrepared(conn, name, Int32(params.count), values, nil, nil, 0)
-            }
+            defer { PQclear(preparation) }
+            if PQresultStatus(preparation) != PGRES_COMMAND_OK { throw Self.error(preparation, conn) }
+            prepared[key] = statement
         }
+        let result = params.withOptionalCStrings { values in
+            PQexecPrepared(conn, statement.name, Int32(params.count), values, nil, nil, 0)
+        }
+        let completed = try completed(result, conn, columns: statement.columns)
+        if statement.columns == nil, let first = completed.first { prepared[key]?.columns = first.data.columns }
+        return completed
+    }
+
+    /// The result's rows, or the error it carries; the result is freed.
+    private func completed(_ result: OpaquePointer?, _ conn: OpaquePointer, columns: [String]?) throws(DatabaseError) -> QueryResult {
         guard let result else {
             throw DatabaseError(.unavailable, message: Connection.lastError(conn))
         }
@@ -96,7 +131,7 @@ public final class Connection: @unchecked Sendable {
         switch PQresultStatus(result) {
         case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
             completedStatements += 1
-            return Self.copy(result)
+            return Self.copy(result, columns: columns)
         default:
             throw Self.error(result, conn)
         }
@@ -112,12 +147,13 @@ public final class Connection: @unchecked Sendable {
         return DatabaseError(.query, sqlState: state, message: message)
     }
 
-    private static func copy(_ result: OpaquePointer) -> QueryResult {
+    /// `columns`: the names when already known (a prepared statement's), else read from libpq.
+    private static func copy(_ result: OpaquePointer, columns known: [String]?) -> QueryResult {
         let rowCount = Int(PQntuples(result))
         let columnCount = Int(PQnfields(result))
-        let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
+        let affected = affectedRows(PQcmdTuples(result))
         guard rowCount > 0 else { return QueryResult(rows: [], affectedRows: affected) }
-        let columns = (0..<columnCount).map { String(cString: PQfname(result, Int32($0))) }
+        let columns = known.flatMap { $0.count == columnCount ? $0 : nil } ?? (0..<columnCount).map { String(cString: PQfname(result, Int32($0))) }
         var size = 0
         for r in 0..<Int32(rowCount) {
             for c in 0..<Int32(columnCount) { size += Int(PQgetlength(result, r, c)) }
@@ -141,6 +177,17 @@ public final class Connection: @unchecked Sendable {
         }
         let data = ResultData(columns: columns, bytes: bytes, cells: cells)
         return QueryResult(rows: (0..<rowCount).map { Row(data: data, index: $0) }, affectedRows: affected)
+    }
+
+    /// PQcmdTuples' digits (0 when the command reports no count).
+    static func affectedRows(_ text: UnsafePointer<CChar>?) -> Int {
+        guard var p = text else { return 0 }
+        var n = 0
+        while p.pointee >= 0x30 && p.pointee <= 0x39 {
+            n = n &* 10 &+ Int(p.pointee - 0x30)
+            p += 1
+        }
+        return n
     }
 
     /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.

@@ -6,9 +6,9 @@ public struct IntegrationRecord: Sendable {
     public var isActive: Bool
     public var status: String
     public var settings: IntegrationSettings
-    public var createdAt: String
-    public var updatedAt: String
-    public var lastSyncAt: String?
+    public var createdAt: Timestamp
+    public var updatedAt: Timestamp
+    public var lastSyncAt: Timestamp?
     public var lastSyncStatus: String?
 }
 
@@ -29,9 +29,8 @@ public struct IntegrationStore: Sendable {
     /// but ~230 µs of database CPU to every decrypt (one per delivery).
     public static let encryptionOptions = "cipher-algo=aes256, s2k-count=1024"
 
-    static let columns = """
-        crm_type, is_active, status, settings, created_at, updated_at, last_sync_at, last_sync_status
-        """
+    /// What every query of an integration selects, in this order (`record` reads by position).
+    static let columns = ["crm_type", "is_active", "status", "settings", "created_at", "updated_at", "last_sync_at", "last_sync_status"]
 
     /// Connects (or reconnects): replaces credentials and settings, clears an auth_error.
     public func save(user: UserID, credentials: Credentials, settings: IntegrationSettings) throws -> IntegrationRecord {
@@ -61,7 +60,13 @@ public struct IntegrationStore: Sendable {
             SELECT crm_type, is_active, status, settings, created_at, updated_at, last_sync_at, last_sync_status
               FROM crm.crm_integrations WHERE user_id = \(user) ORDER BY crm_type
             """
-        return try pool.withConnection { try $0.execute(sql) }.rows.compactMap { try? Self.record($0) }
+        let rows = try pool.withConnection { try $0.execute(sql) }.rows
+        var records: [IntegrationRecord] = []
+        records.reserveCapacity(rows.count)
+        for row in rows {
+            if let record = try? Self.record(row) { records.append(record) }
+        }
+        return records
     }
 
     /// Destroys the stored credentials and cancels pending deliveries; logs are kept. A delivery
@@ -106,19 +111,21 @@ public struct IntegrationStore: Sendable {
         return counts
     }
 
+    /// A row of `columns`, read by position: this runs for every integration of every list.
     static func record(_ row: Row) throws -> IntegrationRecord {
-        guard let type = CRMType(rawValue: try row.require("crm_type")) else {
+        assert(row.data.columns == columns, "the query selects IntegrationStore.columns in order")
+        guard let type = row.withValue(at: 0, CRMType.init(utf8:)) ?? nil else {
             throw DatabaseError(.decoding, message: "unknown crm_type in database")
         }
         return IntegrationRecord(
             crmType: type,
-            isActive: row.bool("is_active") ?? true,
-            status: row.string("status") ?? "connected",
-            settings: IntegrationSettings.fromStored(row.json("settings") ?? .object([]), for: type),
-            createdAt: row.timestamp("created_at") ?? "",
-            updatedAt: row.timestamp("updated_at") ?? "",
-            lastSyncAt: row.timestamp("last_sync_at"),
-            lastSyncStatus: row.string("last_sync_status"))
+            isActive: row.bool(at: 1) ?? true,
+            status: row.string(at: 2) ?? "connected",
+            settings: IntegrationSettings.fromStored(row.json(at: 3) ?? .object([]), for: type),
+            createdAt: row.timestamp(at: 4) ?? Timestamp(),
+            updatedAt: row.timestamp(at: 5) ?? Timestamp(),
+            lastSyncAt: row.timestamp(at: 6),
+            lastSyncStatus: row.string(at: 7))
     }
 }
 

@@ -39,36 +39,33 @@ public struct Row: Sendable {
     public func int(_ name: String) -> Int? { string(name).flatMap { Int($0) } }
 
     /// `t` (PostgreSQL's text for true) or `true`.
-    public func bool(_ name: String) -> Bool? {
-        withValue(name) { $0.elementsEqual("t".utf8) || $0.elementsEqual("true".utf8) }
+    public func bool(_ name: String) -> Bool? { withValue(name, Row.bool) }
+    func bool(at column: Int) -> Bool? { withValue(at: column, Row.bool) }
+
+    private static func bool(_ text: UnsafeBufferPointer<UInt8>) -> Bool {
+        text.elementsEqual("t".utf8) || text.elementsEqual("true".utf8)
     }
 
-    public func json(_ name: String) -> JSON? {
-        withValue(name) { try? JSONParser.parse(Array($0)) } ?? nil
-    }
+    public func json(_ name: String) -> JSON? { withValue(name) { try? JSONParser.parse($0) } ?? nil }
+    func json(at column: Int) -> JSON? { withValue(at: column) { try? JSONParser.parse($0) } ?? nil }
 
     /// A timestamptz column as ISO-8601 UTC (`2026-11-28T21:53:07.123456Z`); sessions run with
     /// `TimeZone=UTC` and `DateStyle=ISO`, so the text is `2026-11-28 21:53:07.123456+00`.
-    public func timestamp(_ name: String) -> String? { withValue(name) { Row.iso8601($0) } }
+    public func timestamp(_ name: String) -> Timestamp? { withValue(name) { Row.iso8601($0) } ?? nil }
 
-    /// The bytes rewritten in one pass into one new string (three per integration on every list).
-    static func iso8601(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
+    func timestamp(at column: Int) -> Timestamp? { withValue(at: column) { Row.iso8601($0) } ?? nil }
+
+    /// The bytes rewritten in one pass into the value (no allocation): the first space becomes
+    /// `T` and a zero offset `Z`. nil only for text longer than any timestamp.
+    static func iso8601(_ bytes: UnsafeBufferPointer<UInt8>) -> Timestamp? {
         let utc = bytes.count > 3 && bytes[bytes.count - 3] == UInt8(ascii: "+") && bytes[bytes.count - 2] == UInt8(ascii: "0")
             && bytes[bytes.count - 1] == UInt8(ascii: "0")
         let kept = utc ? bytes.count - 3 : bytes.count
-        return String(unsafeUninitializedCapacity: utc ? kept + 1 : kept) { out in
-            var spaceSeen = false
-            for i in 0..<kept {
-                let byte = bytes[i]
-                if byte == UInt8(ascii: " ") && !spaceSeen {
-                    out[i] = UInt8(ascii: "T")
-                    spaceSeen = true
-                } else {
-                    out[i] = byte
-                }
-            }
+        return Timestamp(count: utc ? kept + 1 : kept) { out in
+            _ = out.update(fromContentsOf: UnsafeBufferPointer(rebasing: bytes[..<kept]))
+            if let space = out[..<kept].firstIndex(of: UInt8(ascii: " ")) { out[space] = UInt8(ascii: "T") }
             if utc { out[kept] = UInt8(ascii: "Z") }
-            return utc ? kept + 1 : kept
+            return out.count
         }
     }
 }

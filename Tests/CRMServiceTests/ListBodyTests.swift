@@ -13,7 +13,7 @@ final class ListBodyTests: XCTestCase {
             ("integrations", .array(records.map { r in
                 .object([
                     ("crm_type", .string(r.crmType.rawValue)), ("is_active", .bool(r.isActive)), ("status", .string(r.status)),
-                    ("settings", r.settings.json), ("created_at", .string(r.createdAt)), ("updated_at", .string(r.updatedAt)),
+                    ("settings", r.settings.json), ("created_at", JSON(r.createdAt)), ("updated_at", JSON(r.updatedAt)),
                     ("last_sync_at", JSON(r.lastSyncAt)), ("last_sync_status", JSON(r.lastSyncStatus)),
                 ])
             })),
@@ -23,8 +23,8 @@ final class ListBodyTests: XCTestCase {
 
     private func record(_ type: CRMType, settings: IntegrationSettings = .defaults, active: Bool = true, status: String = "connected",
                         lastSyncAt: String? = nil, lastSyncStatus: String? = nil) -> IntegrationRecord {
-        IntegrationRecord(crmType: type, isActive: active, status: status, settings: settings, createdAt: "2026-11-28T21:53:07.123456Z",
-                          updatedAt: "2026-12-01T08:00:00Z", lastSyncAt: lastSyncAt, lastSyncStatus: lastSyncStatus)
+        IntegrationRecord(crmType: type, isActive: active, status: status, settings: settings, createdAt: Timestamp("2026-11-28T21:53:07.123456Z")!,
+                          updatedAt: Timestamp("2026-12-01T08:00:00Z")!, lastSyncAt: lastSyncAt.flatMap(Timestamp.init), lastSyncStatus: lastSyncStatus)
     }
 
     func testNoIntegrations() {

@@ -170,7 +170,7 @@ final class MigratorTests: XCTestCase {
         let upgraded = try XCTUnwrap(try store.find(user: b, type: .klaviyo))
         XCTAssertEqual(upgraded.status, "connected")
         XCTAssertTrue(upgraded.isActive)
-        XCTAssertFalse(upgraded.createdAt.isEmpty)
+        XCTAssertFalse(upgraded.createdAt.text.isEmpty)
         XCTAssertEqual(try store.find(user: a, type: .klaviyo)?.settings.string("list_id"), "L1")
 
         // Logs kept, statuses and operations mapped, payloads under their new names.

@@ -28,7 +28,7 @@ final class IntegrationStoreTests: XCTestCase {
         XCTAssertEqual(saved.crmType, .klaviyo)
         XCTAssertEqual(saved.status, "connected")
         XCTAssertTrue(saved.isActive)
-        XCTAssertTrue(saved.createdAt.hasSuffix("Z") && saved.createdAt.contains("T"), saved.createdAt)
+        XCTAssertTrue(Timestamp.isISO8601(saved.createdAt.text) && saved.createdAt.text.hasSuffix("Z"), saved.createdAt.text)
         XCTAssertEqual(saved.settings.string("list_id"), "L1")
         _ = try store.save(user: alice, credentials: .hubspot(accessToken: Secret("pat-alice")), settings: .defaults)
 

@@ -232,7 +232,7 @@ struct Handlers: Sendable {
         context.logger.info("integration connected", metadata: ["user_id": "\(user)", "crm_type": "\(type.rawValue)"])
         return .json(200, .object([
             ("crm_type", .string(type.rawValue)), ("status", "connected"), ("is_active", .bool(record.isActive)),
-            ("settings", record.settings.json), ("created_at", .string(record.createdAt)), ("updated_at", .string(record.updatedAt)),
+            ("settings", record.settings.json), ("created_at", JSON(record.createdAt)), ("updated_at", JSON(record.updatedAt)),
             ("warnings", .array(warnings)),
         ]), headers: headers)
     }
@@ -244,7 +244,7 @@ struct Handlers: Sendable {
         let stats = try context.integrations.stats(user: user, type: type)
         return .json(200, .object([
             ("crm_type", .string(type.rawValue)), ("connected", true), ("is_active", .bool(record.isActive)), ("status", .string(record.status)),
-            ("settings", record.settings.json), ("created_at", .string(record.createdAt)), ("updated_at", .string(record.updatedAt)),
+            ("settings", record.settings.json), ("created_at", JSON(record.createdAt)), ("updated_at", JSON(record.updatedAt)),
             ("last_sync_at", JSON(record.lastSyncAt)), ("last_sync_status", JSON(record.lastSyncStatus)),
             ("stats", .object([
                 ("success", JSON(stats["success"] ?? 0)), ("failed", JSON(stats["failed"] ?? 0)),

@@ -1,0 +1,74 @@
+/// A point in time as the API shows it: ISO-8601 text (`2026-11-28T21:53:07.123456Z`), kept
+/// inline in the value. Every integration carries three of these and GET /crm/list returns
+/// them all; as Strings (27 bytes, past the 15 a String keeps inline) each one was a heap
+/// allocation and a free.
+public struct Timestamp: Sendable, Equatable, CustomStringConvertible {
+    /// Enough for any timestamptz PostgreSQL prints (`294276-12-31 23:59:59.999999+00 BC` is 34).
+    public static let capacity = 40
+
+    private var storage = InlineArray<40, UInt8>(repeating: 0)
+    private var count = 0
+
+    /// The empty text.
+    public init() {}
+
+    /// nil when `text` is longer than `capacity`.
+    public init?(_ text: String) {
+        var text = text
+        guard let made = text.withUTF8({ source in Timestamp(count: source.count) { $0.update(fromContentsOf: source) } }) else { return nil }
+        self = made
+    }
+
+    /// Text of `count` bytes, written by `initialize` into the value's storage; nil when
+    /// `count` is more than `capacity`.
+    public init?(count: Int, initializingWith initialize: (UnsafeMutableBufferPointer<UInt8>) -> Int) {
+        guard count >= 0 && count <= Self.capacity else { return nil }
+        let written = withUnsafeMutableBytes(of: &storage) { raw in
+            initialize(UnsafeMutableBufferPointer(rebasing: raw.bindMemory(to: UInt8.self)[..<count]))
+        }
+        self.count = min(max(written, 0), count)
+    }
+
+    public func withUTF8<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        try withUnsafeBytes(of: storage) { raw in try body(UnsafeBufferPointer(rebasing: raw.bindMemory(to: UInt8.self)[..<count])) }
+    }
+
+    public var text: String { withUTF8 { String(decoding: $0, as: UTF8.self) } }
+    public var description: String { text }
+
+    /// `YYYY-MM-DDTHH:MM[:SS[.fff]][Z|±HH:MM]` or a bare date.
+    public static func isISO8601(_ s: String) -> Bool {
+        let b = Array(s.utf8)
+        func digits(_ range: Range<Int>) -> Bool { range.upperBound <= b.count && range.allSatisfy { b[$0] >= 0x30 && b[$0] <= 0x39 } }
+        guard digits(0..<4), b.count >= 10, b[4] == 0x2D, digits(5..<7), b[7] == 0x2D, digits(8..<10) else { return false }
+        if b.count == 10 { return true }
+        guard b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: " "), digits(11..<13), b.count >= 16, b[13] == 0x3A, digits(14..<16) else { return false }
+        var i = 16
+        if i < b.count, b[i] == 0x3A { guard digits(i + 1..<i + 3) else { return false }; i += 3 }
+        if i < b.count, b[i] == 0x2E { i += 1; let start = i; while i < b.count, b[i] >= 0x30, b[i] <= 0x39 { i += 1 }; guard i > start else { return false } }
+        if i == b.count { return true }
+        if b[i] == UInt8(ascii: "Z") { return i + 1 == b.count }
+        guard b[i] == 0x2B || b[i] == 0x2D, digits(i + 1..<i + 3), i + 3 < b.count else { return false }
+        if b[i + 3] == 0x3A { return digits(i + 4..<i + 6) && i + 6 == b.count }
+        return digits(i + 3..<i + 5) && i + 5 == b.count
+    }
+
+    public static func == (lhs: Timestamp, rhs: Timestamp) -> Bool {
+        lhs.withUTF8 { l in rhs.withUTF8 { r in l.elementsEqual(r) } }
+    }
+}
+
+extension JSON {
+    public init(_ timestamp: Timestamp?) { self = timestamp.map { .string($0.text) } ?? .null }
+}
+
+extension JSONBytes {
+    public mutating func string(_ timestamp: Timestamp) {
+        timestamp.withUTF8 { writeEscaped($0) }
+    }
+
+    /// The timestamp as a string, or `null`.
+    public mutating func string(_ timestamp: Timestamp?) {
+        if let timestamp { string(timestamp) } else { literal("null") }
+    }
+}

@@ -1,0 +1,47 @@
+import CRMCore
+import XCTest
+
+/// Timestamps are kept inline as text: what goes in comes out, up to the longest PostgreSQL prints.
+final class TimestampTests: XCTestCase {
+    func testTextRoundTripsAndIsWrittenAsAJSONString() throws {
+        let t = try XCTUnwrap(Timestamp("2026-11-28T21:53:07.123456Z"))
+        XCTAssertEqual(t.text, "2026-11-28T21:53:07.123456Z")
+        XCTAssertEqual(t, Timestamp("2026-11-28T21:53:07.123456Z"))
+        XCTAssertNotEqual(t, Timestamp("2026-11-28T21:53:07.12345Z"))
+        XCTAssertEqual(Timestamp().text, "")
+        var out = JSONBytes(capacity: 0)
+        out.string(t)
+        out.string(Optional<Timestamp>.none)
+        XCTAssertEqual(String(decoding: out.bytes, as: UTF8.self), #""2026-11-28T21:53:07.123456Z"null"#)
+        XCTAssertEqual(JSON(t), .string("2026-11-28T21:53:07.123456Z"))
+        XCTAssertEqual(JSON(Optional<Timestamp>.none), .null)
+    }
+
+    func testTheLongestPostgreSQLTimestampFitsAndLongerTextIsRefused() {
+        let longest = "294276-12-31T23:59:59.999999+00 BC"
+        XCTAssertEqual(Timestamp(longest)?.text, longest)
+        let full = String(repeating: "9", count: Timestamp.capacity)
+        XCTAssertEqual(Timestamp(full)?.text, full)
+        XCTAssertNil(Timestamp(full + "9"))
+        XCTAssertNil(Timestamp(count: Timestamp.capacity + 1) { _ in 0 })
+    }
+
+    func testAnInitializerThatWritesLessKeepsOnlyWhatItWrote() {
+        let t = Timestamp(count: 10) { out in
+            out[0] = UInt8(ascii: "a")
+            return 1
+        }
+        XCTAssertEqual(t?.text, "a")
+    }
+}
+
+/// CRM types read from stored bytes name exactly the types their raw values name.
+final class CRMTypeBytesTests: XCTestCase {
+    func testEveryNameAndNothingElse() {
+        func type(_ text: String) -> CRMType? { Array(text.utf8).withUnsafeBufferPointer { CRMType(utf8: $0) } }
+        for t in CRMType.allCases { XCTAssertEqual(type(t.rawValue), t) }
+        for other in ["", "c", "creati", "creatioo", "Creatio", "hubspot ", "sales", "salesforcE", "zoho", "k\u{0}laviyo"] {
+            XCTAssertNil(type(other), other)
+        }
+    }
+}
