@@ -15,7 +15,10 @@ public enum CRMType: String, CaseIterable, Sendable, Hashable, Comparable {
         case UInt8(ascii: "s"): candidate = .salesforce
         default: return nil
         }
-        guard candidate.rawValue.utf8.elementsEqual(bytes) else { return nil }
+        // A literal's bytes are contiguous: compared in one go (elementsEqual walks them one by one).
+        let name = candidate.rawValue.utf8
+        let same = name.count == bytes.count && name.withContiguousStorageIfAvailable { $0.elementsEqual(bytes) } != false
+        guard same else { return nil }
         self = candidate
     }
 

@@ -43,7 +43,8 @@ public struct Row: Sendable {
     func bool(at column: Int) -> Bool? { withValue(at: column, Row.bool) }
 
     private static func bool(_ text: UnsafeBufferPointer<UInt8>) -> Bool {
-        text.elementsEqual("t".utf8) || text.elementsEqual("true".utf8)
+        (text.count == 1 && text[0] == UInt8(ascii: "t"))
+            || (text.count == 4 && text[0] == UInt8(ascii: "t") && text[1] == UInt8(ascii: "r") && text[2] == UInt8(ascii: "u") && text[3] == UInt8(ascii: "e"))
     }
 
     public func json(_ name: String) -> JSON? { withValue(name) { try? JSONParser.parse($0) } ?? nil }

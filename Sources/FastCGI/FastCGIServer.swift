@@ -12,12 +12,12 @@ public struct FastCGIRequest: Sendable {
     public var uri: String
     /// From `HTTP_*` (and `CONTENT_TYPE`): lower-case names with dashes (`x-user-id`); a header
     /// sent twice has its values joined with ", ", as HTTP does.
-    public var headers: [String: String]
+    public var headers: [(name: String, value: String)]
     public var body: [UInt8]
     /// CONTENT_LENGTH as declared; the body is not read when it exceeds the limit.
     public var contentLength: Int
 
-    public init(method: String, uri: String, headers: [String: String], body: [UInt8], contentLength: Int) {
+    public init(method: String, uri: String, headers: [(name: String, value: String)], body: [UInt8], contentLength: Int) {
         self.method = method
         self.uri = uri
         self.headers = headers
@@ -28,10 +28,11 @@ public struct FastCGIRequest: Sendable {
     /// Reads the CGI parameters (`NAME=value` C strings) byte by byte: this runs for every
     /// request, so no Character-level String work, and values become Strings only for the
     /// parameters used (nginx sends ~20 others).
-    public static func parse(parameters: [UnsafePointer<CChar>]) -> (method: String, uri: String, headers: [String: String], contentLength: Int) {
+    /// Headers come as pairs, each name once (a handful: a list, not a dictionary to hash).
+    public static func parse(parameters: [UnsafePointer<CChar>]) -> (method: String, uri: String, headers: [(name: String, value: String)], contentLength: Int) {
         var method = "GET", requestURI: String?, scriptName = "/", query = "", contentLength = 0, contentType = ""
-        var headers: [String: String] = [:]
-        headers.reserveCapacity(12)
+        var headers: [(name: String, value: String)] = []
+        headers.reserveCapacity(8)
         for entry in parameters {
             let length = strlen(entry)
             entry.withMemoryRebound(to: UInt8.self, capacity: length) { raw in
@@ -42,8 +43,11 @@ public struct FastCGIRequest: Sendable {
                 var value: String { String(decoding: rawValue, as: UTF8.self) }
                 if name.count > 5 && named(UnsafeBufferPointer(rebasing: name[..<5]), "HTTP_") {
                     let key = headerName(UnsafeBufferPointer(rebasing: name[5...]))
-                    let added = value
-                    if let existing = headers.updateValue(added, forKey: key) { headers[key] = existing + ", " + added }
+                    if let existing = headers.firstIndex(where: { $0.name == key }) {
+                        headers[existing].value += ", " + value
+                    } else {
+                        headers.append((key, value))
+                    }
                 } else if named(name, "REQUEST_METHOD") { method = value
                 } else if named(name, "REQUEST_URI") { requestURI = value
                 } else if named(name, "SCRIPT_NAME") { scriptName = value
@@ -54,7 +58,10 @@ public struct FastCGIRequest: Sendable {
             }
         }
         // CONTENT_TYPE is the header as the server read it (nginx also sends HTTP_CONTENT_TYPE).
-        if !contentType.isEmpty { headers["content-type"] = contentType }
+        if !contentType.isEmpty {
+            headers.removeAll { $0.name == "content-type" }
+            headers.append(("content-type", contentType))
+        }
         let uri = requestURI ?? (query.isEmpty ? scriptName : scriptName + "?" + query)
         return (method, uri, headers, contentLength)
     }
@@ -381,53 +388,69 @@ public final class FastCGIServer: Sendable {
     }
 
     private func write(_ response: FastCGIResponse, to request: UnsafeMutablePointer<FCGX_Request>) {
-        Self.cgiResponse(response).withUnsafeBufferPointer { buffer in
-            buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buffer.count) {
-                _ = FCGX_PutStr($0, Int32(buffer.count), request.pointee.out)
+        // The head and the body go to libfcgi's buffer one after the other: the body is not
+        // copied into a response of its own first.
+        func put(_ part: [UInt8]) {
+            part.withUnsafeBufferPointer { buffer in
+                guard let base = buffer.baseAddress, buffer.count > 0 else { return }
+                base.withMemoryRebound(to: CChar.self, capacity: buffer.count) { _ = FCGX_PutStr($0, Int32(buffer.count), request.pointee.out) }
             }
         }
+        put(Self.cgiHead(response))
+        put(response.body)
     }
 
     /// The response as a CGI response (status line, headers, body).
-    static func cgiResponse(_ response: FastCGIResponse) -> [UInt8] {
-        // Sized first, then written in one pass into one allocation: this runs for every response.
-        var headers = response.headers
-        for i in headers.indices where headers[i].1.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A }) {
-            // A header value can never split the response: CR and LF are dropped.
-            headers[i].1 = String(decoding: headers[i].1.utf8.filter { $0 != 0x0D && $0 != 0x0A }, as: UTF8.self)
+    static func cgiResponse(_ response: FastCGIResponse) -> [UInt8] { cgiHead(response) + response.body }
+
+    /// The status line and headers, with `Content-Length`, and the blank line that ends them.
+    static func cgiHead(_ response: FastCGIResponse) -> [UInt8] {
+        var head: [UInt8] = []
+        head.reserveCapacity(128 + response.headers.count * 48)
+        func put(_ text: StaticString) { head.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)) }
+        func put(_ text: String) {
+            var text = text
+            text.withUTF8 { head.append(contentsOf: $0) }
         }
-        // Numbers as Strings: short ones are stored inline, no allocation.
-        let status = String(response.status), length = String(response.body.count)
-        var size = 8 + status.utf8.count + 1 + response.reason.utf8.count + 2 + 16 + length.utf8.count + 4 + response.body.count
-        for (name, value) in headers { size += name.utf8.count + 2 + value.utf8.count + 2 }
-        return [UInt8](unsafeUninitializedCapacity: size) { buffer, written in
-            written = 0
-            func put(_ bytes: UnsafeRawBufferPointer) {
-                guard bytes.count > 0 else { return }
-                UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[written...]).copyMemory(from: bytes)
-                written += bytes.count
+        func put(_ number: Int) {
+            var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: more than any Int's digits
+            withUnsafeMutableBytes(of: &digits) { buffer in
+                var n = number.magnitude, at = buffer.count
+                repeat {
+                    at -= 1
+                    buffer[at] = UInt8(ascii: "0") + UInt8(n % 10)
+                    n /= 10
+                } while n > 0
+                head.append(contentsOf: buffer[at...])
             }
-            func put(_ text: StaticString) { put(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)) }
-            func put(_ text: String) {
-                var text = text
-                text.withUTF8 { put(UnsafeRawBufferPointer($0)) }
+        }
+        /// A header value can never split the response: CR and LF are dropped.
+        func putValue(_ text: String) {
+            var text = text
+            text.withUTF8 { bytes in
+                var runStart = 0
+                for i in 0..<bytes.count where bytes[i] == 0x0D || bytes[i] == 0x0A {
+                    head.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<i]))
+                    runStart = i + 1
+                }
+                head.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart...]))
             }
-            put("Status: ")
-            put(status)
-            put(" ")
-            put(response.reason)
+        }
+        put("Status: ")
+        put(response.status)
+        put(" ")
+        putValue(response.reason)
+        put("\r\n")
+        for (name, value) in response.headers {
+            putValue(name)
+            put(": ")
+            putValue(value)
             put("\r\n")
-            for (name, value) in headers {
-                put(name)
-                put(": ")
-                put(value)
-                put("\r\n")
-            }
-            put("Content-Length: ")
-            put(length)
-            put("\r\n\r\n")
-            response.body.withUnsafeBytes { put($0) }
         }
+        put("Content-Length: ")
+        put(response.body.count)
+        put("\r\n\r\n")
+        return head
     }
 
     /// Answers a request whose connection was taken over from libfcgi (`FastCGIResponder`):

@@ -164,7 +164,7 @@ func makeLogger(_ config: Config) -> Logger {
 extension HTTPRequest {
     /// CGI parameters → request value. Headers arrive as `HTTP_*`; CONTENT_TYPE/LENGTH without the prefix.
     init(fastCGI request: FastCGIRequest) {
-        self.init(method: request.method, uri: request.uri, headers: request.headers, body: request.body, contentLength: request.contentLength)
+        self.init(method: request.method, uri: request.uri, headers: HTTPHeaders(pairs: request.headers), body: request.body, contentLength: request.contentLength)
     }
 }
 

@@ -158,7 +158,7 @@ final class RouterHeaderTests: XCTestCase {
 
     func testPreferAndIdempotencyKeyBecomeSyncOptions() {
         let body = #"{"email":"ada@example.com"}"#
-        func options(_ headers: [String: String], path: String = "/crm/sync/contact", body: String = body) -> SyncOptions? {
+        func options(_ headers: HTTPHeaders, path: String = "/crm/sync/contact", body: String = body) -> SyncOptions? {
             switch decode(request("POST", path, headers: headers, body: body)) {
             case let .syncContact(_, _, _, o)?, let .syncEvent(_, _, _, o)?: return o
             default: return nil

@@ -7,12 +7,12 @@ let testUser = "p9uOHM8ABHgwBYGT0dRpZmfyUWn1"
 let testKey32 = "0123456789abcdef0123456789abcdef"
 
 /// A request as the transport would hand it over; `body` gets `Content-Type: application/json`.
-func request(_ method: String, _ uri: String, user: String? = testUser, headers: [String: String] = [:],
+func request(_ method: String, _ uri: String, user: String? = testUser, headers: HTTPHeaders = [:],
              body: String? = nil, contentType: String? = "application/json") -> HTTPRequest {
     request(method, uri, user: user, headers: headers, bytes: body.map { Array($0.utf8) }, contentType: contentType)
 }
 
-func request(_ method: String, _ uri: String, user: String? = testUser, headers: [String: String] = [:],
+func request(_ method: String, _ uri: String, user: String? = testUser, headers: HTTPHeaders = [:],
              bytes: [UInt8]?, contentType: String? = "application/json", contentLength: Int? = nil) -> HTTPRequest {
     var h = headers
     if let user { h["x-user-id"] = user }

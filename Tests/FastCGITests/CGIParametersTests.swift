@@ -4,10 +4,12 @@ import XCTest
 
 /// The CGI parameters nginx sends (see nginx.conf), read into what HTTP handling needs.
 final class CGIParametersTests: XCTestCase {
+    /// The parsed request, its headers as a dictionary (each name must come once).
     private func parse(_ entries: [String]) -> (method: String, uri: String, headers: [String: String], contentLength: Int) {
         let owned = entries.map { strdup($0)! }
         defer { owned.forEach { free($0) } }
-        return FastCGIRequest.parse(parameters: owned.map { UnsafePointer($0) })
+        let r = FastCGIRequest.parse(parameters: owned.map { UnsafePointer($0) })
+        return (r.method, r.uri, Dictionary(uniqueKeysWithValues: r.headers.map { ($0.name, $0.value) }), r.contentLength)
     }
 
     func testRequestLineHeadersAndLength() {

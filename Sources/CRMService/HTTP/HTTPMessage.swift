@@ -7,12 +7,12 @@ public struct HTTPRequest: Sendable {
     public var path: String
     public var query: String
     /// Lower-cased header names (`x-user-id`, `content-type`, ...).
-    public var headers: [String: String]
+    public var headers: HTTPHeaders
     public var body: [UInt8]
     /// The declared length (CONTENT_LENGTH), which may exceed what was read when too large.
     public var contentLength: Int
 
-    public init(method: String, path: String, query: String = "", headers: [String: String] = [:], body: [UInt8] = [], contentLength: Int? = nil) {
+    public init(method: String, path: String, query: String = "", headers: HTTPHeaders = [:], body: [UInt8] = [], contentLength: Int? = nil) {
         self.method = method
         self.path = path
         self.query = query
@@ -22,7 +22,7 @@ public struct HTTPRequest: Sendable {
     }
 
     /// From a `REQUEST_URI` such as `/crm/sync/logs?limit=5`.
-    public init(method: String, uri: String, headers: [String: String] = [:], body: [UInt8] = [], contentLength: Int? = nil) {
+    public init(method: String, uri: String, headers: HTTPHeaders = [:], body: [UInt8] = [], contentLength: Int? = nil) {
         let utf8 = uri.utf8
         let mark = utf8.firstIndex(of: UInt8(ascii: "?"))
         let path = mark.map { String(uri[..<$0]) } ?? uri
@@ -31,6 +31,33 @@ public struct HTTPRequest: Sendable {
     }
 
     public func header(_ name: String) -> String? { headers[name] }
+}
+
+/// Request headers by lower-cased name, each name once. A request carries a handful, read a
+/// few times each: a list searched in order costs less than a dictionary's hashing.
+public struct HTTPHeaders: Sendable, ExpressibleByDictionaryLiteral {
+    public private(set) var pairs: [(name: String, value: String)]
+
+    /// `pairs` with distinct names (as FastCGI parsing gives them).
+    public init(pairs: [(name: String, value: String)]) { self.pairs = pairs }
+
+    public init(dictionaryLiteral elements: (String, String)...) {
+        pairs = []
+        for (name, value) in elements { self[name] = value }
+    }
+
+    public subscript(name: String) -> String? {
+        get { pairs.firstIndex { $0.name == name }.map { pairs[$0].value } }
+        set {
+            let existing = pairs.firstIndex { $0.name == name }
+            switch (existing, newValue) {
+            case let (i?, value?): pairs[i].value = value
+            case let (i?, nil): pairs.remove(at: i)
+            case let (nil, value?): pairs.append((name, value))
+            case (nil, nil): break
+            }
+        }
+    }
 }
 
 public struct HTTPResponse: Sendable {
