@@ -15,9 +15,11 @@ public enum CRMType: String, CaseIterable, Sendable, Hashable, Comparable {
         case UInt8(ascii: "s"): candidate = .salesforce
         default: return nil
         }
-        // A literal's bytes are contiguous: compared in one go (elementsEqual walks them one by one).
-        let name = candidate.rawValue.utf8
-        let same = name.count == bytes.count && name.withContiguousStorageIfAvailable { $0.elementsEqual(bytes) } != false
+        let same = candidate.rawValue.utf8.withContiguousStorageIfAvailable { name in
+            guard name.count == bytes.count else { return false }
+            for i in 0..<name.count where name[i] != bytes[i] { return false }
+            return true
+        } ?? candidate.rawValue.utf8.elementsEqual(bytes)
         guard same else { return nil }
         self = candidate
     }

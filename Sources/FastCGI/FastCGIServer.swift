@@ -405,52 +405,22 @@ public final class FastCGIServer: Sendable {
 
     /// The status line and headers, with `Content-Length`, and the blank line that ends them.
     static func cgiHead(_ response: FastCGIResponse) -> [UInt8] {
-        var head: [UInt8] = []
-        head.reserveCapacity(128 + response.headers.count * 48)
-        func put(_ text: StaticString) { head.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)) }
-        func put(_ text: String) {
-            var text = text
-            text.withUTF8 { head.append(contentsOf: $0) }
-        }
-        func put(_ number: Int) {
-            var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: more than any Int's digits
-            withUnsafeMutableBytes(of: &digits) { buffer in
-                var n = number.magnitude, at = buffer.count
-                repeat {
-                    at -= 1
-                    buffer[at] = UInt8(ascii: "0") + UInt8(n % 10)
-                    n /= 10
-                } while n > 0
-                head.append(contentsOf: buffer[at...])
-            }
-        }
-        /// A header value can never split the response: CR and LF are dropped.
-        func putValue(_ text: String) {
-            var text = text
-            text.withUTF8 { bytes in
-                var runStart = 0
-                for i in 0..<bytes.count where bytes[i] == 0x0D || bytes[i] == 0x0A {
-                    head.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<i]))
-                    runStart = i + 1
-                }
-                head.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart...]))
-            }
-        }
-        put("Status: ")
-        put(response.status)
-        put(" ")
-        putValue(response.reason)
-        put("\r\n")
+        var head = CGIHead(capacity: 128 + response.headers.count * 48)
+        head.put("Status: ")
+        head.put(response.status)
+        head.put(" ")
+        head.putValue(response.reason)
+        head.put("\r\n")
         for (name, value) in response.headers {
-            putValue(name)
-            put(": ")
-            putValue(value)
-            put("\r\n")
+            head.putValue(name)
+            head.put(": ")
+            head.putValue(value)
+            head.put("\r\n")
         }
-        put("Content-Length: ")
-        put(response.body.count)
-        put("\r\n\r\n")
-        return head
+        head.put("Content-Length: ")
+        head.put(response.body.count)
+        head.put("\r\n\r\n")
+        return head.bytes
     }
 
     /// Answers a request whose connection was taken over from libfcgi (`FastCGIResponder`):
@@ -529,6 +499,43 @@ public final class FastCGIResponder: @unchecked Sendable {
             FCGX_Free(request, 0)
             state = .detached(fd: fd, requestID: requestID)
             return true
+        }
+    }
+}
+
+/// A CGI response head, written piece by piece.
+private struct CGIHead {
+    var bytes: [UInt8] = []
+
+    init(capacity: Int) { bytes.reserveCapacity(capacity) }
+
+    mutating func put(_ text: StaticString) {
+        bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    mutating func put(_ number: Int) {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: more than any Int's digits
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            var n = number.magnitude, at = buffer.count
+            repeat {
+                at -= 1
+                buffer[at] = UInt8(ascii: "0") + UInt8(n % 10)
+                n /= 10
+            } while n > 0
+            bytes.append(contentsOf: buffer[at...])
+        }
+    }
+
+    /// A header value can never split the response: CR and LF are dropped.
+    mutating func putValue(_ text: String) {
+        var text = text
+        text.withUTF8 { value in
+            var runStart = 0
+            for i in 0..<value.count where value[i] == 0x0D || value[i] == 0x0A {
+                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: value[runStart..<i]))
+                runStart = i + 1
+            }
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: value[runStart...]))
         }
     }
 }
