@@ -134,16 +134,32 @@ public struct JSONBytes: ~Copyable {
 
     private static let hex: StaticString = "0123456789abcdef"
 
+    /// Whether any of the eight bytes in `word` is below 0x20, `"` or `\` (the classic
+    /// "has a byte less than n / equal to c" bit tricks; exact as a yes/no for the word).
+    @inline(__always) static func anyNeedsEscape(_ word: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        func hasZero(_ x: UInt64) -> Bool { (x &- ones) & ~x & highs != 0 }
+        let control = (word &- 0x20 &* ones) & ~word & highs != 0
+        return control || hasZero(word ^ (UInt64(UInt8(ascii: "\"")) &* ones)) || hasZero(word ^ (UInt64(UInt8(ascii: "\\")) &* ones))
+    }
+
     /// A JSON string: quotes, and escapes for `"`, `\` and control characters; the runs
     /// between them are copied in one go (UTF-8 above 0x7F passes through).
     mutating func writeEscaped(_ bytes: UnsafeBufferPointer<UInt8>) {
         byte(UInt8(ascii: "\""))
         var runStart = 0
-        for i in 0..<bytes.count {
+        var i = 0
+        while i < bytes.count {
+            // Eight bytes at a time while none of them needs an escape (most strings have none).
+            if i + 8 <= bytes.count, !Self.anyNeedsEscape(UnsafeRawPointer(bytes.baseAddress! + i).loadUnaligned(as: UInt64.self)) {
+                i += 8
+                continue
+            }
             let b = bytes[i]
+            i += 1
             guard b < 0x20 || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") else { continue }
-            if runStart < i { append(bytes.baseAddress! + runStart, count: i - runStart) }
-            runStart = i + 1
+            if runStart < i - 1 { append(bytes.baseAddress! + runStart, count: i - 1 - runStart) }
+            runStart = i
             byte(0x5C)
             switch b {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"): byte(b)

@@ -22,14 +22,18 @@ public struct SQL: Sendable, ExpressibleByStringInterpolation {
 
         public init(literalCapacity: Int, interpolationCount: Int) {
             text.reserveCapacity(literalCapacity + interpolationCount * 3)
+            parameters.reserveCapacity(interpolationCount)
         }
 
         public mutating func appendLiteral(_ literal: String) { text += literal }
 
         mutating func bind(_ value: String?) {
             parameters.append(value)
-            text += "$\(parameters.count)"
+            text += parameters.count < Self.placeholders.count ? Self.placeholders[parameters.count] : "$\(parameters.count)"
         }
+
+        /// `$1` … `$31`, made once: the SQL of every query is built on every call.
+        private static let placeholders = (0..<32).map { "$\($0)" }
 
         public mutating func appendInterpolation(_ value: String?) { bind(value) }
         public mutating func appendInterpolation(_ value: Int) { bind(String(value)) }
