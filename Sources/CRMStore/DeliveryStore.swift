@@ -272,6 +272,22 @@ public struct DeliveryStore: Sendable {
         }
     }
 
+    /// Gives back rows this worker claimed and did not start: queued again (or retrying, when
+    /// attempted before), due at once. Rows no longer ours are left alone.
+    @discardableResult
+    public func releaseClaims(ids: [Int64], worker: String) throws -> Int {
+        guard !ids.isEmpty else { return 0 }
+        let list = Self.arrayLiteral(ids.map { String($0) })
+        return try pool.withConnection(priority: priority) {
+            try $0.execute("""
+                UPDATE crm.crm_sync_logs
+                   SET status = CASE WHEN attempts = 0 THEN 'queued' ELSE 'retrying' END, next_attempt_at = now(),
+                       claimed_by = NULL, claimed_until = NULL, updated_at = now()
+                 WHERE id = ANY(\(list)::bigint[]) AND status = 'in_flight' AND claimed_by = \(worker)
+                """).affectedRows
+        }
+    }
+
     /// Writes an attempt's outcome, only while the row is still ours (a disconnect may have
     /// cancelled it meanwhile), and the integration's last sync (and `auth_error`).
     @discardableResult

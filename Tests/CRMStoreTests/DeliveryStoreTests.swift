@@ -85,6 +85,33 @@ final class DeliveryStoreTests: XCTestCase {
                         "queued -", "retrying -", "queued -"])
     }
 
+    func testRowsClaimedAheadAndNotStartedAreGivenBackAsTheyWere() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        let store = DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
+        let queued = try insert(c, "queued", next: -60)
+        let retrying = try insert(c, "retrying", next: -50, attempts: 2)
+        let started = try insert(c, "queued", next: -40)
+        let others = try insert(c, "queued", next: -30)
+        XCTAssertEqual(Set(try store.claimDue(worker: "w1", limit: 3, claimSeconds: 300).map(\.id)), [queued, retrying, started])
+        XCTAssertEqual(try store.claimDue(worker: "w2", limit: 1, claimSeconds: 300).map(\.id), [others])
+
+        // Only the rows named, only while this worker holds them.
+        XCTAssertEqual(try store.releaseClaims(ids: [queued, retrying, others], worker: "w1"), 2)
+        XCTAssertEqual(try store.releaseClaims(ids: [], worker: "w1"), 0)
+        func state(_ id: Int64) throws -> [String?] {
+            let row = try XCTUnwrap(c.execute("SELECT status, claimed_by, next_attempt_at <= now() AS due FROM crm.crm_sync_logs WHERE id = \(id)").first)
+            return [row.string("status"), row.string("claimed_by"), row.string("due")]
+        }
+        XCTAssertEqual(try state(queued), ["queued", nil, "t"])
+        XCTAssertEqual(try state(retrying), ["retrying", nil, "t"], "attempted before: retrying")
+        XCTAssertEqual(try c.execute("SELECT attempts FROM crm.crm_sync_logs WHERE id = \(retrying)").first?.int("attempts"), 2)
+        XCTAssertEqual(try state(started)[0...1], ["in_flight", "w1"])
+        XCTAssertEqual(try state(others)[0...1], ["in_flight", "w2"])
+        // Given back, they are due again at once.
+        XCTAssertEqual(Set(try store.claimDue(worker: "w3", limit: 5, claimSeconds: 300).map(\.id)), [queued, retrying])
+    }
+
     func testClaimedRowsCarryWhatTheDeliveryNeeds() throws {
         let db = try ScratchDatabase.migrated(for: self)
         let c = try db.connect()
