@@ -46,7 +46,8 @@ public struct FieldReader {
             add(key, "String should have at least 1 character", type: "string_too_short")
             return nil
         }
-        if s.count > maxLength {
+        // Characters are never more than UTF-8 bytes: counting them (slow) only when it can matter.
+        if s.utf8.count > maxLength && s.count > maxLength {
             add(key, "String should have at most \(maxLength) characters", type: "string_too_long")
             return nil
         }

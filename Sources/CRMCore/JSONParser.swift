@@ -74,6 +74,7 @@ private struct Parser {
     mutating func parseObject(depth: Int) throws(JSONParseError) -> JSON {
         index += 1
         var pairs: [(String, JSON)] = []
+        pairs.reserveCapacity(8)  // one allocation for most objects instead of up to four
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(pairs) }
         while true {

@@ -34,13 +34,13 @@ public struct FastCGIRequest: Sendable {
         var headers: [(name: String, value: String)] = []
         headers.reserveCapacity(8)
         for entry in parameters {
-            let length = strlen(entry)
-            entry.withMemoryRebound(to: UInt8.self, capacity: length) { raw in
-                let bytes = UnsafeBufferPointer(start: raw, count: length)
-                guard let eq = bytes.firstIndex(of: UInt8(ascii: "=")) else { return }
-                let name = UnsafeBufferPointer(rebasing: bytes[..<eq])
-                let rawValue = UnsafeBufferPointer(rebasing: bytes[(eq + 1)...])
-                var value: String { String(decoding: rawValue, as: UTF8.self) }
+            // The name by strchr, the value's length only when the value is used: nginx sends
+            // ~25 parameters, most of them read by nobody here.
+            guard let eq = strchr(entry, Int32(UInt8(ascii: "="))) else { continue }
+            let nameLength = UnsafePointer(eq) - entry
+            entry.withMemoryRebound(to: UInt8.self, capacity: nameLength + 1) { raw in
+                let name = UnsafeBufferPointer(start: raw, count: nameLength)
+                var value: String { String(cString: eq + 1) }
                 if name.count > 5 && named(UnsafeBufferPointer(rebasing: name[..<5]), "HTTP_") {
                     let key = headerName(UnsafeBufferPointer(rebasing: name[5...]))
                     if let existing = headers.firstIndex(where: { $0.name == key }) {
