@@ -387,6 +387,41 @@ def test_sigterm_during_a_hanging_delivery_exits_cleanly_and_delivers_after_rest
         service.close()
 
 
+def test_rows_claimed_ahead_are_given_back_at_sigterm(fresh_db, fakes):
+    """The sweep keeps a row claimed ahead of its free slots; one not yet started when the
+    worker stops goes back to the queue as it was (not left in flight until the claim expires)."""
+    database = fresh_db()
+    # Two slots, so one row in hand (1/16 of the concurrency, at least 1).
+    service = Service(database.dsn, fakes.urls, dict(BASE_ENV, CRM_SWEEP_CONCURRENCY="2"))
+    try:
+        user = uid()
+        connect(service, fakes, user, "klaviyo")
+        tag = email_for("ahead").split("@")[0]
+        emails = [f"{tag}.{i}@example.com" for i in range(5)]
+        fakes.faults("klaviyo", [{"hang_s": 15}] * 5, match="/api/profile-import")
+        # Five rows due at once: the first claim takes two for the free slots and one ahead.
+        database.sql(
+            "INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, next_attempt_at)"
+            " SELECT $1, 'klaviyo', 'contact', 'queued', jsonb_build_object('email', $2 || '.' || i || '@example.com'), now()"
+            "   FROM generate_series(0, 4) i", user, tag)
+
+        def calls():
+            return [q for q in fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")
+                    if q["body"]["data"]["attributes"]["email"] in emails]
+
+        def in_flight():
+            return int(database.sql("SELECT count(*) FROM crm.crm_sync_logs WHERE user_id = $1 AND status = 'in_flight'", user)[0][0])
+        wait_until(lambda: len(calls()) == 2, 10, "two calls to hang")
+        assert in_flight() == 3, "two rows in flight and one claimed ahead"
+        assert len(calls()) == 2, "no more calls than slots"
+        service.stop()  # SIGTERM: the two calls time out (CRM_HTTP_TIMEOUT_S=3) and are recorded
+
+        rows = database.sql("SELECT status, attempts, claimed_by IS NULL FROM crm.crm_sync_logs WHERE user_id = $1 ORDER BY id", user)
+        assert sorted(tuple(r) for r in rows) == sorted([("retrying", "1", "t")] * 2 + [("queued", "0", "t")] * 3), rows
+    finally:
+        service.close()
+
+
 def test_row_left_in_flight_by_another_worker_is_taken_over_only_after_its_claim_expires(svc, db, fakes, user_id):
     connect(svc, fakes, user_id, "klaviyo")
     live_email, dead_email = email_for("live"), email_for("dead")

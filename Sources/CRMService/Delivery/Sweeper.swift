@@ -53,6 +53,7 @@ public final class Sweeper: Sendable {
     public func stop(waitSeconds seconds: Double) {
         stopping.store(true, ordering: .releasing)
         delivery.wakeup.signal()
+        slots.signal()  // a loop waiting for a slot wakes, sees `stopping` and gives back its rows in hand
         let deadline = Deadline.after(seconds: seconds)
         _ = loopDone.wait(timeout: .now() + seconds)
         while inFlight.load(ordering: .acquiring) > 0 && !deadline.hasPassed { usleep(20_000) }
