@@ -30,11 +30,22 @@ public final class Sweeper: Sendable {
     }
 
     /// Deliveries allowed in flight: all of `concurrency`, or an eighth of it (at least one)
-    /// while the API is saturated, so that background work (retries, the `respond-async`
-    /// backlog) takes CPU and database time from requests only when they leave some. It never
-    /// stops.
-    static func limit(concurrency: Int, requestsInProgress: Int, busyRequests: Int) -> Int {
-        requestsInProgress > busyRequests ? max(1, concurrency / 8) : concurrency
+    /// while the sweep is held back for requests, so that background work (retries, the
+    /// `respond-async` backlog) takes CPU and database time from requests only when they leave
+    /// some. It never stops.
+    static func limit(concurrency: Int, heldBack: Bool) -> Int {
+        heldBack ? max(1, concurrency / 8) : concurrency
+    }
+
+    /// How long the sweep stays held back after the API was last seen saturated (more requests
+    /// in progress than `busyRequests`). A saturated API dips below that mark for moments
+    /// between bursts: looking only at the instant let the sweep fill all its slots then (202s
+    /// with the drain running: ~7,000/s, against ~10,400/s with no sweep at all).
+    static let busyHold: Duration = .milliseconds(250)
+
+    static func heldBack(lastBusy: ContinuousClock.Instant?, now: ContinuousClock.Instant) -> Bool {
+        guard let lastBusy else { return false }
+        return now - lastBusy < busyHold
     }
 
     public func start() {
@@ -81,29 +92,34 @@ public final class Sweeper: Sendable {
         var idle = 0.2
         var ready: [ClaimedLog] = []  // claimed, waiting for a slot (oldest first)
         defer { release(ready) }
+        var lastBusy: ContinuousClock.Instant?
         while !stopping.load(ordering: .acquiring) {
-            let limit = Self.limit(concurrency: concurrency, requestsInProgress: delivery.context.metrics.requestsInProgress.load(ordering: .relaxed),
-                                   busyRequests: busyRequests)
-            guard inFlight.load(ordering: .acquiring) < limit else {
-                usleep(20_000)  // the API is busy and the sweep has its share: look again shortly
-                continue
-            }
-            // Wait for one free slot, then take as many more as are free and allowed.
+            // Wait for one free slot; the limit is read after it (the API may have become busy
+            // while the loop waited), then as many more slots are taken as are free and allowed.
             slots.wait()
             guard !stopping.load(ordering: .acquiring) else {
                 slots.signal()
                 break
             }
+            let now = ContinuousClock.now
+            if delivery.context.metrics.requestsInProgress.load(ordering: .relaxed) > busyRequests { lastBusy = now }
+            let heldBack = Self.heldBack(lastBusy: lastBusy, now: now)
+            let limit = Self.limit(concurrency: concurrency, heldBack: heldBack)
+            let running = inFlight.load(ordering: .acquiring)
+            guard running < limit else {
+                slots.signal()
+                usleep(20_000)  // the API is busy and the sweep has its share: look again shortly
+                continue
+            }
             var free = 1
-            let room = limit - inFlight.load(ordering: .acquiring)
-            while free < room, slots.wait(timeout: .now()) == .success { free += 1 }
+            while free < limit - running, slots.wait(timeout: .now()) == .success { free += 1 }
             // Rows in hand go at once; then one claim for the rest of the free slots and, unless
             // the sweep is held back for requests, for the next slots to free.
             let fromReady = min(free, ready.count)
             ready.prefix(fromReady).forEach(start)
             ready.removeFirst(fromReady)
             free -= fromReady
-            let wanted = free + (limit == concurrency ? max(0, claimAhead - ready.count) : 0)
+            let wanted = free + (heldBack ? 0 : max(0, claimAhead - ready.count))
             var claimed: [ClaimedLog] = []
             if wanted > 0 {
                 do {
@@ -112,10 +128,10 @@ public final class Sweeper: Sendable {
                     idle = 2  // the database is away: try again later
                 }
             }
-            let now = min(free, claimed.count)
-            claimed.prefix(now).forEach(start)
-            ready += claimed.dropFirst(now)
-            for _ in now..<free { slots.signal() }
+            let started = min(free, claimed.count)
+            claimed.prefix(started).forEach(start)
+            ready += claimed.dropFirst(started)
+            for _ in started..<free { slots.signal() }
             if fromReady == 0 && claimed.isEmpty {
                 delivery.wakeup.wait(seconds: idle)
                 idle = min(1.0, idle * 2)
