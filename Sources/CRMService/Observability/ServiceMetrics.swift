@@ -24,7 +24,8 @@ public final class ServiceMetrics: Sendable {
     public func request(route: String, status: Int, duration: Duration) {
         let handles = requestHandles(route: route, status: status)
         handles.count.increment()
-        handles.latency.recordNanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+        let (seconds, attoseconds) = duration.components
+        handles.latency.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 
     /// The handles per (route, status), made once: the registry lookup behind a new handle
