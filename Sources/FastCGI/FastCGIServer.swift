@@ -513,18 +513,8 @@ private struct CGIHead {
         bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
-    mutating func put(_ number: Int) {
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: more than any Int's digits
-        withUnsafeMutableBytes(of: &digits) { buffer in
-            var n = number.magnitude, at = buffer.count
-            repeat {
-                at -= 1
-                buffer[at] = UInt8(ascii: "0") + UInt8(n % 10)
-                n /= 10
-            } while n > 0
-            bytes.append(contentsOf: buffer[at...])
-        }
-    }
+    /// Decimal digits (a String this short is stored inline: no allocation).
+    mutating func put(_ number: Int) { putValue(String(number)) }
 
     /// A header value can never split the response: CR and LF are dropped.
     mutating func putValue(_ text: String) {
