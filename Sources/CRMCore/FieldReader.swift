@@ -27,7 +27,11 @@ public struct FieldReader {
 
     /// Keys outside `allowed` are reported as `extra_forbidden`.
     public mutating func rejectUnknown(_ allowed: Set<String>) {
-        for (key, _) in pairs where !allowed.contains(key) {
+        rejectUnknown { allowed.contains($0) }
+    }
+
+    public mutating func rejectUnknown(where isAllowed: (String) -> Bool) {
+        for (key, _) in pairs where !isAllowed(key) {
             add(key, "Extra inputs are not permitted", type: "extra_forbidden")
         }
     }

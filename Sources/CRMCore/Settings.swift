@@ -47,35 +47,26 @@ public struct IntegrationSettings: Sendable, Equatable {
         out.literal("}")
     }
 
-    /// The keys only this type's settings have.
-    static func specificKeys(_ type: CRMType) -> Set<String> {
-        switch type {
-        case .klaviyo: klaviyoKeys
-        case .salesforce: salesforceKeys
-        case .creatio: creatioKeys
-        case .hubspot: hubspotKeys
+    /// Whether `key` is one only `type`'s settings have. A switch over literals, not a Set:
+    /// settings are decoded for every integration on every list, and a shared Set's reference
+    /// count, taken and given back by every request thread, bounces between the cores.
+    static func isSpecific(_ key: String, for type: CRMType) -> Bool {
+        switch (type, key) {
+        case (.klaviyo, "list_id"), (.creatio, "contact_entity"), (.hubspot, "events"),
+             (.salesforce, "object"), (.salesforce, "api_version"), (.salesforce, "external_id_field"), (.salesforce, "events"):
+            true
+        default:
+            false
         }
     }
-    private static let klaviyoKeys: Set = ["list_id"]
-    private static let salesforceKeys: Set = ["object", "api_version", "external_id_field", "events"]
-    private static let creatioKeys: Set = ["contact_entity"]
-    private static let hubspotKeys: Set = ["events"]
 
-    /// Every key a type's settings may have (each set built once, not per decode; a switch,
-    /// not a dictionary keyed by type, as settings are decoded on every list).
-    static func knownKeys(_ type: CRMType) -> Set<String> {
-        switch type {
-        case .klaviyo: knownKlaviyoKeys
-        case .salesforce: knownSalesforceKeys
-        case .creatio: knownCreatioKeys
-        case .hubspot: knownHubspotKeys
+    /// Whether `type`'s settings may have `key`.
+    static func isKnown(_ key: String, for type: CRMType) -> Bool {
+        switch key {
+        case "sync_contacts", "sync_events", "field_mapping": true
+        default: isSpecific(key, for: type)
         }
     }
-    private static let commonKeys: Set = ["sync_contacts", "sync_events", "field_mapping"]
-    private static let knownKlaviyoKeys = klaviyoKeys.union(commonKeys)
-    private static let knownSalesforceKeys = salesforceKeys.union(commonKeys)
-    private static let knownCreatioKeys = creatioKeys.union(commonKeys)
-    private static let knownHubspotKeys = hubspotKeys.union(commonKeys)
 
     /// Decodes settings for `type` (absent → defaults), reporting problems at `loc`.
     public static func decode(_ value: JSON?, for type: CRMType, at loc: [ValidationIssue.Loc]) -> Result<IntegrationSettings, APIError> {
@@ -83,8 +74,7 @@ public struct IntegrationSettings: Sendable, Equatable {
         guard var r = FieldReader(value, at: loc) else {
             return .failure(.invalid(loc, "Input should be a valid dictionary", type: "dict_type"))
         }
-        let specificKeys = specificKeys(type)
-        r.rejectUnknown(knownKeys(type))
+        r.rejectUnknown { isKnown($0, for: type) }
         var settings = IntegrationSettings.defaults
         settings.syncContacts = r.bool("sync_contacts") ?? true
         settings.syncEvents = r.bool("sync_events") ?? true
@@ -99,7 +89,7 @@ public struct IntegrationSettings: Sendable, Equatable {
             }
             settings.fieldMapping = pairs
         }
-        for (key, v) in r.pairs where specificKeys.contains(key) && !v.isNull {
+        for (key, v) in r.pairs where isSpecific(key, for: type) && !v.isNull {
             guard let s = r.string(key) else { continue }
             if let problem = problem(type: type, key: key, value: s) {
                 r.add(key, problem.0, type: problem.1)
