@@ -15,7 +15,9 @@ public struct Row: Sendable {
         return try withValue(at: column, body)
     }
 
+    /// The value at `column` (0-based); nil when it is NULL or there is no such column.
     func withValue<R>(at column: Int, _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R? {
+        guard column >= 0 && column < data.columns.count else { return nil }
         let cell = 2 * (index * data.columns.count + column)
         let start = data.cells[cell], count = data.cells[cell + 1]
         guard count >= 0 else { return nil }
@@ -25,10 +27,7 @@ public struct Row: Sendable {
     public func string(_ name: String) -> String? { withValue(name) { String(decoding: $0, as: UTF8.self) } }
 
     /// The value of the column at `column` (0-based), as text.
-    public func string(at column: Int) -> String? {
-        guard column >= 0 && column < data.columns.count else { return nil }
-        return withValue(at: column) { String(decoding: $0, as: UTF8.self) }
-    }
+    public func string(at column: Int) -> String? { withValue(at: column) { String(decoding: $0, as: UTF8.self) } }
 
     public func require(_ name: String) throws(DatabaseError) -> String {
         guard let value = string(name) else { throw DatabaseError(.decoding, message: "column \(name) is null or missing") }

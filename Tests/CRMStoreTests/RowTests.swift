@@ -26,6 +26,21 @@ final class RowTests: XCTestCase {
         XCTAssertEqual(r.timestamp("two")?.text, "aTb cZ")
     }
 
+    func testValuesByPositionAndPositionsPastTheEnd() {
+        // Two rows: a position past the first row's columns must not read the next row's.
+        let rows = ResultData.rows(columns: ["flag", "json", "at"], values: [["t", "[1]", "2026-11-28 21:53:07+00"], ["f", "{}", nil]])
+        XCTAssertEqual(rows[0].bool(at: 0), true)
+        XCTAssertEqual(rows[0].json(at: 1), [1])
+        XCTAssertEqual(rows[0].timestamp(at: 2)?.text, "2026-11-28T21:53:07Z")
+        XCTAssertNil(rows[1].timestamp(at: 2))
+        for r in rows {
+            XCTAssertNil(r.bool(at: 3))
+            XCTAssertNil(r.json(at: -1))
+            XCTAssertNil(r.timestamp(at: 3))
+            XCTAssertNil(r.string(at: 3))
+        }
+    }
+
     func testValuesByColumnName() {
         let r = row([("n", "42"), ("flag", "t"), ("text", "x"), ("json", #"{"a":[1]}"#)])
         XCTAssertEqual(r.int("n"), 42)
