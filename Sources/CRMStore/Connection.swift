@@ -122,17 +122,18 @@ public final class Connection: @unchecked Sendable {
         return completed
     }
 
-    /// The result's rows, or the error it carries; the result is freed.
+    /// The result's rows, or the error it carries. A result with rows is kept by them and freed
+    /// with the last; any other is freed here.
     private func completed(_ result: OpaquePointer?, _ conn: OpaquePointer, columns: [String]?) throws(DatabaseError) -> QueryResult {
         guard let result else {
             throw DatabaseError(.unavailable, message: Connection.lastError(conn))
         }
-        defer { PQclear(result) }
         switch PQresultStatus(result) {
         case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
             completedStatements += 1
-            return Self.copy(result, columns: columns)
+            return Self.rows(of: result, columns: columns)
         default:
+            defer { PQclear(result) }
             throw Self.error(result, conn)
         }
     }
@@ -147,35 +148,18 @@ public final class Connection: @unchecked Sendable {
         return DatabaseError(.query, sqlState: state, message: message)
     }
 
-    /// `columns`: the names when already known (a prepared statement's), else read from libpq.
-    private static func copy(_ result: OpaquePointer, columns known: [String]?) -> QueryResult {
+    /// Rows that read `result` in place (it is freed with the last of them; at once when there
+    /// are none). `columns`: the names when already known (a prepared statement's), else read from libpq.
+    private static func rows(of result: OpaquePointer, columns known: [String]?) -> QueryResult {
         let rowCount = Int(PQntuples(result))
         let columnCount = Int(PQnfields(result))
         let affected = affectedRows(PQcmdTuples(result))
-        guard rowCount > 0 else { return QueryResult(rows: [], affectedRows: affected) }
+        guard rowCount > 0 else {
+            PQclear(result)
+            return QueryResult(rows: [], affectedRows: affected)
+        }
         let columns = known.flatMap { $0.count == columnCount ? $0 : nil } ?? (0..<columnCount).map { String(cString: PQfname(result, Int32($0))) }
-        var size = 0
-        for r in 0..<Int32(rowCount) {
-            for c in 0..<Int32(columnCount) { size += Int(PQgetlength(result, r, c)) }
-        }
-        var cells: [Int] = []
-        cells.reserveCapacity(2 * rowCount * columnCount)
-        let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, written in
-            written = 0
-            for r in 0..<Int32(rowCount) {
-                for c in 0..<Int32(columnCount) {
-                    guard PQgetisnull(result, r, c) == 0 else { cells.append(0); cells.append(-1); continue }
-                    let length = Int(PQgetlength(result, r, c))
-                    cells.append(written)
-                    cells.append(length)
-                    if length > 0 {
-                        UnsafeMutableRawPointer(buffer.baseAddress! + written).copyMemory(from: PQgetvalue(result, r, c), byteCount: length)
-                    }
-                    written += length
-                }
-            }
-        }
-        let data = ResultData(columns: columns, bytes: bytes, cells: cells)
+        let data = ResultData(columns: columns, result: result)
         return QueryResult(rows: (0..<rowCount).map { Row(data: data, index: $0) }, affectedRows: affected)
     }
 
@@ -215,30 +199,27 @@ extension Array where Element == String {
 }
 
 extension Array where Element == String? {
-    /// The values as NUL-terminated C strings (nil stays NULL), all in one buffer.
+    /// The values as NUL-terminated C strings (nil stays NULL), all in one temporary buffer
+    /// (on the stack when small, as for most statements).
     func withOptionalCStrings<R>(_ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
         if isEmpty { return body(nil) }
         var size = 0
         for value in self { size += (value?.utf8.count ?? 0) + 1 }
-        var offsets: [Int] = []
-        offsets.reserveCapacity(count)
-        let storage = [CChar](unsafeUninitializedCapacity: size) { buffer, written in
-            written = 0
-            for value in self {
-                guard var value else { offsets.append(-1); continue }
-                offsets.append(written)
-                value.withUTF8 { utf8 in
-                    guard let source = utf8.baseAddress else { return }  // "" has no storage
-                    UnsafeMutableRawPointer(buffer.baseAddress! + written).copyMemory(from: source, byteCount: utf8.count)
-                    written += utf8.count
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: size) { storage in
+            withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: count) { pointers in
+                var written = 0
+                for (i, value) in enumerated() {
+                    guard var value else { pointers[i] = nil; continue }
+                    let start = storage.baseAddress! + written
+                    value.withUTF8 { utf8 in
+                        guard let source = utf8.baseAddress else { return }  // "" has no storage
+                        UnsafeMutableRawPointer(start).copyMemory(from: source, byteCount: utf8.count)
+                        written += utf8.count
+                    }
+                    storage[written] = 0
+                    written += 1
+                    pointers[i] = UnsafePointer(start)
                 }
-                buffer[written] = 0
-                written += 1
-            }
-        }
-        return storage.withUnsafeBufferPointer { buffer in
-            withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: offsets.count) { pointers in
-                for (i, offset) in offsets.enumerated() { pointers[i] = offset < 0 ? nil : buffer.baseAddress! + offset }
                 return body(UnsafePointer(pointers.baseAddress))
             }
         }

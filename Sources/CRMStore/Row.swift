@@ -1,3 +1,4 @@
+import CLibPQ
 import CRMCore
 
 /// One result row, read by column name. Its values stay bytes until read: a row read for a
@@ -18,6 +19,12 @@ public struct Row: Sendable {
     /// The value at `column` (0-based); nil when it is NULL or there is no such column.
     func withValue<R>(at column: Int, _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R? {
         guard column >= 0 && column < data.columns.count else { return nil }
+        if let result = data.result {
+            let r = Int32(truncatingIfNeeded: index), c = Int32(truncatingIfNeeded: column)
+            guard PQgetisnull(result, r, c) == 0, let value = PQgetvalue(result, r, c) else { return nil }
+            let count = Int(PQgetlength(result, r, c))
+            return try body(UnsafeBufferPointer(start: UnsafeRawPointer(value).assumingMemoryBound(to: UInt8.self), count: count))
+        }
         let cell = 2 * (index * data.columns.count + column)
         let start = data.cells[cell], count = data.cells[cell + 1]
         guard count >= 0 else { return nil }
@@ -70,19 +77,32 @@ public struct Row: Sendable {
     }
 }
 
-/// A result's values, copied out of libpq into one buffer (the PGresult is freed at once):
-/// a few allocations per result instead of one String per value.
-final class ResultData: Sendable {
+/// A result's values: libpq's own result, read in place and freed with the last row that
+/// reads it (no copy of the values), or, for rows made from Swift values, one byte buffer.
+/// A finished PGresult is never written again, so any thread may read it (libpq's docs).
+final class ResultData: @unchecked Sendable {
     let columns: [String]
+    /// The PGresult the values are read from; nil for rows made from values.
+    let result: OpaquePointer?
     let bytes: [UInt8]
-    /// Two entries per value, row by row: where its bytes start, and how many (-1 for NULL).
+    /// Without `result`: two entries per value, row by row: where its bytes start, and how many (-1 for NULL).
     let cells: [Int]
+
+    init(columns: [String], result: OpaquePointer) {
+        self.columns = columns
+        self.result = result
+        self.bytes = []
+        self.cells = []
+    }
 
     init(columns: [String], bytes: [UInt8], cells: [Int]) {
         self.columns = columns
+        self.result = nil
         self.bytes = bytes
         self.cells = cells
     }
+
+    deinit { if let result { PQclear(result) } }
 
     /// Rows from values (tests, and anything not read from libpq).
     static func rows(columns: [String], values: [[String?]]) -> [Row] {

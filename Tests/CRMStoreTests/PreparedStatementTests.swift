@@ -35,4 +35,24 @@ final class PreparedStatementTests: XCTestCase {
         XCTAssertEqual("".withCString { Connection.affectedRows($0) }, 0)
         XCTAssertEqual("42".withCString { Connection.affectedRows($0) }, 42)
     }
+
+    /// Rows read libpq's result in place: they must stay readable after later statements and
+    /// after the connection is gone, and tell NULL from the empty string, by name and position.
+    func testRowsReadTheirResultAfterTheConnectionMovesOnOrCloses() throws {
+        let db = try ScratchDatabase.create(for: self)
+        var c: Connection? = try Connection(dsn: db.dsn, connectTimeoutSeconds: 5)
+        let rows = try XCTUnwrap(c).execute("""
+            SELECT v AS id, CASE WHEN v = 2 THEN NULL ELSE repeat('é', v) END AS text, v % 2 = 0 AS even
+              FROM generate_series(\(0), 3) v ORDER BY v
+            """).rows
+        let later = try XCTUnwrap(c).execute("SELECT \("other") AS text").rows
+        c = nil  // PQfinish: results outlive their connection
+        XCTAssertEqual(rows.map { $0.int("id") }, [0, 1, 2, 3])
+        XCTAssertEqual(rows.map { $0.string("text") }, ["", "é", nil, "ééé"])
+        XCTAssertEqual(rows.map { $0.string(at: 1) }, ["", "é", nil, "ééé"])
+        XCTAssertEqual(rows.map { $0.bool(at: 2) }, [true, false, true, false])
+        XCTAssertNil(rows[0].string(at: 3), "no such column")
+        XCTAssertNil(rows[0].string(at: -1))
+        XCTAssertEqual(later.first?.string("text"), "other")
+    }
 }
