@@ -73,10 +73,10 @@ private struct Parser {
 
     mutating func parseObject(depth: Int) throws(JSONParseError) -> JSON {
         index += 1
+        skipWhitespace()
+        if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object([]) }  // no allocation
         var pairs: [(String, JSON)] = []
         pairs.reserveCapacity(8)  // one allocation for most objects instead of up to four
-        skipWhitespace()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(pairs) }
         while true {
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else {

@@ -82,6 +82,8 @@ final class JSONParserTests: XCTestCase {
 
     func testWhitespaceAroundValues() {
         XCTAssertEqual(parse(" \t\r\n{ \"a\" : [ 1 , 2 ] }\n "), ["a": [1, 2]])
+        XCTAssertEqual(parse("{ \n}"), .object([]))
+        XCTAssertEqual(parse(#"{ "e" : { } , "a" : [ ] }"#), ["e": .object([]), "a": []])
     }
 
     func testRejectsTrailingCommas() {
