@@ -391,8 +391,10 @@ def test_rows_claimed_ahead_are_given_back_at_sigterm(fresh_db, fakes):
     """The sweep keeps a row claimed ahead of its free slots; one not yet started when the
     worker stops goes back to the queue as it was (not left in flight until the claim expires)."""
     database = fresh_db()
-    # Two slots, so one row in hand (1/16 of the concurrency, at least 1).
-    service = Service(database.dsn, fakes.urls, dict(BASE_ENV, CRM_SWEEP_CONCURRENCY="2"))
+    # Two slots, so one row in hand (1/16 of the concurrency, at least 1). A 2 s CRM timeout
+    # leaves 2 s both ways: to look at the rows before the hung calls give up, and for those
+    # calls to end within the 4 s the sweep waits at shutdown.
+    service = Service(database.dsn, fakes.urls, dict(BASE_ENV, CRM_SWEEP_CONCURRENCY="2", CRM_HTTP_TIMEOUT_S="2"))
     try:
         user = uid()
         connect(service, fakes, user, "klaviyo")
@@ -414,7 +416,7 @@ def test_rows_claimed_ahead_are_given_back_at_sigterm(fresh_db, fakes):
         wait_until(lambda: len(calls()) == 2, 10, "two calls to hang")
         assert in_flight() == 3, "two rows in flight and one claimed ahead"
         assert len(calls()) == 2, "no more calls than slots"
-        service.stop()  # SIGTERM: the two calls time out (CRM_HTTP_TIMEOUT_S=3) and are recorded
+        service.stop()  # SIGTERM: the two calls time out (CRM_HTTP_TIMEOUT_S=2) and are recorded
 
         rows = database.sql("SELECT status, attempts, claimed_by IS NULL FROM crm.crm_sync_logs WHERE user_id = $1 ORDER BY id", user)
         assert sorted(tuple(r) for r in rows) == sorted([("retrying", "1", "t")] * 2 + [("queued", "0", "t")] * 3), rows
