@@ -1,7 +1,9 @@
 """Offline checks of the deployment files in deploy/.
 
 1. the production nginx site passes `nginx -t` when included from a minimal main config (and
-   from Debian's own /etc/nginx/nginx.conf, and with its TLS block uncommented);
+   from Debian's own /etc/nginx/nginx.conf, and with its TLS block uncommented), and nginx's
+   own errors get the same JSON answers from it, the Cloud Run config and the dev/test config
+   (each writes them out: they are installed in three different ways);
 2. `systemd-analyze verify` prints nothing for every unit (in a scratch root holding a dummy
    executable and env file, since the units name /usr/local/bin/crm-service);
 3. `install.sh --root <tmp> --no-systemctl`, run twice, leaves the same files with the same
@@ -203,6 +205,55 @@ def test_site_has_the_required_parts():
     dev = set(re.findall(r"fastcgi_param\s+(\w+)", (REPO / "nginx.conf").read_text()))
     prod = set(re.findall(r"fastcgi_param\s+(\w+)", active))
     assert dev <= prod, dev - prod
+
+
+
+def effective(directive: str, location: str, config: str) -> str | None:
+    """A directive's value in a location: its own, else the one it inherits from the server or
+    http level (the config without its location blocks)."""
+    own = re.findall(rf"\b{directive}\s+([^;]+);", location)
+    outer = re.findall(rf"\b{directive}\s+([^;]+);", re.sub(r"location[^{]*\{.*?\n\s*\}", "", config, flags=re.S))
+    return (own or outer or [None])[-1]
+
+
+def error_answers(text: str) -> dict[str, tuple]:
+    """The JSON error answers of a config's first (API) server block: for each error_page code,
+    what its location returns, with its headers and (inherited or own) content type and charset."""
+    active = "\n".join(l.split("#", 1)[0] for l in text.splitlines())
+    start = re.search(r"^\s*server\s*\{", active, re.M).end()
+    depth, end = 1, start
+    while depth:  # to the brace that closes the server block
+        depth += {"{": 1, "}": -1}.get(active[end], 0)
+        end += 1
+    server = active[start:end]
+    locations = {name: body for name, body in re.findall(r"location\s+(?:=\s+)?(@\w+|/__nginx_error__/\d+)\s*\{(.*?)\n\s*\}", server, re.S)}
+    answers = {}
+    for codes, target in re.findall(r"error_page\s+([\d ]+?)\s+=?\s*(@\w+|/__nginx_error__/\d+);", server):
+        body = locations[target]
+        answer = (re.search(r"return\s+(\d+\s+'[^']*')", body).group(1),
+                  tuple(sorted(re.findall(r"add_header\s+([^;]+);", body))),
+                  tuple(effective(directive, body, active) for directive in ("default_type", "charset", "charset_types")),
+                  "internal;" in body or target.startswith("@"))
+        for code in codes.split():
+            answers[code] = answer
+    return answers
+
+
+def test_the_three_nginx_configs_answer_errors_alike():
+    """nginx's own errors are written out in each config (dev/test, the Debian site, Cloud Run):
+    they must give the same statuses, JSON bodies and headers everywhere."""
+    site = error_answers(SITE.read_text())
+    cloudrun = error_answers(CLOUDRUN_NGINX.read_text())
+    dev = error_answers((REPO / "nginx.conf").read_text())
+    assert {"400", "404", "405", "413", "414", "494", "501", "502", "504", "505"} <= set(site), sorted(site)
+    assert cloudrun == site
+    # The dev config has no access rules (no 403); every answer it has is the site's.
+    assert set(site) - set(dev) == {"403"}, sorted(set(site) ^ set(dev))
+    assert {code: site[code] for code in dev} == dev
+    for code, (answer, headers, types, internal) in site.items():
+        assert re.fullmatch(r"\d{3} '\{\"detail\":\"[^\"]+\"\}'", answer), (code, answer)
+        assert any(h.startswith("X-Request-Id") for h in headers), (code, headers)
+        assert types[0] == "application/json" and types[1] == "utf-8" and internal, (code, types)
 
 
 # --- 2. systemd units -------------------------------------------------------------------------
