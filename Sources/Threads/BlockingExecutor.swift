@@ -6,9 +6,8 @@ public final class BlockingExecutor: Sendable {
 
     public var threads: Int { queue.threads }
 
-    /// `niceness` > 0 lowers the threads' CPU priority (background work).
-    public init(threads: Int, niceness: Int32 = 0) {
-        queue = WorkQueue(threads: threads, niceness: niceness) { jobs in jobs.forEach { $0() } }
+    public init(threads: Int) {
+        queue = WorkQueue(threads: threads) { jobs in jobs.forEach { $0() } }
     }
 
     /// `body`'s result, computed on one of the executor's threads.

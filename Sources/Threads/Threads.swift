@@ -22,12 +22,6 @@ public enum Threads {
         precondition(started == 0, "pthread_create failed: \(started)")
     }
 
-    /// Lowers the calling thread's CPU priority (nice `niceness`, 0–19): background work
-    /// yields the CPU to request threads when both want it, and runs at full speed otherwise.
-    public static func lowerPriority(niceness: Int32) {
-        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(crm_gettid()), niceness)
-    }
-
     private final class Box {
         let body: @Sendable () -> Void
         init(_ body: @escaping @Sendable () -> Void) { self.body = body }

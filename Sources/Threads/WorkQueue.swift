@@ -9,7 +9,6 @@ import Synchronization
 public final class WorkQueue<Job: Sendable>: Sendable {
     public let threads: Int
     public let maxBatch: Int
-    private let niceness: Int32
     private let run: @Sendable ([Job]) -> Void
     private let condition = Condition()
     private let pending = Mutex<[Job]>([])
@@ -18,12 +17,10 @@ public final class WorkQueue<Job: Sendable>: Sendable {
     private let busy = Atomic<Int>(0)
     private let started = Atomic<Bool>(false)
 
-    /// `niceness` > 0 lowers the threads' CPU priority (background work).
-    public init(threads: Int, maxBatch: Int = 1, spread: Int = 1, niceness: Int32 = 0, run: @escaping @Sendable ([Job]) -> Void) {
+    public init(threads: Int, maxBatch: Int = 1, spread: Int = 1, run: @escaping @Sendable ([Job]) -> Void) {
         self.threads = max(1, threads)
         self.maxBatch = max(1, maxBatch)
         self.spread = max(1, spread)
-        self.niceness = niceness
         self.run = run
     }
 
@@ -40,10 +37,7 @@ public final class WorkQueue<Job: Sendable>: Sendable {
         for _ in 0..<threads {
             // 1 MiB (only what is touched is resident): tasks whose work completed here may
             // continue on this thread (InlineExecutor).
-            Threads.detach(stackSize: 1 << 20) { [self] in
-                if niceness > 0 { Threads.lowerPriority(niceness: niceness) }
-                serve()
-            }
+            Threads.detach(stackSize: 1 << 20) { [self] in serve() }
         }
     }
 
