@@ -13,8 +13,22 @@ public struct Contact: Sendable, Equatable {
 
     public static func == (a: Contact, b: Contact) -> Bool { a.json == b.json }
 
-    public static let fields: Set<String> = ["email", "first_name", "last_name", "phone", "company", "title", "address", "custom_properties"]
-    static let addressFields: Set<String> = ["line1", "line2", "city", "region", "postal_code", "country"]
+    /// Whether `key` is a contact field. A switch over literals rather than a shared Set: this
+    /// runs for every key of every contact, and a Set's reference count, taken by every request
+    /// thread, bounces between the cores (see IntegrationSettings.isSpecific).
+    public static func isField(_ key: String) -> Bool {
+        switch key {
+        case "email", "first_name", "last_name", "phone", "company", "title", "address", "custom_properties": true
+        default: false
+        }
+    }
+
+    static func isAddressField(_ key: String) -> Bool {
+        switch key {
+        case "line1", "line2", "city", "region", "postal_code", "country": true
+        default: false
+        }
+    }
 
     /// Reads the contact's fields from `r` (which may hold other allowed keys such as `crm_types`).
     public static func read(_ r: inout FieldReader) -> Contact? {
@@ -29,7 +43,7 @@ public struct Contact: Sendable, Equatable {
         contact.company = r.string("company", nonEmpty: false, maxLength: 255)
         contact.title = r.string("title", nonEmpty: false, maxLength: 255)
         if let addressJSON = r.object("address"), var a = FieldReader(addressJSON, at: r.loc + ["address"]) {
-            a.rejectUnknown(addressFields)
+            a.rejectUnknown(where: isAddressField)
             let address = Address(
                 line1: a.string("line1", nonEmpty: false, maxLength: 255), line2: a.string("line2", nonEmpty: false, maxLength: 255),
                 city: a.string("city", nonEmpty: false, maxLength: 255), region: a.string("region", nonEmpty: false, maxLength: 255),
@@ -108,7 +122,13 @@ public struct Event: Sendable, Equatable {
 
     public static func == (a: Event, b: Event) -> Bool { a.json == b.json }
 
-    public static let fields: Set<String> = ["event", "email", "properties", "value", "timestamp", "unique_id"]
+    /// Whether `key` is an event field (a switch, as `Contact.isField`).
+    public static func isField(_ key: String) -> Bool {
+        switch key {
+        case "event", "email", "properties", "value", "timestamp", "unique_id": true
+        default: false
+        }
+    }
 
     public static func read(_ r: inout FieldReader) -> Event? {
         let name = r.string("event", required: true, maxLength: 127)

@@ -168,6 +168,15 @@ final class RouterHeaderTests: XCTestCase {
         XCTAssertEqual(options(["prefer": "respond-async"]), SyncOptions(respondAsync: true))
         XCTAssertEqual(options(["prefer": "return=minimal, Respond-Async"]), SyncOptions(respondAsync: true))
         XCTAssertEqual(options(["prefer": "return=minimal"]), SyncOptions(respondAsync: false))
+        // RFC 7240: a preference may carry a value and parameters; the name is what counts.
+        for prefer in ["respond-async; foo=bar", " RESPOND-ASYNC ,wait=10", "wait=10,respond-async", "respond-async=1",
+                       "respond-async ;x", "handling=lenient, \trespond-async\t"] {
+            XCTAssertEqual(options(["prefer": prefer]), SyncOptions(respondAsync: true), prefer)
+        }
+        for prefer in ["", ",", "respond-asyncx", "respond", "x-respond-async", "wait=respond-async", "handling=lenient;respond-async",
+                       "respond_async"] {
+            XCTAssertEqual(options(["prefer": prefer]), SyncOptions(respondAsync: false), prefer)
+        }
         XCTAssertEqual(options(["idempotency-key": "order-123:v1"]), SyncOptions(idempotencyKey: "order-123:v1"))
         XCTAssertEqual(options(["prefer": "respond-async", "idempotency-key": "k"], path: "/crm/sync/event",
                                body: #"{"event":"e","email":"ada@example.com"}"#),
@@ -191,12 +200,11 @@ final class RouterBodyTests: XCTestCase {
         XCTAssertEqual(Router.mediaType("Text/Plain"), "text/plain")
     }
 
-    func testHeaderItemsAreSplitTrimmedAndLowerCased() {
-        XCTAssertEqual(Router.lowercasedItems("Respond-Async, wait=10 ,\tHANDLING=lenient", separator: UInt8(ascii: ",")),
-                       ["respond-async", "wait=10", "handling=lenient"])
-        XCTAssertEqual(Router.lowercasedItems("", separator: UInt8(ascii: ",")), [""])
-        XCTAssertEqual(Router.lowercasedItems(",,", separator: UInt8(ascii: ",")), ["", "", ""])
-        XCTAssertEqual(Router.lowercasedItems("Zoë ; É", separator: UInt8(ascii: ";")), ["zoë", "É"], "only ASCII letters change")
+    func testPreferIsReadByPreferenceName() {
+        XCTAssertTrue(Router.prefersRespondAsync("Respond-Async, wait=10 ,\tHANDLING=lenient"))
+        XCTAssertFalse(Router.prefersRespondAsync("wait=10 ,\tHANDLING=lenient"))
+        XCTAssertFalse(Router.prefersRespondAsync("respond-asynć"), "only ASCII letters fold")
+        XCTAssertEqual(Router.mediaType("Zoë ; É"), "zoë", "only ASCII letters change")
     }
 
     func testBodyOver1MiBIs413() {

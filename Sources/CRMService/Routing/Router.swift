@@ -5,8 +5,8 @@ import CRMCore
 public struct Router: Sendable {
     public static let maxBodyBytes = 1 << 20
     /// The keys a sync body may have (built once).
-    static let contactBodyKeys = Contact.fields.union(["crm_types"])
-    static let eventBodyKeys = Event.fields.union(["crm_types"])
+    static func isContactBodyKey(_ key: String) -> Bool { key == "crm_types" || Contact.isField(key) }
+    static func isEventBodyKey(_ key: String) -> Bool { key == "crm_types" || Event.isField(key) }
 
     public let apiKey: Secret?
 
@@ -126,28 +126,50 @@ public struct Router: Sendable {
     /// The media type of a Content-Type, lower-cased without parameters or surrounding blanks
     /// (`Application/JSON ; charset=utf-8` → `application/json`).
     static func mediaType(_ contentType: String) -> String {
-        lowercasedItems(contentType, separator: UInt8(ascii: ";")).first ?? ""
+        var value = contentType
+        return value.withUTF8 { bytes in
+            let type = trimmed(bytes, upTo: UInt8(ascii: ";"))
+            return String(unsafeUninitializedCapacity: type.count) { out in
+                for (i, b) in type.enumerated() { out[i] = b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
+                return type.count
+            }
+        }
     }
 
-    /// A header value's items split at `separator`, each without surrounding spaces and tabs
-    /// and with ASCII letters lower-cased. Byte-wise: it runs on every POST.
-    static func lowercasedItems(_ value: String, separator: UInt8) -> [String] {
-        var value = value
+    /// Whether a Prefer header holds the `respond-async` preference (RFC 7240: comma-separated
+    /// preferences, each a case-insensitive token that may carry `=value` and `;` parameters).
+    /// Byte-wise, no allocation: it is read on every sync request.
+    static func prefersRespondAsync(_ prefer: String) -> Bool {
+        var value = prefer
         return value.withUTF8 { bytes in
-            var items: [String] = []
             var start = 0
-            for end in 0...bytes.count where end == bytes.count || bytes[end] == separator {
-                var a = start, b = end
-                while a < b && (bytes[a] == 0x20 || bytes[a] == 0x09) { a += 1 }
-                while b > a && (bytes[b - 1] == 0x20 || bytes[b - 1] == 0x09) { b -= 1 }
-                items.append(String(unsafeUninitializedCapacity: b - a) { out in
-                    for k in a..<b { out[k - a] = bytes[k] >= 0x41 && bytes[k] <= 0x5A ? bytes[k] | 0x20 : bytes[k] }
-                    return b - a
-                })
+            for end in 0...bytes.count where end == bytes.count || bytes[end] == UInt8(ascii: ",") {
+                let item = UnsafeBufferPointer(rebasing: bytes[start..<end])
+                var token = trimmed(item, upTo: UInt8(ascii: ";"))
+                if let equals = token.firstIndex(of: UInt8(ascii: "=")) {
+                    token = trimmed(UnsafeBufferPointer(rebasing: token[..<equals]), upTo: nil)
+                }
+                if equalsIgnoringCase(token, "respond-async") { return true }
                 start = end + 1
             }
-            return items
+            return false
         }
+    }
+
+    /// `bytes` up to the first `separator` (all of them when nil), without blanks around.
+    private static func trimmed(_ bytes: UnsafeBufferPointer<UInt8>, upTo separator: UInt8?) -> UnsafeBufferPointer<UInt8> {
+        var a = bytes.startIndex, b = separator.flatMap { bytes.firstIndex(of: $0) } ?? bytes.endIndex
+        while a < b && (bytes[a] == 0x20 || bytes[a] == 0x09) { a += 1 }
+        while b > a && (bytes[b - 1] == 0x20 || bytes[b - 1] == 0x09) { b -= 1 }
+        return UnsafeBufferPointer(rebasing: bytes[a..<b])
+    }
+
+    /// ASCII case-insensitive equality with a lower-case literal.
+    private static func equalsIgnoringCase(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
+        guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+        let expected = UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
+        for (b, e) in zip(bytes, expected) where (b >= 0x41 && b <= 0x5A ? b | 0x20 : b) != e { return false }
+        return true
     }
 
     static func reader(_ body: JSON) -> Result<FieldReader, APIError> {
@@ -206,7 +228,7 @@ public struct Router: Sendable {
     static func contactBody(_ body: JSON) -> Result<(Contact, [CRMType]?), APIError> {
         reader(body).flatMap { r in
             var r = r
-            r.rejectUnknown(contactBodyKeys)
+            r.rejectUnknown(where: isContactBodyKey)
             let targets = r.crmTypes("crm_types")
             let contact = Contact.read(&r)
             guard let contact, r.issues.isEmpty else { return .failure(.validation(r.issues)) }
@@ -217,7 +239,7 @@ public struct Router: Sendable {
     static func eventBody(_ body: JSON) -> Result<(Event, [CRMType]?), APIError> {
         reader(body).flatMap { r in
             var r = r
-            r.rejectUnknown(eventBodyKeys)
+            r.rejectUnknown(where: isEventBodyKey)
             let targets = r.crmTypes("crm_types")
             let event = Event.read(&r)
             guard let event, r.issues.isEmpty else { return .failure(.validation(r.issues)) }
@@ -228,7 +250,7 @@ public struct Router: Sendable {
     static func syncOptions(_ request: HTTPRequest) -> Result<SyncOptions, APIError> {
         var options = SyncOptions()
         if let prefer = request.header("prefer") {
-            options.respondAsync = lowercasedItems(prefer, separator: UInt8(ascii: ",")).contains("respond-async")
+            options.respondAsync = prefersRespondAsync(prefer)
         }
         if let key = request.header("idempotency-key") {
             guard (1...255).contains(key.utf8.count), key.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else {
