@@ -386,29 +386,42 @@ public struct DeliveryStore: Sendable {
     /// A PostgreSQL array literal for one bound parameter: every element quoted, nil as NULL
     /// (the cast at the use site gives the element type).
     static func arrayLiteral(_ values: [String?]) -> String {
-        // On bytes (quotes and backslashes are ASCII, so UTF-8 passes through untouched): a
-        // batch of JSON bodies is thousands of characters.
-        var out: [UInt8] = []
-        out.reserveCapacity(values.reduce(2) { $0 + ($1?.utf8.count ?? 4) + 8 })
-        out.append(UInt8(ascii: "{"))
-        for (i, value) in values.enumerated() {
-            if i > 0 { out.append(UInt8(ascii: ",")) }
-            guard var value else { out.append(contentsOf: "NULL".utf8); continue }
-            out.append(UInt8(ascii: "\""))
-            value.withUTF8 { bytes in
-                // Runs without a quote or backslash are copied in one go.
-                var run = 0
-                for i in 0..<bytes.count where bytes[i] == UInt8(ascii: "\"") || bytes[i] == UInt8(ascii: "\\") {
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run..<i]))
-                    out.append(UInt8(ascii: "\\"))
-                    run = i
-                }
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run...]))
+        // On bytes (quotes and backslashes are ASCII, so UTF-8 passes through untouched), in
+        // two passes: the exact size (quotes and backslashes get a backslash each), then every
+        // byte written straight into the string. A batch of JSON bodies is thousands of
+        // characters with a quote every few, so no per-run appends.
+        let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
+        var size = 2 + Swift.max(0, values.count - 1)  // braces and commas
+        for var value in values {
+            guard value != nil else { size += 4; continue }  // NULL
+            value!.withUTF8 { bytes in
+                size += 2 + bytes.count
+                for b in bytes where b == quote || b == backslash { size += 1 }
             }
-            out.append(UInt8(ascii: "\""))
         }
-        out.append(UInt8(ascii: "}"))
-        return String(decoding: out, as: UTF8.self)
+        return String(unsafeUninitializedCapacity: size) { buffer in
+            let out = buffer.baseAddress!
+            var n = 0
+            out[n] = UInt8(ascii: "{"); n += 1
+            for i in values.indices {
+                if i > 0 { out[n] = UInt8(ascii: ","); n += 1 }
+                guard var value = values[i] else {
+                    for b in "NULL".utf8 { out[n] = b; n += 1 }
+                    continue
+                }
+                out[n] = quote; n += 1
+                value.withUTF8 { bytes in
+                    for b in bytes {
+                        if b == quote || b == backslash { out[n] = backslash; n += 1 }
+                        out[n] = b; n += 1
+                    }
+                }
+                out[n] = quote; n += 1
+            }
+            out[n] = UInt8(ascii: "}"); n += 1
+            assert(n == buffer.count, "the size counted is the size written")
+            return n
+        }
     }
 
     /// Rows waiting for delivery (the retry backlog). Two counts, so that each is served by

@@ -33,6 +33,22 @@ final class DeliveryStoreTests: XCTestCase {
         XCTAssertEqual(rows.map { $0.bool("missing") }, values.map { $0 == nil })
     }
 
+    func testArrayLiteralsMatchAPlainEscapingOfRandomValues() {
+        func reference(_ values: [String?]) -> String {
+            "{" + values.map { v in v.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" } ?? "NULL" }
+                .joined(separator: ",") + "}"
+        }
+        let alphabet: [Character] = ["a", "\"", "\\", "{", "}", ",", " ", "é", "東", "🎉", "\n", "N"]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<500 {
+            let values: [String?] = (0..<Int.random(in: 0...6, using: &generator)).map { _ in
+                Bool.random(using: &generator) && Int.random(in: 0...4, using: &generator) == 0 ? nil
+                    : String((0..<Int.random(in: 0...40, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! })
+            }
+            XCTAssertEqual(DeliveryStore.arrayLiteral(values), reference(values), "\(values)")
+        }
+    }
+
     func testClaimTakesExpiredClaimsFirstThenDueRowsOldestFirstUpToTheLimit() throws {
         let db = try ScratchDatabase.migrated(for: self)
         let c = try db.connect()
