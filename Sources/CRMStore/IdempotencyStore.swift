@@ -36,6 +36,11 @@ public struct IdempotencyStore: Sendable {
     }
 
     public func finish(user: UserID, key: String, status: Int, body: JSON) throws {
+        try finish(user: user, key: key, status: status, body: body.jsonString)
+    }
+
+    /// The same with the body already written as JSON text.
+    public func finish(user: UserID, key: String, status: Int, body: String) throws {
         _ = try pool.withConnection {
             try $0.execute("""
                 UPDATE crm.crm_idempotency_keys SET response_status = \(status), response = \(body)

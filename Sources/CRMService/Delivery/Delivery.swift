@@ -82,22 +82,37 @@ public final class Delivery: Sendable {
 
     /// A `Prefer: respond-async` sync: one log row per targeted integration, committed before
     /// the 202 (nothing accepted is lost), delivered by the sweep. Runs on the calling thread.
-    func queue(user: UserID, payload: Payload, targets: [CRMType]?) throws -> (status: Int, body: JSON) {
+    func queue(user: UserID, payload: Payload, targets: [CRMType]?) throws -> (status: Int, body: [UInt8]) {
         accepted(try logWriter.submit(logRequest(user: user, payload: payload, targets: targets, queued: true)))
     }
 
     /// The same for a task: no thread waits for the commit (see `InlineExecutor`: the answer is
     /// written by the thread that committed the rows).
-    func queue(user: UserID, payload: Payload, targets: [CRMType]?) async throws -> (status: Int, body: JSON) {
+    func queue(user: UserID, payload: Payload, targets: [CRMType]?) async throws -> (status: Int, body: [UInt8]) {
         accepted(try await logWriter.submit(logRequest(user: user, payload: payload, targets: targets, queued: true)))
     }
 
-    private func accepted(_ rows: [CreatedLog]) -> (status: Int, body: JSON) {
+    private func accepted(_ rows: [CreatedLog]) -> (status: Int, body: [UInt8]) {
         if !rows.isEmpty { wakeup.signal() }
-        let results: [JSON] = rows.map { row in
-            .object([("crm_type", .string(row.crmType.rawValue)), ("status", "queued"), ("log_id", .int(row.id))])
+        return (202, Self.acceptedBody(rows))
+    }
+
+    /// The 202 body for queued rows, written in place (every async sync answers with it): what
+    /// `body(_:)` gives for results `{"crm_type", "status": "queued", "log_id"}`, none a success
+    /// or a failure yet.
+    static func acceptedBody(_ rows: [CreatedLog]) -> [UInt8] {
+        var out = JSONBytes(capacity: 64 + rows.count * 64)
+        out.literal(#"{"results":["#)
+        for (i, row) in rows.enumerated() {
+            if i > 0 { out.literal(",") }
+            out.literal(#"{"crm_type":"#)
+            out.string(row.crmType.rawValue)
+            out.literal(#","status":"queued","log_id":"#)
+            out.int(row.id)
+            out.literal("}")
         }
-        return (202, Self.body(results))
+        out.literal(#"],"success_count":0,"failure_count":0}"#)
+        return out.finish()
     }
 
     /// A synchronous sync, first part: the log rows (committed) with their integrations'

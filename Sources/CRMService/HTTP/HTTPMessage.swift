@@ -74,7 +74,12 @@ public struct HTTPResponse: Sendable {
     public static let jsonContentType = "application/json; charset=utf-8"
 
     public static func json(_ status: Int, _ value: JSON, headers: [(String, String)] = []) -> HTTPResponse {
-        HTTPResponse(status: status, headers: [("Content-Type", jsonContentType)] + headers, body: value.serialized())
+        json(status, bytes: value.serialized(), headers: headers)
+    }
+
+    /// A JSON body already written.
+    public static func json(_ status: Int, bytes: [UInt8], headers: [(String, String)] = []) -> HTTPResponse {
+        HTTPResponse(status: status, headers: headers.isEmpty ? [("Content-Type", jsonContentType)] : [("Content-Type", jsonContentType)] + headers, body: bytes)
     }
 
     public static func error(_ error: APIError) -> HTTPResponse {

@@ -76,7 +76,7 @@ struct Handlers: Sendable {
                     // others, so it gives its place under `ActiveLimit` up (the log writer's
                     // batches are the bigger the more 202s wait at once).
                     let (status, body) = try await waitingOutside { try await delivery.queue(user: user, payload: payload, targets: targets) }
-                    return .json(status, body)
+                    return .json(status, bytes: body)
                 }
             }
             return .now(try idempotent(user, key, payload, targets) { try delivery.queue(user: user, payload: payload, targets: targets) })
@@ -120,16 +120,16 @@ struct Handlers: Sendable {
 
     /// `run` made idempotent by `Idempotency-Key`: the first response is stored and replayed.
     private func idempotent(_ user: UserID, _ key: String?, _ payload: Payload, _ targets: [CRMType]?,
-                            run: () throws -> (status: Int, body: JSON)) throws -> HTTPResponse {
+                            run: () throws -> (status: Int, body: [UInt8])) throws -> HTTPResponse {
         guard let key else {
             let (status, body) = try run()
-            return .json(status, body)
+            return .json(status, bytes: body)
         }
         if let replay = try begin(user, key, payload, targets) { return replay }
         do {
             let (status, body) = try run()
-            try idempotency.finish(user: user, key: key, status: status, body: body)
-            return .json(status, body)
+            try idempotency.finish(user: user, key: key, status: status, body: String(decoding: body, as: UTF8.self))
+            return .json(status, bytes: body)
         } catch {
             try? idempotency.abandon(user: user, key: key)
             throw error
