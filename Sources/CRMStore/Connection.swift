@@ -75,7 +75,15 @@ public final class Connection: @unchecked Sendable {
     /// and the statement is prepared afresh), so they are read from libpq only once.
     struct PreparedStatement {
         let name: String
+        /// `name` as the C string libpq takes, made once (passing the String would convert it,
+        /// an allocation, on every call).
+        let cName: ContiguousArray<CChar>
         var columns: [String]?
+
+        init(name: String) {
+            self.name = name
+            cName = name.utf8CString
+        }
     }
 
     /// A statement's text as the cache's key, hashed by its length and a few 8-byte samples
@@ -115,7 +123,9 @@ public final class Connection: @unchecked Sendable {
             prepared[key] = statement
         }
         let result = params.withOptionalCStrings { values in
-            PQexecPrepared(conn, statement.name, Int32(params.count), values, nil, nil, 0)
+            statement.cName.withUnsafeBufferPointer { name in
+                PQexecPrepared(conn, name.baseAddress, Int32(params.count), values, nil, nil, 0)
+            }
         }
         let completed = try completed(result, conn, columns: statement.columns)
         if statement.columns == nil, let first = completed.first { prepared[key]?.columns = first.data.columns }
