@@ -209,29 +209,36 @@ extension Array where Element == String {
 }
 
 extension Array where Element == String? {
-    /// The values as NUL-terminated C strings (nil stays NULL), all in one temporary buffer
-    /// (on the stack when small, as for most statements).
+    /// The values as NUL-terminated C strings (nil stays NULL), all in one temporary buffer:
+    /// on the stack when small, as for most statements; on the heap for big ones (a batch of
+    /// JSON bodies), which would otherwise leave a thread's stack resident at their size.
     func withOptionalCStrings<R>(_ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
         if isEmpty { return body(nil) }
         var size = 0
         for value in self { size += (value?.utf8.count ?? 0) + 1 }
-        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: size) { storage in
-            withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: count) { pointers in
-                var written = 0
-                for (i, value) in enumerated() {
-                    guard var value else { pointers[i] = nil; continue }
-                    let start = storage.baseAddress! + written
-                    value.withUTF8 { utf8 in
-                        guard let source = utf8.baseAddress else { return }  // "" has no storage
-                        UnsafeMutableRawPointer(start).copyMemory(from: source, byteCount: utf8.count)
-                        written += utf8.count
-                    }
-                    storage[written] = 0
-                    written += 1
-                    pointers[i] = UnsafePointer(start)
+        if size > 2048 {
+            var heap = [CChar](repeating: 0, count: size)
+            return heap.withUnsafeMutableBufferPointer { write(into: $0, body) }
+        }
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: size) { write(into: $0, body) }
+    }
+
+    private func write<R>(into storage: UnsafeMutableBufferPointer<CChar>, _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
+        withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: count) { pointers in
+            var written = 0
+            for (i, value) in enumerated() {
+                guard var value else { pointers[i] = nil; continue }
+                let start = storage.baseAddress! + written
+                value.withUTF8 { utf8 in
+                    guard let source = utf8.baseAddress else { return }  // "" has no storage
+                    UnsafeMutableRawPointer(start).copyMemory(from: source, byteCount: utf8.count)
+                    written += utf8.count
                 }
-                return body(UnsafePointer(pointers.baseAddress))
+                storage[written] = 0
+                written += 1
+                pointers[i] = UnsafePointer(start)
             }
+            return body(UnsafePointer(pointers.baseAddress))
         }
     }
 }
