@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -421,6 +422,45 @@ def test_rows_claimed_ahead_are_given_back_at_sigterm(fresh_db, fakes):
         rows = database.sql("SELECT status, attempts, claimed_by IS NULL FROM crm.crm_sync_logs WHERE user_id = $1 ORDER BY id", user)
         assert sorted(tuple(r) for r in rows) == sorted([("retrying", "1", "t")] * 2 + [("queued", "0", "t")] * 3), rows
     finally:
+        service.close()
+
+
+def test_a_slot_takes_its_next_call_while_the_last_outcome_is_still_being_written(fresh_db, fakes):
+    """A sweep slot bounds CRM calls, not commits: once the CRM has answered, the next row's
+    call starts while the outcome is written. Here an outcome's write waits on a lock held on
+    the integration row (it sets last_sync_at); the second row's call must not wait for it."""
+    database = fresh_db()
+    service = Service(database.dsn, fakes.urls, dict(BASE_ENV, CRM_SWEEP_CONCURRENCY="1"))
+    locker = None
+    try:
+        user = uid()
+        connect(service, fakes, user, "klaviyo")
+        tag = email_for("slot").split("@")[0]
+        emails = [f"{tag}.{i}@example.com" for i in range(2)]
+        locker = subprocess.Popen(["psql", database.dsn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"u={user}"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        locker.stdin.write("BEGIN;\nSELECT 1 FROM crm.crm_integrations WHERE user_id = :'u' FOR UPDATE;\n"
+                           "SELECT pg_sleep(6);\nCOMMIT;\n")
+        locker.stdin.close()
+        wait_until(lambda: database.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(6)%'")[0][0] == "1",
+                   10, "the lock to be held")
+        database.sql(
+            "INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, next_attempt_at)"
+            " SELECT $1, 'klaviyo', 'contact', 'queued', jsonb_build_object('email', $2 || '.' || i || '@example.com'), now()"
+            "   FROM generate_series(0, 1) i", user, tag)
+
+        def calls():
+            return [q for q in fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")
+                    if q["body"]["data"]["attributes"]["email"] in emails]
+        wait_until(lambda: len(calls()) == 2, 4, "both calls while the first outcome waits on the lock")
+        statuses = [r[0] for r in database.sql("SELECT status FROM crm.crm_sync_logs WHERE user_id = $1 ORDER BY id", user)]
+        assert statuses == ["in_flight", "in_flight"], f"no outcome can be written while the lock is held: {statuses}"
+        assert locker.wait(timeout=15) == 0, locker.stderr.read()
+        wait_until(lambda: [r[0] for r in database.sql("SELECT status FROM crm.crm_sync_logs WHERE user_id = $1 ORDER BY id", user)]
+                   == ["success", "success"], 15, "both outcomes once the lock is gone")
+    finally:
+        if locker and locker.poll() is None:
+            locker.kill()
         service.close()
 
 

@@ -163,12 +163,16 @@ public final class Delivery: Sendable {
     }
 
     /// One attempt for a claimed row (`background`: by the retry sweep).
-    func attempt(_ log: ClaimedLog, background: Bool) async -> JSON {
+    /// `called` runs once, when the CRM call has ended (or there was none to make), before
+    /// the outcome is written.
+    func attempt(_ log: ClaimedLog, background: Bool, called: () -> Void = {}) async -> JSON {
         guard let payload = Payload.from(operation: log.operation, request: log.request) else {
+            called()
             return await unreadable(log, background: background)
         }
         return await attempt(id: log.id, user: log.user, type: log.crmType, payload: payload, uniqueID: log.uniqueID,
-                             attemptsBefore: log.attempts, ageSeconds: log.ageSeconds, background: background, target: log.target)
+                             attemptsBefore: log.attempts, ageSeconds: log.ageSeconds, background: background, target: log.target,
+                             called: called)
     }
 
     /// A logged request that cannot be read back fails for good (its own function: see `attempt`).
@@ -191,9 +195,10 @@ public final class Delivery: Sendable {
     /// the memory of a call in flight small.
     @inline(never)
     private func attempt(id: Int64, user: UserID, type: CRMType, payload: Payload, uniqueID: String?, attemptsBefore: Int, ageSeconds: Double,
-                         background: Bool, target: TargetRead) async -> JSON {
+                         background: Bool, target: TargetRead, called: () -> Void = {}) async -> JSON {
         let started = ContinuousClock.now
         let outcome = await call(user: user, type: type, payload: payload, uniqueID: uniqueID ?? "crm-log-\(id)", target: target)
+        called()
         let attempts = attemptsBefore + 1
         let (record, action) = record(of: outcome, attempts: attempts, ageSeconds: ageSeconds, since: started)
         await write(DeliveryStore.Outcome(record, logID: id, user: user, type: type), background: background)

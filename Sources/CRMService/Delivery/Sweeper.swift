@@ -12,10 +12,14 @@ import Synchronization
 /// share of its slots (`limit`): requests first.
 public final class Sweeper: Sendable {
     let delivery: Delivery
-    /// Deliveries in progress at most (each mostly waits on a CRM).
+    /// CRM calls in progress at most (a delivery is mostly its call).
     let concurrency: Int
     private let stopping = Atomic<Bool>(false)
+    /// Deliveries started and not yet recorded (what a stop waits for).
     private let inFlight = Atomic<Int>(0)
+    /// Deliveries whose CRM call has not ended (what the limit counts).
+    private let calling = Atomic<Int>(0)
+    /// One per CRM call; freed when the call ends, before its outcome is committed.
     private let slots: DispatchSemaphore
     private let loopDone = DispatchSemaphore(value: 0)
 
@@ -72,15 +76,31 @@ public final class Sweeper: Sendable {
 
     /// Starts a claimed row's delivery as a task: it holds no thread while the CRM answers, so
     /// `concurrency` deliveries in flight cost memory for their transfers, not for threads.
+    /// Its slot frees as soon as the CRM has answered, while at most `recordingAhead` outcomes
+    /// wait to be written: the outcome's commit (a group commit, milliseconds) is the log
+    /// writer's work, and holding the slot through it kept the slot's next CRM call waiting
+    /// (the drain ran slower than the same calls made by requests). Past that bound (the
+    /// database is slow, or busy with requests first) the slot waits for its commit as before,
+    /// so outcomes cannot pile up in memory. A stop waits for every outcome.
     private func hand(_ log: ClaimedLog) {
         // Inline: the delivery starts on this thread and each step continues on the thread
         // that completed the previous one (see `InlineExecutor`), as a request's does.
         Task(executorPreference: InlineExecutor.shared, priority: .background) { [self] in
-            _ = await delivery.attempt(log, background: true)
+            var slotFreed = false
+            _ = await delivery.attempt(log, background: true) {
+                let calls = calling.subtract(1, ordering: .acquiringAndReleasing).newValue
+                if inFlight.load(ordering: .acquiring) - calls <= recordingAhead {
+                    slotFreed = true
+                    slots.signal()
+                }
+            }
             inFlight.subtract(1, ordering: .releasing)
-            slots.signal()
+            if !slotFreed { slots.signal() }
         }
     }
+
+    /// Outcomes that may wait for their commit without holding a slot.
+    var recordingAhead: Int { max(1, concurrency / 4) }
 
     /// Rows claimed ahead: at most this many wait for a slot. A claim is a database round trip
     /// and a commit; without rows in hand, every slot that freed waited for one before its
@@ -105,7 +125,7 @@ public final class Sweeper: Sendable {
             if delivery.context.metrics.requestsInProgress.load(ordering: .relaxed) > busyRequests { lastBusy = now }
             let heldBack = Self.heldBack(lastBusy: lastBusy, now: now)
             let limit = Self.limit(concurrency: concurrency, heldBack: heldBack)
-            let running = inFlight.load(ordering: .acquiring)
+            let running = calling.load(ordering: .acquiring)
             guard running < limit else {
                 slots.signal()
                 usleep(20_000)  // the API is busy and the sweep has its share: look again shortly
@@ -143,6 +163,7 @@ public final class Sweeper: Sendable {
 
     private func start(_ log: ClaimedLog) {
         inFlight.add(1, ordering: .relaxed)
+        calling.add(1, ordering: .relaxed)
         hand(log)
     }
 
