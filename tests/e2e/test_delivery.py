@@ -388,6 +388,22 @@ def test_sigterm_during_a_hanging_delivery_exits_cleanly_and_delivers_after_rest
         service.close()
 
 
+def queue_contacts(database, fakes, user: str, name: str, count: int):
+    """`count` queued contact rows for `user`, due now, and a function listing the fake
+    Klaviyo's profile-imports for their emails (in the order they arrived)."""
+    tag = email_for(name).split("@")[0]
+    emails = [f"{tag}.{i}@example.com" for i in range(count)]
+    database.sql(
+        "INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, next_attempt_at)"
+        " SELECT $1, 'klaviyo', 'contact', 'queued', jsonb_build_object('email', $2 || '.' || i || '@example.com'), now()"
+        "   FROM generate_series(0, $3::int - 1) i", user, tag, count)
+
+    def calls():
+        return [q for q in fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")
+                if q["body"]["data"]["attributes"]["email"] in emails]
+    return calls
+
+
 def test_rows_claimed_ahead_are_given_back_at_sigterm(fresh_db, fakes):
     """The sweep keeps a row claimed ahead of its free slots; one not yet started when the
     worker stops goes back to the queue as it was (not left in flight until the claim expires)."""
@@ -399,18 +415,9 @@ def test_rows_claimed_ahead_are_given_back_at_sigterm(fresh_db, fakes):
     try:
         user = uid()
         connect(service, fakes, user, "klaviyo")
-        tag = email_for("ahead").split("@")[0]
-        emails = [f"{tag}.{i}@example.com" for i in range(5)]
         fakes.faults("klaviyo", [{"hang_s": 15}] * 5, match="/api/profile-import")
         # Five rows due at once: the first claim takes two for the free slots and one ahead.
-        database.sql(
-            "INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, next_attempt_at)"
-            " SELECT $1, 'klaviyo', 'contact', 'queued', jsonb_build_object('email', $2 || '.' || i || '@example.com'), now()"
-            "   FROM generate_series(0, 4) i", user, tag)
-
-        def calls():
-            return [q for q in fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")
-                    if q["body"]["data"]["attributes"]["email"] in emails]
+        calls = queue_contacts(database, fakes, user, "ahead", 5)
 
         def in_flight():
             return int(database.sql("SELECT count(*) FROM crm.crm_sync_logs WHERE user_id = $1 AND status = 'in_flight'", user)[0][0])
@@ -435,8 +442,6 @@ def test_a_slot_takes_its_next_call_while_the_last_outcome_is_still_being_writte
     try:
         user = uid()
         connect(service, fakes, user, "klaviyo")
-        tag = email_for("slot").split("@")[0]
-        emails = [f"{tag}.{i}@example.com" for i in range(2)]
         locker = subprocess.Popen(["psql", database.dsn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"u={user}"],
                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         locker.stdin.write("BEGIN;\nSELECT 1 FROM crm.crm_integrations WHERE user_id = :'u' FOR UPDATE;\n"
@@ -444,14 +449,7 @@ def test_a_slot_takes_its_next_call_while_the_last_outcome_is_still_being_writte
         locker.stdin.close()
         wait_until(lambda: database.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(6)%'")[0][0] == "1",
                    10, "the lock to be held")
-        database.sql(
-            "INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, next_attempt_at)"
-            " SELECT $1, 'klaviyo', 'contact', 'queued', jsonb_build_object('email', $2 || '.' || i || '@example.com'), now()"
-            "   FROM generate_series(0, 1) i", user, tag)
-
-        def calls():
-            return [q for q in fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")
-                    if q["body"]["data"]["attributes"]["email"] in emails]
+        calls = queue_contacts(database, fakes, user, "slot", 2)
         wait_until(lambda: len(calls()) == 2, 4, "both calls while the first outcome waits on the lock")
         statuses = [r[0] for r in database.sql("SELECT status FROM crm.crm_sync_logs WHERE user_id = $1 ORDER BY id", user)]
         assert statuses == ["in_flight", "in_flight"], f"no outcome can be written while the lock is held: {statuses}"
