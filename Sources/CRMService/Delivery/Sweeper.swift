@@ -33,7 +33,7 @@ public final class Sweeper: Sendable {
         slots = DispatchSemaphore(value: max(1, concurrency))
     }
 
-    /// Deliveries allowed in flight: all of `concurrency`, or an eighth of it (at least one)
+    /// CRM calls allowed in flight: all of `concurrency`, or an eighth of it (at least one)
     /// while the sweep is held back for requests, so that background work (retries, the
     /// `respond-async` backlog) takes CPU and database time from requests only when they leave
     /// some. It never stops.

@@ -4,7 +4,7 @@ import CRMCore
 /// that a client gets instead. No I/O here: the whole HTTP surface is testable in-process.
 public struct Router: Sendable {
     public static let maxBodyBytes = 1 << 20
-    /// The keys a sync body may have (built once).
+    /// The keys a sync body may have.
     static func isContactBodyKey(_ key: String) -> Bool { key == "crm_types" || Contact.isField(key) }
     static func isEventBodyKey(_ key: String) -> Bool { key == "crm_types" || Event.isField(key) }
 
