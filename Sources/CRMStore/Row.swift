@@ -1,4 +1,5 @@
 import CLibPQ
+import Glibc
 import CRMCore
 
 /// One result row, read by column name. Its values stay bytes until read: a row read for a
@@ -19,16 +20,10 @@ public struct Row: Sendable {
     /// The value at `column` (0-based); nil when it is NULL or there is no such column.
     func withValue<R>(at column: Int, _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R? {
         guard column >= 0 && column < data.columns.count else { return nil }
-        if let result = data.result {
-            let r = Int32(truncatingIfNeeded: index), c = Int32(truncatingIfNeeded: column)
-            guard PQgetisnull(result, r, c) == 0, let value = PQgetvalue(result, r, c) else { return nil }
-            let count = Int(PQgetlength(result, r, c))
-            return try body(UnsafeBufferPointer(start: UnsafeRawPointer(value).assumingMemoryBound(to: UInt8.self), count: count))
-        }
-        let cell = 2 * (index * data.columns.count + column)
-        let start = data.cells[cell], count = data.cells[cell + 1]
-        guard count >= 0 else { return nil }
-        return try data.bytes.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[start..<(start + count)])) }
+        let result = data.result, r = Int32(truncatingIfNeeded: index), c = Int32(truncatingIfNeeded: column)
+        guard PQgetisnull(result, r, c) == 0, let value = PQgetvalue(result, r, c) else { return nil }
+        let count = Int(PQgetlength(result, r, c))
+        return try body(UnsafeBufferPointer(start: UnsafeRawPointer(value).assumingMemoryBound(to: UInt8.self), count: count))
     }
 
     public func string(_ name: String) -> String? { withValue(name) { String(decoding: $0, as: UTF8.self) } }
@@ -78,44 +73,46 @@ public struct Row: Sendable {
 }
 
 /// A result's values: libpq's own result, read in place and freed with the last row that
-/// reads it (no copy of the values), or, for rows made from Swift values, one byte buffer.
-/// A finished PGresult is never written again, so any thread may read it (libpq's docs).
+/// reads it (no copy of the values). A finished PGresult is never written again, so any
+/// thread may read it (libpq's docs).
 final class ResultData: @unchecked Sendable {
     let columns: [String]
-    /// The PGresult the values are read from; nil for rows made from values.
-    let result: OpaquePointer?
-    let bytes: [UInt8]
-    /// Without `result`: two entries per value, row by row: where its bytes start, and how many (-1 for NULL).
-    let cells: [Int]
+    let result: OpaquePointer
 
     init(columns: [String], result: OpaquePointer) {
         self.columns = columns
         self.result = result
-        self.bytes = []
-        self.cells = []
     }
 
-    init(columns: [String], bytes: [UInt8], cells: [Int]) {
-        self.columns = columns
-        self.result = nil
-        self.bytes = bytes
-        self.cells = cells
-    }
+    deinit { PQclear(result) }
 
-    deinit { if let result { PQclear(result) } }
-
-    /// Rows from values (tests, and anything not read from libpq).
+    /// Rows from values, in a PGresult made by libpq (`PQsetvalue`) as a query's would be:
+    /// tests read them through the same code as rows from the database.
     static func rows(columns: [String], values: [[String?]]) -> [Row] {
-        var bytes: [UInt8] = [], cells: [Int] = []
-        for row in values {
+        let result = PQmakeEmptyPGresult(nil, PGRES_TUPLES_OK)!
+        let names = columns.map { strdup($0) }
+        defer { names.forEach { free($0) } }
+        var attributes = names.map { PGresAttDesc(name: $0, tableid: 0, columnid: 0, format: 0, typid: 25, typlen: -1, atttypmod: -1) }
+        precondition(PQsetResultAttrs(result, Int32(columns.count), &attributes) == 1, "PQsetResultAttrs")
+        for (r, row) in values.enumerated() {
             precondition(row.count == columns.count, "one value per column")
-            for value in row {
-                guard let value else { cells += [0, -1]; continue }
-                cells += [bytes.count, value.utf8.count]
-                bytes += value.utf8
+            for (c, value) in row.enumerated() {
+                let stored: Int32
+                if var value {
+                    stored = value.withUTF8 { bytes in
+                        // PQsetvalue copies `len` bytes (NULs included); a non-nil pointer even for "".
+                        withUnsafeTemporaryAllocation(of: CChar.self, capacity: bytes.count + 1) { copy in
+                            for (i, b) in bytes.enumerated() { copy[i] = CChar(bitPattern: b) }
+                            return PQsetvalue(result, Int32(r), Int32(c), copy.baseAddress, Int32(bytes.count))
+                        }
+                    }
+                } else {
+                    stored = PQsetvalue(result, Int32(r), Int32(c), nil, -1)
+                }
+                precondition(stored == 1, "PQsetvalue")
             }
         }
-        let data = ResultData(columns: columns, bytes: bytes, cells: cells)
+        let data = ResultData(columns: columns, result: result)
         return values.indices.map { Row(data: data, index: $0) }
     }
 }
