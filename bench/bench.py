@@ -506,6 +506,75 @@ def wrk(port: int, route: str, conns: int, seconds: float, asynchronous: bool = 
     }
 
 
+# The worker's own histograms (its /metrics) that say where a synchronous sync's time goes.
+STAGES = (("crm_call", "crm_call_duration_seconds", ("crm_type", "klaviyo")),
+          ("log_write", "crm_db_write_duration_seconds", ("writer", "sync_logs")),
+          ("outcome_write", "crm_db_write_duration_seconds", ("writer", "outcomes")))
+BATCHES = (("log_batch", ("writer", "sync_logs")), ("outcome_batch", ("writer", "outcomes")))
+SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)$')
+
+
+def worker_histograms(target: Target) -> dict | None:
+    """{(metric, (label, value)): {le or "count"/"sum": value}} from the worker's /metrics; None if unreadable."""
+    status, text = target.request("GET", "/metrics")
+    if status != 200 or not isinstance(text, str):
+        return None
+    out: dict = {}
+    for line in text.splitlines():
+        m = SAMPLE_RE.match(line)
+        if not m:
+            continue
+        name, labels, value = m.group(1), dict(re.findall(r'(\w+)="([^"]*)"', m.group(2))), float(m.group(3))
+        for suffix in ("_bucket", "_count", "_sum"):
+            if name.endswith(suffix):
+                base, key = name[: -len(suffix)], suffix[1:]
+                if key == "bucket":
+                    key = float(labels.pop("le"))
+                for pair in labels.items():
+                    out.setdefault((base, pair), {})[key] = value
+    return out
+
+
+def bucket_quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """Prometheus's histogram_quantile: linear within the bucket that holds the q-th observation."""
+    edges = sorted(buckets)
+    total = buckets[edges[-1]] if edges else 0
+    if total <= 0:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for edge in edges:
+        if buckets[edge] >= rank:
+            if edge == float("inf"):
+                return lower
+            return lower + (edge - lower) * (rank - below) / max(buckets[edge] - below, 1e-9)
+        lower, below = edge, buckets[edge]
+    return lower
+
+
+def stage_times(before: dict | None, after: dict | None) -> dict | None:
+    """Per stage over one round: p50/p99 in ms (interpolated in the histogram's buckets) and the mean;
+    per group-commit writer: the mean batch size."""
+    if not before or not after:
+        return None
+    out = {}
+    for stage, metric, label in STAGES:
+        a, b = after.get((metric, label), {}), before.get((metric, label), {})
+        delta = {k: v - b.get(k, 0) for k, v in a.items()}
+        count = delta.get("count", 0)
+        if count <= 0:
+            continue
+        buckets = {k: v for k, v in delta.items() if isinstance(k, float)}
+        out[stage] = {"count": int(count), "mean_ms": round(delta["sum"] * 1000 / count, 2),
+                      "p50_ms": round((bucket_quantile(0.5, buckets) or 0) * 1000, 1),
+                      "p99_ms": round((bucket_quantile(0.99, buckets) or 0) * 1000, 1)}
+    for name, label in BATCHES:
+        a, b = after.get(("crm_db_write_batch_size", label), {}), before.get(("crm_db_write_batch_size", label), {})
+        count = a.get("count", 0) - b.get("count", 0)
+        if count > 0:
+            out[name] = round((a["sum"] - b.get("sum", 0)) / count, 1)
+    return out
+
+
 def measure(target: Target, route: str, conns: int, seconds: float, asynchronous: bool = False,
             watch: list | None = None) -> dict:
     """One round: wrk through the target's nginx, plus CPU (target, its nginx, PostgreSQL, the fake),
@@ -521,7 +590,12 @@ def measure(target: Target, route: str, conns: int, seconds: float, asynchronous
         name = f"smaps-{target.proc.name}-{route}{'-async' if asynchronous else ''}-{conns}.txt"
         snapshot = threading.Timer(seconds * 0.6, lambda: shutil.copyfile(f"/proc/{target.proc.pid}/smaps", RESULTS / name))
         snapshot.start()
+    # Where a synchronous sync's time goes, by the worker's own histograms (scraped through nginx).
+    staged = writes and not asynchronous and target.kind == "worker"
+    histograms_before = worker_histograms(target) if staged else None
     result = wrk(target.port, route, conns, seconds, asynchronous)
+    if staged:
+        result["stages"] = stage_times(histograms_before, worker_histograms(target))
     if snapshot:
         snapshot.join()
     cpu = [p.cpu_seconds() - b for p, b in zip(procs, cpu_before)]
@@ -575,6 +649,7 @@ def summarize(rounds: list[dict]) -> dict:
         "max_threads": max((int(r.get("threads") or 0) for r in rounds), default=0),
         "cpu_us_per_request_by_process": median.get("cpu_us_per_request_by_process"),
         "cpu_cores_by_process": median.get("cpu_cores_by_process"),
+        "stages": median.get("stages"),
         "rounds": rounds,
     }
 
@@ -729,6 +804,22 @@ def render(report: dict) -> str:
         lines.append(f"| 4. background drain | - | {d['deliveries_per_s']:.0f} deliveries/s | - | - | - | - | {d['failed']} | - | - | "
                      f"{'emptied' if d['emptied'] else 'NOT emptied'} in {d['seconds']} s |")
     lines.append("")
+    staged = [("scenario 2", c, pair["worker"]["stages"]) for c, pair in sorted(s.get("event", {}).items(), key=lambda kv: int(kv[0]))
+              if (pair.get("worker") or {}).get("stages")]
+    if "contact" in s and (s["contact"].get("worker") or {}).get("stages"):
+        staged.append(("scenario 3", s["contact"]["connections"], s["contact"]["worker"]["stages"]))
+    if staged:
+        def stage(st, name, what):
+            v = st.get(name)
+            return f"{what} p50 {v['p50_ms']} / p99 {v['p99_ms']} ms" if v else f"{what} -"
+        lines.append("Where a sync's time went in the worker (its own /metrics histograms, median round; quantiles "
+                     "interpolated within buckets of 1/2/5/10/25/50/100/250 ms; a write includes waiting for a pool connection): "
+                     + "; ".join(f"{label} at {c}: " + ", ".join((
+                         stage(st, "log_write", f"log-row write (batches of {st.get('log_batch', '-')})"),
+                         stage(st, "crm_call", "CRM call"),
+                         stage(st, "outcome_write", f"outcome write (batches of {st.get('outcome_batch', '-')})")))
+                         for label, c, st in staged) + ".")
+        lines.append("")
     if "fake" in report:
         fk = report["fake"]
         lines.append(f"Fake CRM alone (nginx+echo, {fk['workers']} worker process): /api/events {fk['events']['rps']:.0f} req/s at 64 connections "

@@ -102,6 +102,56 @@ def test_metrics_show_requests_in_progress_and_crm_calls_in_flight(service, fake
     assert during[("crm_outbound_calls_in_flight", frozenset())] >= 1
 
 
+def histogram(samples, name, **labels):
+    """{le: count} of one labelled Prometheus histogram, with its "_count" and "_sum" under those keys."""
+    want = set(labels.items())
+    out = {}
+    for (sample, ls), value in samples.items():
+        if not want <= set(ls):
+            continue
+        if sample == name + "_bucket":
+            out[float(dict(ls)["le"])] = value
+        elif sample in (name + "_count", name + "_sum"):
+            out[sample[len(name) + 1:]] = value
+    return out
+
+
+def test_metrics_time_each_crm_call_and_each_database_write(service, fakes):
+    """A sync whose CRM takes 0.4 s: one CRM call in crm_call_duration_seconds{crm_type}, above
+    the 0.25 s bucket; its log row and its outcome each written in a timed, counted batch."""
+    user = uid()
+    r = service.request("POST", "/crm/connect", headers={"X-User-Id": user},
+                        json={"crm_type": "klaviyo", "credentials": {"api_key": "pk_test_valid_key"}})
+    assert r.status == 200
+    before = parse_prometheus(service.request("GET", "/metrics").text)
+    fakes.config("klaviyo", {"latency_s": 0.4})
+    try:
+        r = service.request("POST", "/crm/sync/contact", headers={"X-User-Id": user}, json={"email": "timed@example.com"})
+    finally:
+        fakes.config("klaviyo", {"latency_s": 0})
+    assert r.status == 200 and r.json()["results"][0]["status"] == "success", r.text
+    after = parse_prometheus(service.request("GET", "/metrics").text)
+
+    call_before = histogram(before, "crm_call_duration_seconds", crm_type="klaviyo")
+    call_after = histogram(after, "crm_call_duration_seconds", crm_type="klaviyo")
+    assert call_after["count"] == call_before.get("count", 0) + 1
+    assert call_after["sum"] - call_before.get("sum", 0) >= 0.4
+    assert call_after[0.25] == call_before.get(0.25, 0), "a 0.4 s call counted as faster than 0.25 s"
+    assert call_after[float("inf")] == call_before.get(float("inf"), 0) + 1
+    assert histogram(after, "crm_call_duration_seconds", crm_type="hubspot").get("count", 0) == \
+        histogram(before, "crm_call_duration_seconds", crm_type="hubspot").get("count", 0)
+
+    for writer in ("sync_logs", "outcomes"):
+        written_before = histogram(before, "crm_db_write_duration_seconds", writer=writer)
+        written_after = histogram(after, "crm_db_write_duration_seconds", writer=writer)
+        assert written_after["count"] >= written_before.get("count", 0) + 1, writer
+        assert written_after["sum"] > written_before.get("sum", 0), writer
+        items_before = histogram(before, "crm_db_write_batch_size", writer=writer)
+        items_after = histogram(after, "crm_db_write_batch_size", writer=writer)
+        assert items_after["sum"] >= items_before.get("sum", 0) + 1, writer
+        assert sorted(k for k in items_after if isinstance(k, float)) == [1, 2, 4, 8, 16, 32, 64, float("inf")], writer
+
+
 def test_one_json_log_line_per_request_and_no_secret_anywhere(service, fakes):
     user = uid()
     mark = service.log_mark()

@@ -73,10 +73,15 @@ public final class Delivery: Sendable {
         self.claimSeconds = claimSeconds
         // A few batches committed at a time, each writer holding a connection only while it writes.
         let writers = max(1, min(4, context.config.dbPoolSize / 4))
-        logWriter = GroupCommit(writers: writers) { try store.createLogs($0, worker: worker, claimSeconds: claimSeconds) }
-        outcomeWriter = GroupCommit(writers: writers) { try store.record($0, worker: worker) }
+        let metrics = context.metrics
+        let (logMetrics, outcomeMetrics, sweepMetrics) =
+            (metrics.databaseWriter("sync_logs"), metrics.databaseWriter("outcomes"), metrics.databaseWriter("sweep_outcomes"))
+        logWriter = GroupCommit(writers: writers, written: logMetrics.batch) {
+            try store.createLogs($0, worker: worker, claimSeconds: claimSeconds)
+        }
+        outcomeWriter = GroupCommit(writers: writers, written: outcomeMetrics.batch) { try store.record($0, worker: worker) }
         let sweepStore = backgroundStore
-        backgroundOutcomeWriter = GroupCommit(writers: writers) { try sweepStore.record($0, worker: worker) }
+        backgroundOutcomeWriter = GroupCommit(writers: writers, written: sweepMetrics.batch) { try sweepStore.record($0, worker: worker) }
         policy = RetryPolicy(maxAttempts: context.config.crmRetryMaxAttempts, baseDelaySeconds: context.config.crmRetryBaseDelaySeconds)
     }
 
@@ -210,7 +215,11 @@ public final class Delivery: Sendable {
     @inline(never)
     private func call(user: UserID, type: CRMType, payload: Payload, uniqueID: String, target: TargetRead) async -> DeliveryOutcome {
         switch Self.plan(target, user: user, type: type) {
-        case let .send(syncTarget): return await send(payload, uniqueID: uniqueID, to: context.connectors.connector(for: type), for: syncTarget)
+        case let .send(syncTarget):
+            let started = ContinuousClock.now
+            let outcome = await send(payload, uniqueID: uniqueID, to: context.connectors.connector(for: type), for: syncTarget)
+            context.metrics.crmCall(type, duration: ContinuousClock.now - started)
+            return outcome
         case let .done(outcome): return outcome
         }
     }

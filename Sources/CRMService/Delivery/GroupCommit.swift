@@ -27,10 +27,15 @@ final class GroupCommit<Item: Sendable, Output: Sendable>: Sendable {
         }
     }
 
-    /// `write` gets a batch and returns one output per item, in order.
-    init(writers: Int = 4, maxBatch: Int = 64, spread: Int = 8, write: @escaping @Sendable ([Item]) throws -> [Output]) {
+    /// `write` gets a batch and returns one output per item, in order; `written` hears of each
+    /// batch (its size and how long it took, before its callers continue).
+    init(writers: Int = 4, maxBatch: Int = 64, spread: Int = 8, written: @escaping @Sendable (_ items: Int, Duration) -> Void = { _, _ in },
+         write: @escaping @Sendable ([Item]) throws -> [Output]) {
         queue = WorkQueue(threads: writers, maxBatch: maxBatch, spread: spread) { slots in
-            for (slot, result) in zip(slots, Self.run(slots.map(\.item), write)) { slot.complete(result) }
+            let started = ContinuousClock.now
+            let results = Self.run(slots.map(\.item), write)
+            written(slots.count, ContinuousClock.now - started)
+            for (slot, result) in zip(slots, results) { slot.complete(result) }
         }
     }
 

@@ -1,3 +1,4 @@
+import CRMCore
 import CRMStore
 import Metrics
 import Prometheus
@@ -17,7 +18,48 @@ public final class ServiceMetrics: Sendable {
             .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
             .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30),
         ]
+        // Items per group-commit batch: powers of two up to the largest batch (64).
+        factory.valueHistogramBuckets["crm_db_write_batch_size"] = [1, 2, 4, 8, 16, 32, 64]
         self.factory = factory
+        crmCallTimers = Dictionary(uniqueKeysWithValues: CRMType.allCases.map {
+            ($0, TimerHandle(Timer(label: "crm_call_duration_seconds", dimensions: [("crm_type", $0.rawValue)], factory: factory)))
+        })
+    }
+
+    /// A swift-metrics handle made once (see `requestHandles`); they are not marked Sendable.
+    fileprivate struct TimerHandle: @unchecked Sendable {
+        let timer: Metrics.Timer
+        init(_ timer: Metrics.Timer) { self.timer = timer }
+        func record(_ duration: Duration) {
+            let (seconds, attoseconds) = duration.components
+            timer.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        }
+    }
+
+    private let crmCallTimers: [CRMType: TimerHandle]
+
+    /// One delivery attempt's calls to a CRM (all the HTTP requests it made), by CRM type:
+    /// how slow each CRM is, apart from the worker's own time.
+    public func crmCall(_ type: CRMType, duration: Duration) {
+        crmCallTimers[type]?.record(duration)
+    }
+
+    /// The metrics of one group-commit writer (`writer`: what it writes).
+    public func databaseWriter(_ writer: String) -> DatabaseWriterMetrics {
+        DatabaseWriterMetrics(
+            duration: TimerHandle(Timer(label: "crm_db_write_duration_seconds", dimensions: [("writer", writer)], factory: factory)),
+            batchSize: Recorder(label: "crm_db_write_batch_size", dimensions: [("writer", writer)], aggregate: true, factory: factory))
+    }
+
+    /// One batch written: how long its statement and commit took (with the wait for a pool
+    /// connection), and how many items shared them.
+    public struct DatabaseWriterMetrics: @unchecked Sendable {
+        fileprivate let duration: TimerHandle
+        fileprivate let batchSize: Metrics.Recorder
+        public func batch(items: Int, duration: Duration) {
+            self.duration.record(duration)
+            batchSize.record(items)
+        }
     }
 
     /// One HTTP request: counted by route and status, its latency in the histogram.
