@@ -30,10 +30,7 @@ public final class ServiceMetrics: Sendable {
     fileprivate struct TimerHandle: @unchecked Sendable {
         let timer: Metrics.Timer
         init(_ timer: Metrics.Timer) { self.timer = timer }
-        func record(_ duration: Duration) {
-            let (seconds, attoseconds) = duration.components
-            timer.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-        }
+        func record(_ duration: Duration) { timer.record(duration: duration) }
     }
 
     private let crmCallTimers: [CRMType: TimerHandle]
@@ -66,8 +63,7 @@ public final class ServiceMetrics: Sendable {
     public func request(route: String, status: Int, duration: Duration) {
         let handles = requestHandles(route: route, status: status)
         handles.count.increment()
-        let (seconds, attoseconds) = duration.components
-        handles.latency.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        handles.latency.record(duration: duration)
     }
 
     /// The handles per (route, status), made once: the registry lookup behind a new handle
