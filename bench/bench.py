@@ -1209,9 +1209,9 @@ def main() -> int:
                 say("scenario 4: contact with Prefer: respond-async, then the drain")
                 wait_for(lambda: backlog() == 0, 30, "an empty backlog before scenario 4")
                 # Scenario 1 ran minutes ago, and this machine's speed drifts by a third within
-                # minutes: the 202s are also compared with list rounds just before them (the
-                # backlog empty then, so no drain runs beside them).
-                # As scenario 1 does: 16 and 64 connections, the faster of the two is the goal.
+                # minutes: the 202s are held to list rounds run just before them (the backlog empty
+                # then, so no drain runs beside them), at 16 and 64 connections as scenario 1 is,
+                # the faster of the two being the goal.
                 say(f"  list reference for scenario 4: {LIST_REFERENCE_ROUNDS} rounds at 16 and at 64 connections")
                 references = {c: run_rounds([worker], "list", c, rounds=LIST_REFERENCE_ROUNDS)["worker"] for c in (16, 64)}
                 best = max(references, key=lambda c: references[c]["rps"])

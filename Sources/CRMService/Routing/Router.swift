@@ -130,7 +130,7 @@ public struct Router: Sendable {
         return value.withUTF8 { bytes in
             let type = trimmed(bytes, upTo: UInt8(ascii: ";"))
             return String(unsafeUninitializedCapacity: type.count) { out in
-                for (i, b) in type.enumerated() { out[i] = b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
+                for (i, b) in type.enumerated() { out[i] = lowercased(b) }
                 return type.count
             }
         }
@@ -168,9 +168,11 @@ public struct Router: Sendable {
     private static func equalsIgnoringCase(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
         guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
         let expected = UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
-        for (b, e) in zip(bytes, expected) where (b >= 0x41 && b <= 0x5A ? b | 0x20 : b) != e { return false }
+        for (b, e) in zip(bytes, expected) where lowercased(b) != e { return false }
         return true
     }
+
+    private static func lowercased(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
 
     static func reader(_ body: JSON) -> Result<FieldReader, APIError> {
         guard let r = FieldReader(body, at: ["body"]) else { return .failure(.validation([FieldReader.notAnObject(at: ["body"])])) }
