@@ -510,7 +510,11 @@ def wrk(port: int, route: str, conns: int, seconds: float, asynchronous: bool = 
 # The worker's own histograms (its /metrics) that say where a synchronous sync's time goes.
 STAGES = (("crm_call", "crm_call_duration_seconds", ("crm_type", "klaviyo")),
           ("log_write", "crm_db_write_duration_seconds", ("writer", "sync_logs")),
-          ("outcome_write", "crm_db_write_duration_seconds", ("writer", "outcomes")))
+          ("outcome_write", "crm_db_write_duration_seconds", ("writer", "outcomes")),
+          # The whole request inside the worker, from the accept thread's read to the answer
+          # (admission included): what wrk measures beyond it is nginx, the sockets and wrk.
+          ("request", "crm_http_request_duration_seconds", ("route", "/crm/sync/event")),
+          ("request", "crm_http_request_duration_seconds", ("route", "/crm/sync/contact")))
 BATCHES = (("log_batch", ("writer", "sync_logs")), ("outcome_batch", ("writer", "outcomes")))
 SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)$')
 
@@ -815,13 +819,14 @@ def render(report: dict) -> str:
     if staged:
         def stage(st, name, what):
             v = st.get(name)
-            return f"{what} p50 {v['p50_ms']} / p99 {v['p99_ms']} ms" if v else f"{what} -"
+            return f"{what} p50 {v['p50_ms']} / p99 {v['p99_ms']} ms (mean {v['mean_ms']})" if v else f"{what} -"
         lines.append("Where a sync's time went in the worker (its own /metrics histograms, median round; quantiles "
                      "interpolated within buckets of 1/2/5/10/25/50/100/250 ms; a write includes waiting for a pool connection): "
                      + "; ".join(f"{label} at {c}: " + ", ".join((
                          stage(st, "log_write", f"log-row write (batches of {st.get('log_batch', '-')})"),
                          stage(st, "crm_call", "CRM call"),
-                         stage(st, "outcome_write", f"outcome write (batches of {st.get('outcome_batch', '-')})")))
+                         stage(st, "outcome_write", f"outcome write (batches of {st.get('outcome_batch', '-')})"),
+                         stage(st, "request", "the whole request in the worker")))
                          for label, c, st in staged) + ".")
         lines.append("")
     if "fake" in report:

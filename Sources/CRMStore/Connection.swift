@@ -108,6 +108,11 @@ public final class Connection: @unchecked Sendable {
     private func run(_ sql: SQL, on conn: OpaquePointer) throws(DatabaseError) -> QueryResult {
         let params = sql.parameters
         guard !params.isEmpty else { return try completed(PQexec(conn, sql.text), conn, columns: nil) }
+        if sql.plannedPerCall {
+            // The unnamed statement: parsed and planned with these values, every call.
+            let result = params.withOptionalCStrings { values in PQexecParams(conn, sql.text, Int32(params.count), nil, values, nil, nil, 0) }
+            return try completed(result, conn, columns: nil)
+        }
         let key = StatementKey(text: sql.text)
         let statement: PreparedStatement
         if let known = prepared[key] {

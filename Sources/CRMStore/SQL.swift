@@ -5,6 +5,11 @@ import CRMCore
 public struct SQL: Sendable, ExpressibleByStringInterpolation {
     public private(set) var text: String
     public private(set) var parameters: [String?]
+    /// Planned for its values on every call, not prepared: a prepared statement switches to
+    /// one generic plan after five calls when that looks as cheap, which is wrong for a
+    /// statement whose best plan depends on the values (a page of a log of ten rows or of a
+    /// million).
+    public var plannedPerCall = false
 
     public init(stringLiteral value: String) {
         text = value

@@ -191,23 +191,6 @@ final class DeliveryStoreTests: XCTestCase {
         XCTAssertEqual(try store.backlog(), 240)
     }
 
-    /// Plan nodes of an EXPLAIN (FORMAT JSON) tree, depth first, as "Node Type[ on Index Name]".
-    private func nodes(_ plan: JSON) -> [String] {
-        var here = plan["Node Type"]?.stringValue ?? "?"
-        if let index = plan["Index Name"]?.stringValue {
-            here += " on \(index)"
-        } else if let table = plan["Relation Name"]?.stringValue {
-            here += " on \(table)"
-        }
-        return [here] + (plan["Plans"]?.arrayValue ?? []).flatMap(nodes)
-    }
-
-    /// Named subplans (CTEs) anywhere in an EXPLAIN tree, with their nodes.
-    private func subplans(_ plan: JSON) -> [(String, [String])] {
-        let here = plan["Subplan Name"]?.stringValue.map { [($0, nodes(plan))] } ?? []
-        return here + (plan["Plans"]?.arrayValue ?? []).flatMap(subplans)
-    }
-
     /// The claim reads both partial indexes in order under a LIMIT and sorts nothing, with a
     /// custom plan and with the generic one a prepared statement may switch to. The table
     /// holds enough rows (and statistics) that the planner's choice is not a coin toss.
@@ -234,15 +217,12 @@ final class DeliveryStoreTests: XCTestCase {
         try c.execute("ANALYZE crm.crm_sync_logs")
         try c.execute("ANALYZE crm.crm_integrations")
         let claim = DeliveryStore.claimSQL(worker: "w", limit: 16, claimSeconds: 60, key: ScratchDatabase.key)
-        try c.execute(SQL(stringLiteral: "PREPARE claim AS " + claim.text))
-        let arguments = claim.parameters.map { "'\($0 ?? "")'" }.joined(separator: ", ")
         for mode in ["force_custom_plan", "force_generic_plan"] {
             try c.execute(SQL(stringLiteral: "SET plan_cache_mode = \(mode)"))
-            let explained = try XCTUnwrap(try c.scalar(SQL(stringLiteral: "EXPLAIN (FORMAT JSON) EXECUTE claim(\(arguments))")))
-            let plan = try XCTUnwrap(try JSONParser.parse(explained).arrayValue?.first?["Plan"], explained)
-            let all = nodes(plan)
+            let plan = try ExplainedPlan.of(claim, named: "claim_\(mode)", on: c)
+            let all = ExplainedPlan.nodes(plan)
             XCTAssertTrue(all.contains("ModifyTable on crm_sync_logs"), "\(mode): \(all)")
-            let ctes = Dictionary(subplans(plan), uniquingKeysWith: { first, _ in first })
+            let ctes = Dictionary(ExplainedPlan.subplans(plan), uniquingKeysWith: { first, _ in first })
             XCTAssertEqual(ctes["CTE expired"], ["Limit", "LockRows", "Index Scan on crm_sync_logs_claims_idx"], "\(mode): \(all)")
             XCTAssertEqual(ctes["CTE due"], ["Limit", "LockRows", "Index Scan on crm_sync_logs_queue_idx"], "\(mode): \(all)")
             XCTAssertFalse(all.contains { $0.contains("Sort") || $0.hasPrefix("Seq Scan") || $0.hasPrefix("Bitmap") }, "\(mode): \(all)")

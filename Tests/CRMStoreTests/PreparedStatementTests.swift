@@ -24,6 +24,26 @@ final class PreparedStatementTests: XCTestCase {
         XCTAssertNil(renamed.string("a"))
     }
 
+    /// A prepared statement takes PostgreSQL's generic plan after five calls when that looks as
+    /// cheap; a statement planned per call is never prepared: it goes as the unnamed statement,
+    /// which PostgreSQL plans with the values bound to it.
+    func testAStatementPlannedPerCallIsNeverPrepared() throws {
+        let db = try ScratchDatabase.create(for: self)
+        let c = try Connection(dsn: db.dsn, connectTimeoutSeconds: 5)
+        try c.execute("CREATE TABLE t (id int)")
+        try c.execute("INSERT INTO t SELECT generate_series(1, 10)")
+        let prepared: SQL = "SELECT count(*) AS n FROM t WHERE id > \(2)"
+        var perCall: SQL = "SELECT count(*) AS n FROM t WHERE id > \(3)"
+        perCall.plannedPerCall = true
+        for _ in 1...8 {
+            XCTAssertEqual(try c.execute(prepared).first?.int("n"), 8)
+            XCTAssertEqual(try c.execute(perCall).first?.int("n"), 7)
+        }
+        let statements = try c.execute("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements").rows
+        XCTAssertEqual(statements.map { [$0.string("statement"), $0.string("generic_plans"), $0.string("custom_plans")] },
+                       [[prepared.text, "3", "5"]])
+    }
+
     func testAffectedRowsAreCounted() throws {
         let db = try ScratchDatabase.create(for: self)
         let c = try Connection(dsn: db.dsn, connectTimeoutSeconds: 5)

@@ -168,6 +168,43 @@ final class IntegrationStoreTests: XCTestCase {
 }
 
 final class SyncLogStoreTests: XCTestCase {
+    /// A page of a large log is an ordered index walk that stops at the page's end, first page
+    /// or deep one, with or without filters, and a deep page starts at its place (its end is an
+    /// index bound): the statement is planned for its values. The generic plan, made for the
+    /// average user, only filtered by the end, so a deep page read every newer row.
+    func testAPageOfALargeLogIsAnOrderedIndexWalkFromItsPlace() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        try c.execute("""
+            INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request)
+            SELECT CASE WHEN g % 10 = 0 THEN 'heavy' ELSE 'u' || g % 5000 END, (ARRAY['klaviyo', 'hubspot'])[1 + g % 2], 'event',
+                   (ARRAY['success', 'failed'])[1 + g % 3 / 2], '{"event":"E"}'
+              FROM generate_series(1, 100000) g
+            """)
+        try c.execute("ANALYZE crm.crm_sync_logs")
+        var pages: [(String, UserID, LogQuery)] = [("first", UserID("heavy")!, LogQuery())]
+        var query = LogQuery()
+        query.beforeID = 5000
+        pages.append(("deep", UserID("heavy")!, query))
+        query.status = "failed"
+        query.crmType = .hubspot
+        pages.append(("filtered", UserID("heavy")!, query))
+        try c.execute("SET plan_cache_mode = force_custom_plan")  // as `Connection` does for it
+        for (name, user, query) in pages {
+            let sql = SyncLogStore.listSQL(user: user, query: query)
+            XCTAssertTrue(sql.plannedPerCall)
+            let plan = try ExplainedPlan.of(sql, named: "page_\(name)", on: c)
+            let nodes = ExplainedPlan.nodes(plan)
+            XCTAssertEqual(nodes.first, "Limit", "\(name): \(nodes)")
+            XCTAssertEqual(nodes.count, 2, "\(name): \(nodes)")
+            XCTAssertTrue(nodes.last?.hasPrefix("Index Scan on crm_sync_logs_") ?? false, "\(name): \(nodes)")
+            if let end = query.beforeID {
+                let conditions = ExplainedPlan.indexConditions(plan)
+                XCTAssertTrue(conditions.contains { $0.contains("(id < '\(end)'::bigint)") }, "\(name): \(conditions)")
+            }
+        }
+    }
+
     func testListIsNewestFirstPagedAndScoped() throws {
         let db = try ScratchDatabase.migrated(for: self)
         let c = try db.connect()
