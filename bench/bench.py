@@ -588,6 +588,7 @@ def measure(target: Target, route: str, conns: int, seconds: float, asynchronous
     first_id = last_log_id() if writes else 0
     procs = [target.proc, target.nginx] + (watch or [])
     cpu_before = [p.cpu_seconds() for p in procs]
+    database_before = database_counters()
     stat_before = cpu_stat()
     snapshot = None
     if SMAPS and target.proc.pid:
@@ -605,11 +606,13 @@ def measure(target: Target, route: str, conns: int, seconds: float, asynchronous
         snapshot.join()
     cpu = [p.cpu_seconds() - b for p, b in zip(procs, cpu_before)]
     stat_after = cpu_stat()
+    database = [a - b for a, b in zip(database_counters(), database_before)]
     total = sum(stat_after) - sum(stat_before)
     result["machine"] = {"busy": round(1 - (stat_after[3] + stat_after[4] - stat_before[3] - stat_before[4]) / total, 3) if total else None,
                          "steal": round((stat_after[7] - stat_before[7]) / total, 3) if total else None}
     mem = target.proc.memory_kib()
     n = max(1, result["requests"])
+    result["database"] = {"wal_bytes_per_request": round(database[0] / n), "checkpoints": database[1], "autovacuums": database[2]}
     result.update({
         "cpu_s": round(cpu[0], 2), "cpu_us_per_request": round(cpu[0] * 1e6 / n, 1),
         "cpu_us_per_request_by_process": {("nginx" if p is target.nginx else p.name): round(c * 1e6 / n, 1) for p, c in zip(procs, cpu)},
@@ -622,6 +625,18 @@ def measure(target: Target, route: str, conns: int, seconds: float, asynchronous
         result["failed_deliveries"] = sum(n for s, n in counts.items() if s != "success")
     result["errors"] = result["http_errors"] + result.get("failed_deliveries", 0)
     return result
+
+
+def database_counters() -> tuple[int, int, int]:
+    """WAL bytes written so far, checkpoints begun, and autovacuum + autoanalyze runs on the log table:
+    what PostgreSQL itself did during a round, beside the requests (a checkpoint makes every page's
+    next change write its whole page to the WAL)."""
+    out = psql("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, "
+               "(SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter), "
+               "COALESCE((SELECT autovacuum_count + autoanalyze_count FROM pg_stat_user_tables "
+               "WHERE relid = 'crm.crm_sync_logs'::regclass), 0)")
+    wal, checkpoints, autovacuums = out.split("|")
+    return int(wal), int(checkpoints), int(autovacuums)
 
 
 def cpu_stat() -> list[int]:
@@ -673,7 +688,10 @@ def run_rounds(targets: list[Target], route: str, conns: int, asynchronous: bool
             per[t.name].append(r)
             say(f"  {route}{' async' if asynchronous else ''} c={conns} {t.name} round {i + 1}/{rounds}: "
                 f"{r['rps']:.0f} req/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms errors {r['errors']} "
-                f"rss {r['rss_kib'] // 1024 if r['rss_kib'] else '?'} MiB cpu {r['cpu_us_per_request']} us/req")
+                f"rss {r['rss_kib'] // 1024 if r['rss_kib'] else '?'} MiB cpu {r['cpu_us_per_request']} us/req "
+                f"steal {r['machine']['steal'] or 0:.0%} wal {r['database']['wal_bytes_per_request']} B/req"
+                + (f" checkpoint {r['database']['checkpoints']}" if r['database']['checkpoints'] else "")
+                + (f" autovacuum {r['database']['autovacuums']}" if r['database']['autovacuums'] else ""))
             time.sleep(0.3)
     out = {name: summarize(rs) for name, rs in per.items()}
     if len(targets) > 1:
