@@ -25,6 +25,10 @@ public struct DeliveryTarget: Sendable {
     public let crmType: CRMType
     public let credentials: Credentials
     public let settings: IntegrationSettings
+    /// When these credentials were stored (`crm_integrations.updated_at`, as PostgreSQL wrote
+    /// it): an authentication failure with them marks the integration only while they are
+    /// still the stored ones, not new ones connected while the call was under way.
+    public let credentialsStoredAt: String?
 }
 
 /// What is written after an attempt.
@@ -110,7 +114,8 @@ public struct DeliveryStore: Sendable {
               case let .success(credentials) = Credentials.decode(json, for: type, at: []) else {
             return .failure(DatabaseError(.decoding, message: "the stored \(type.rawValue) credentials are not readable (was CRM_ENCRYPTION_KEY changed?)"))
         }
-        return .success(DeliveryTarget(crmType: type, credentials: credentials, settings: IntegrationSettings.fromStored(row.json("settings") ?? .object([]), for: type)))
+        return .success(DeliveryTarget(crmType: type, credentials: credentials, settings: IntegrationSettings.fromStored(row.json("settings") ?? .object([]), for: type),
+                                       credentialsStoredAt: row.string("credentials_at")))
     }
 
     /// Writes the log rows of several sync requests in one statement and one commit (group
@@ -135,7 +140,8 @@ public struct DeliveryStore: Sendable {
                 SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, r.ord, i.crm_type, r.user_id, r.operation,
                        r.request, r.queued, CASE WHEN r.operation = 'event' THEN r.unique_id END AS unique_id,
                        CASE WHEN NOT r.queued THEN crm.decrypt_credentials(i.credentials, \(key)) END AS plain,
-                       CASE WHEN NOT r.queued THEN i.settings END AS settings
+                       CASE WHEN NOT r.queued THEN i.settings END AS settings,
+                       CASE WHEN NOT r.queued THEN i.updated_at END AS credentials_at
                   FROM unnest(\(users)::text[], \(operations)::text[], \(bodies)::jsonb[], \(uniqueIDs)::text[], \(types)::text[], \(queued)::boolean[])
                        WITH ORDINALITY AS r(user_id, operation, request, unique_id, types, queued, ord)
                   JOIN crm.crm_integrations i
@@ -151,7 +157,7 @@ public struct DeliveryStore: Sendable {
                        CASE WHEN queued THEN NULL ELSE now() + make_interval(secs => \(String(claimSeconds))::double precision) END
                   FROM t
                 RETURNING id, unique_id)
-            SELECT t.ord, inserted.id, t.crm_type, inserted.unique_id, NOT t.queued AS connected, t.plain, t.settings
+            SELECT t.ord, inserted.id, t.crm_type, inserted.unique_id, NOT t.queued AS connected, t.plain, t.settings, t.credentials_at
               FROM t JOIN inserted USING (id) ORDER BY t.ord, t.crm_type
             """
         var created = [[CreatedLog]](repeating: [], count: requests.count)
@@ -178,7 +184,8 @@ public struct DeliveryStore: Sendable {
             WITH t AS MATERIALIZED (
                 SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, crm_type,
                        CASE WHEN \(request.queued) THEN NULL ELSE crm.decrypt_credentials(credentials, \(key)) END AS plain,
-                       CASE WHEN \(request.queued) THEN NULL ELSE settings END AS settings
+                       CASE WHEN \(request.queued) THEN NULL ELSE settings END AS settings,
+                       CASE WHEN \(request.queued) THEN NULL ELSE updated_at END AS credentials_at
                   FROM crm.crm_integrations
                  WHERE user_id = \(request.user) AND is_active AND COALESCE((settings ->> \(flag))::boolean, true)
                    AND (\(types)::text[] IS NULL OR crm_type = ANY(\(types)::text[]))),
@@ -191,7 +198,8 @@ public struct DeliveryStore: Sendable {
                        CASE WHEN \(request.queued) THEN NULL ELSE now() + make_interval(secs => \(String(claimSeconds))::double precision) END
                   FROM t
                 RETURNING id, unique_id)
-            SELECT inserted.id, t.crm_type, inserted.unique_id, true AS connected, t.plain, t.settings FROM t JOIN inserted USING (id)
+            SELECT inserted.id, t.crm_type, inserted.unique_id, true AS connected, t.plain, t.settings, t.credentials_at
+              FROM t JOIN inserted USING (id)
             """
         let rows = try pool.withConnection(priority: priority) { try $0.execute(sql) }.rows
         return try rows.map { row throws(DatabaseError) in
@@ -240,7 +248,8 @@ public struct DeliveryStore: Sendable {
              WHERE l.id IN (SELECT id FROM picked)
             RETURNING l.id, l.user_id, l.crm_type, l.operation, l.request, l.unique_id, l.attempts,
                       EXTRACT(EPOCH FROM now() - l.created_at) AS age)
-            SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, \(key)) AS plain, i.settings
+            SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, \(key)) AS plain, i.settings,
+                   i.updated_at AS credentials_at
               FROM claimed c
               LEFT JOIN crm.crm_integrations i ON i.user_id = c.user_id AND i.crm_type = c.crm_type AND i.is_active
             """
@@ -255,7 +264,8 @@ public struct DeliveryStore: Sendable {
                        claimed_until = now() + make_interval(secs => \(String(claimSeconds))::double precision), updated_at = now()
                  WHERE user_id = \(user) AND id = \(id) AND status = 'failed'
                 RETURNING id, user_id, crm_type, operation, request, unique_id, attempts, 0 AS age)
-            SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, \(key)) AS plain, i.settings
+            SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, \(key)) AS plain, i.settings,
+                   i.updated_at AS credentials_at
               FROM claimed c
               LEFT JOIN crm.crm_integrations i ON i.user_id = c.user_id AND i.crm_type = c.crm_type AND i.is_active
             """
@@ -289,9 +299,11 @@ public struct DeliveryStore: Sendable {
     }
 
     /// Writes an attempt's outcome, only while the row is still ours (a disconnect may have
-    /// cancelled it meanwhile), and the integration's last sync (and `auth_error`).
+    /// cancelled it meanwhile), and the integration's last sync (and `auth_error`, when the
+    /// attempt's credentials, stored at `credentialsStoredAt`, are still the integration's).
     @discardableResult
-    public func record(_ attempt: AttemptRecord, logID: Int64, user: UserID, type: CRMType, worker: String) throws -> Bool {
+    public func record(_ attempt: AttemptRecord, logID: Int64, user: UserID, type: CRMType, credentialsStoredAt: String? = nil,
+                       worker: String) throws -> Bool {
         // One statement (one round trip, atomic): the integration is touched only when the log
         // row was still ours.
         let next = attempt.nextAttemptInSeconds.map { String($0) }
@@ -308,8 +320,10 @@ public struct DeliveryStore: Sendable {
             touched AS (
                 UPDATE crm.crm_integrations
                    SET last_sync_at = now(), last_sync_status = \(attempt.status),
-                       status = CASE WHEN \(attempt.authFailure) THEN 'auth_error' ELSE status END,
-                       status_detail = CASE WHEN \(attempt.authFailure) THEN \(attempt.error) ELSE status_detail END
+                       status = CASE WHEN \(attempt.authFailure) AND updated_at = \(credentialsStoredAt)::timestamptz THEN 'auth_error'
+                                     ELSE status END,
+                       status_detail = CASE WHEN \(attempt.authFailure) AND updated_at = \(credentialsStoredAt)::timestamptz THEN \(attempt.error)
+                                            ELSE status_detail END
                  WHERE user_id = \(user) AND crm_type = \(type) AND EXISTS (SELECT 1 FROM logged)
                 RETURNING 1)
             SELECT (SELECT count(*) FROM logged) AS logged
@@ -323,11 +337,14 @@ public struct DeliveryStore: Sendable {
         public var logID: Int64
         public var user: UserID
         public var type: CRMType
-        public init(_ attempt: AttemptRecord, logID: Int64, user: UserID, type: CRMType) {
+        /// The attempt's credentials' `DeliveryTarget.credentialsStoredAt` (nil: none were used).
+        public var credentialsStoredAt: String?
+        public init(_ attempt: AttemptRecord, logID: Int64, user: UserID, type: CRMType, credentialsStoredAt: String? = nil) {
             self.attempt = attempt
             self.logID = logID
             self.user = user
             self.type = type
+            self.credentialsStoredAt = credentialsStoredAt
         }
     }
 
@@ -336,7 +353,7 @@ public struct DeliveryStore: Sendable {
     public func record(_ outcomes: [Outcome], worker: String) throws -> [Bool] {
         if outcomes.count == 1 {
             let o = outcomes[0]
-            return [try record(o.attempt, logID: o.logID, user: o.user, type: o.type, worker: worker)]
+            return [try record(o.attempt, logID: o.logID, user: o.user, type: o.type, credentialsStoredAt: o.credentialsStoredAt, worker: worker)]
         }
         guard !outcomes.isEmpty else { return [] }
         let a = outcomes.map(\.attempt)
@@ -351,14 +368,16 @@ public struct DeliveryStore: Sendable {
         let authFailures = Self.arrayLiteral(a.map { $0.authFailure ? "t" : "f" })
         let users = Self.arrayLiteral(outcomes.map(\.user.value))
         let types = Self.arrayLiteral(outcomes.map(\.type.rawValue))
+        let storedAt = Self.arrayLiteral(outcomes.map(\.credentialsStoredAt))
         // Two outcomes for one integration in a batch touch it once, with either's status:
         // they were concurrent, so neither is "the last".
         let sql: SQL = """
             WITH r AS (
                 SELECT * FROM unnest(\(ids)::bigint[], \(statuses)::text[], \(httpStatuses)::int[], \(errors)::text[],
                                      \(durations)::int[], \(recordIDs)::text[], \(responses)::jsonb[], \(nexts)::double precision[],
-                                     \(authFailures)::boolean[], \(users)::text[], \(types)::text[])
-                    AS r(id, status, http_status, error, duration_ms, crm_record_id, response, next_in, auth_failure, user_id, crm_type)),
+                                     \(authFailures)::boolean[], \(users)::text[], \(types)::text[], \(storedAt)::timestamptz[])
+                    AS r(id, status, http_status, error, duration_ms, crm_record_id, response, next_in, auth_failure, user_id, crm_type,
+                         credentials_at)),
             logged AS (
                 UPDATE crm.crm_sync_logs l
                    SET status = r.status, http_status = r.http_status, error = r.error, duration_ms = r.duration_ms,
@@ -372,8 +391,8 @@ public struct DeliveryStore: Sendable {
             touched AS (
                 UPDATE crm.crm_integrations i
                    SET last_sync_at = now(), last_sync_status = r.status,
-                       status = CASE WHEN r.auth_failure THEN 'auth_error' ELSE i.status END,
-                       status_detail = CASE WHEN r.auth_failure THEN r.error ELSE i.status_detail END
+                       status = CASE WHEN r.auth_failure AND i.updated_at = r.credentials_at THEN 'auth_error' ELSE i.status END,
+                       status_detail = CASE WHEN r.auth_failure AND i.updated_at = r.credentials_at THEN r.error ELSE i.status_detail END
                   FROM r JOIN logged ON logged.id = r.id
                  WHERE i.user_id = r.user_id AND i.crm_type = r.crm_type
                 RETURNING 1)

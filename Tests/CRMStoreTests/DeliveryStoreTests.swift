@@ -330,7 +330,8 @@ final class DeliveryStoreTests: XCTestCase {
         let c = try db.connect()
         try c.execute("""
             INSERT INTO crm.crm_integrations (user_id, crm_type, credentials, settings) VALUES
-              ('alice', 'klaviyo', '\\x00', '{}'), ('bob', 'hubspot', '\\x00', '{}'), ('carol', 'klaviyo', '\\x00', '{}')
+              ('alice', 'klaviyo', '\\x00', '{}'), ('bob', 'hubspot', '\\x00', '{}'), ('carol', 'klaviyo', '\\x00', '{}'),
+              ('dave', 'klaviyo', '\\x00', '{}')
             """)
         func claimed(_ user: String, _ type: String, by worker: String) throws -> Int64 {
             try XCTUnwrap(c.execute("""
@@ -341,6 +342,12 @@ final class DeliveryStoreTests: XCTestCase {
         let ok = try claimed("alice", "klaviyo", by: "w1")
         let later = try claimed("bob", "hubspot", by: "w1")
         let taken = try claimed("carol", "klaviyo", by: "w2")   // another worker's claim meanwhile
+        let stale = try claimed("dave", "klaviyo", by: "w1")
+        let storedAt = { (user: String) in try c.scalar("SELECT updated_at FROM crm.crm_integrations WHERE user_id = \(user)") }
+        let bobsCredentials = try storedAt("bob")
+        // Dave connected new credentials while an attempt with the old ones was under way.
+        let davesOldCredentials = try storedAt("dave")
+        try c.execute("UPDATE crm.crm_integrations SET updated_at = updated_at + interval '1 second' WHERE user_id = 'dave'")
         let store = DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
         let written = try store.record([
             .init(AttemptRecord(status: "success", httpStatus: 200, error: nil, durationMS: 12, crmRecordID: "rec-1",
@@ -348,12 +355,15 @@ final class DeliveryStoreTests: XCTestCase {
                   logID: ok, user: UserID("alice")!, type: .klaviyo),
             .init(AttemptRecord(status: "retrying", httpStatus: 401, error: "token, expired", durationMS: 7, crmRecordID: nil,
                                 response: nil, nextAttemptInSeconds: 30, authFailure: true),
-                  logID: later, user: UserID("bob")!, type: .hubspot),
+                  logID: later, user: UserID("bob")!, type: .hubspot, credentialsStoredAt: bobsCredentials),
             .init(AttemptRecord(status: "success", httpStatus: 200, error: nil, durationMS: 5, crmRecordID: nil,
                                 response: nil, nextAttemptInSeconds: nil, authFailure: false),
                   logID: taken, user: UserID("carol")!, type: .klaviyo),
+            .init(AttemptRecord(status: "failed", httpStatus: 401, error: "invalid key", durationMS: 6, crmRecordID: nil,
+                                response: nil, nextAttemptInSeconds: nil, authFailure: true),
+                  logID: stale, user: UserID("dave")!, type: .klaviyo, credentialsStoredAt: davesOldCredentials),
         ], worker: "w1")
-        XCTAssertEqual(written, [true, true, false])
+        XCTAssertEqual(written, [true, true, false, true])
 
         let row = { (id: Int64) throws -> Row in try XCTUnwrap(c.execute("""
             SELECT status, http_status, error, duration_ms, crm_record_id, response::text AS response, attempts, claimed_by,
@@ -376,5 +386,16 @@ final class DeliveryStoreTests: XCTestCase {
         XCTAssertEqual(try integration("alice"), ["connected", nil, "success"])
         XCTAssertEqual(try integration("bob"), ["auth_error", "token, expired", "retrying"])
         XCTAssertEqual(try integration("carol"), ["connected", nil, nil], "its outcome was not written")
+        XCTAssertEqual(try integration("dave"), ["connected", nil, "failed"], "its new credentials are not the ones that failed")
+
+        // The statement for one outcome alone: the same rule.
+        let again = try claimed("dave", "klaviyo", by: "w1")
+        let failed = AttemptRecord(status: "failed", httpStatus: 401, error: "still invalid", durationMS: 6, crmRecordID: nil,
+                                   response: nil, nextAttemptInSeconds: nil, authFailure: true)
+        XCTAssertTrue(try store.record(failed, logID: again, user: UserID("dave")!, type: .klaviyo, credentialsStoredAt: davesOldCredentials, worker: "w1"))
+        XCTAssertEqual(try integration("dave"), ["connected", nil, "failed"])
+        let last = try claimed("dave", "klaviyo", by: "w1")
+        XCTAssertTrue(try store.record(failed, logID: last, user: UserID("dave")!, type: .klaviyo, credentialsStoredAt: try storedAt("dave"), worker: "w1"))
+        XCTAssertEqual(try integration("dave"), ["auth_error", "still invalid", "failed"])
     }
 }

@@ -301,6 +301,31 @@ def test_401_twice_fails_and_marks_the_integration_auth_error(svc, fakes, user_i
     assert crm_records(fakes, crm_type, contact["email"]) == []
 
 
+def test_a_401_with_credentials_replaced_meanwhile_does_not_mark_the_new_ones_auth_error(svc, fakes, user_id):
+    """The user connects again while a delivery with the old credentials is under way (as one
+    does to fix a revoked key): that delivery's 401 is its own failure, not the new key's."""
+    import threading
+    connect(svc, fakes, user_id, "klaviyo")
+    fakes.faults("klaviyo", [{"status": 401, "delay_s": 2}], match="/api/profile-import")
+    contact = {"email": email_for("replaced"), "last_name": "Replaced"}
+    answer = {}
+    call = threading.Thread(target=lambda: answer.update(body=sync_contact(svc, user_id, contact).json()))
+    call.start()
+    wait_until(lambda: fake_requests(fakes, "klaviyo", "POST", "/api/profile-import"), timeout=5, what="the call with the old key")
+    connect(svc, fakes, user_id, "klaviyo")  # while the old key's call waits for its 401
+    call.join(timeout=10)
+    res = by_type(answer["body"])["klaviyo"]
+    assert res["status"] == "failed" and get_log(svc, user_id, res["log_id"])["http_status"] == 401, answer
+    status = integration_status(svc, user_id, "klaviyo")
+    assert status["status"] == "connected", status
+    assert status["last_sync_status"] == "failed", status
+
+    # The same 401 with the credentials still stored does mark them.
+    fakes.faults("klaviyo", [{"status": 401}], match="/api/profile-import")
+    assert by_type(sync_contact(svc, user_id, contact).json())["klaviyo"]["status"] == "failed"
+    assert integration_status(svc, user_id, "klaviyo")["status"] == "auth_error"
+
+
 # ------------------------------------------------------------------------------------------ crash
 
 

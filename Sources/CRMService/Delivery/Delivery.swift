@@ -206,7 +206,8 @@ public final class Delivery: Sendable {
         called()
         let attempts = attemptsBefore + 1
         let (record, action) = record(of: outcome, attempts: attempts, ageSeconds: ageSeconds, since: started)
-        await write(DeliveryStore.Outcome(record, logID: id, user: user, type: type), background: background)
+        let storedAt = (try? target.get())??.credentialsStoredAt
+        await write(DeliveryStore.Outcome(record, logID: id, user: user, type: type, credentialsStoredAt: storedAt), background: background)
         report(record, id: id, user: user, type: type, attempts: attempts)
         return Self.result(type, id, record, action: action)
     }
