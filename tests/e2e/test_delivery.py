@@ -301,6 +301,26 @@ def test_401_twice_fails_and_marks_the_integration_auth_error(svc, fakes, user_i
     assert crm_records(fakes, crm_type, contact["email"]) == []
 
 
+def test_a_401_in_the_background_and_in_a_manual_retry_marks_the_integration_auth_error(svc, fakes, user_id):
+    """The sweep and a manual retry read the credentials with their claim: a 401 there marks the
+    integration too (the same rule as a synchronous sync's)."""
+    connect(svc, fakes, user_id, "klaviyo")
+    fakes.faults("klaviyo", [{"status": 401}], match="/api/profile-import")
+    contact = {"email": email_for("background401"), "last_name": "Background"}
+    queued = sync_contact(svc, user_id, contact, headers={"Prefer": "respond-async"}, expect=202).json()
+    log = wait_log(svc, user_id, queued["results"][0]["log_id"])
+    assert log["status"] == "failed" and log["http_status"] == 401, log
+    assert integration_status(svc, user_id, "klaviyo")["status"] == "auth_error"
+
+    connect(svc, fakes, user_id, "klaviyo")  # fixed
+    assert integration_status(svc, user_id, "klaviyo")["status"] == "connected"
+    fakes.faults("klaviyo", [{"status": 401}], match="/api/profile-import")
+    r = svc.post(f"/crm/sync/logs/{log['id']}/retry", headers=hdr(user_id))
+    assert r.status == 200, r
+    assert get_log(svc, user_id, log["id"])["http_status"] == 401
+    assert integration_status(svc, user_id, "klaviyo")["status"] == "auth_error"
+
+
 def test_a_401_with_credentials_replaced_meanwhile_does_not_mark_the_new_ones_auth_error(svc, fakes, user_id):
     """The user connects again while a delivery with the old credentials is under way (as one
     does to fix a revoked key): that delivery's 401 is its own failure, not the new key's."""
