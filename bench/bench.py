@@ -586,9 +586,14 @@ def measure(target: Target, route: str, conns: int, seconds: float, asynchronous
     memory and delivery outcomes."""
     writes = route in ("event", "contact")
     first_id = last_log_id() if writes else 0
+    # Where a synchronous sync's time goes, by the worker's own histograms (scraped through nginx),
+    # and what PostgreSQL did meanwhile: read before and after the CPU counters, so that these
+    # reads' own work is not counted as the requests'.
+    staged = writes and not asynchronous and target.kind == "worker"
+    histograms_before = worker_histograms(target) if staged else None
+    database_before = database_counters()
     procs = [target.proc, target.nginx] + (watch or [])
     cpu_before = [p.cpu_seconds() for p in procs]
-    database_before = database_counters()
     stat_before = cpu_stat()
     snapshot = None
     if SMAPS and target.proc.pid:
@@ -596,17 +601,14 @@ def measure(target: Target, route: str, conns: int, seconds: float, asynchronous
         name = f"smaps-{target.proc.name}-{route}{'-async' if asynchronous else ''}-{conns}.txt"
         snapshot = threading.Timer(seconds * 0.6, lambda: shutil.copyfile(f"/proc/{target.proc.pid}/smaps", RESULTS / name))
         snapshot.start()
-    # Where a synchronous sync's time goes, by the worker's own histograms (scraped through nginx).
-    staged = writes and not asynchronous and target.kind == "worker"
-    histograms_before = worker_histograms(target) if staged else None
     result = wrk(target.port, route, conns, seconds, asynchronous)
-    if staged:
-        result["stages"] = stage_times(histograms_before, worker_histograms(target))
     if snapshot:
         snapshot.join()
     cpu = [p.cpu_seconds() - b for p, b in zip(procs, cpu_before)]
     stat_after = cpu_stat()
     database = [a - b for a, b in zip(database_counters(), database_before)]
+    if staged:
+        result["stages"] = stage_times(histograms_before, worker_histograms(target))
     total = sum(stat_after) - sum(stat_before)
     result["machine"] = {"busy": round(1 - (stat_after[3] + stat_after[4] - stat_before[3] - stat_before[4]) / total, 3) if total else None,
                          "steal": round((stat_after[7] - stat_before[7]) / total, 3) if total else None}
