@@ -255,6 +255,30 @@ public struct DeliveryStore: Sendable {
             """
     }
 
+    /// Rows this worker claimed a while ago and has not started yet, with their integrations'
+    /// credentials read again and their claims extended from now: a row that waited for a
+    /// delivery slot goes out to the integration as it is now, not as it was at the claim (a
+    /// user who disconnected meanwhile is not sent to; one who connected again is sent with
+    /// the new credentials). Rows no longer ours are left out; the others keep `ids`' order.
+    public func refreshClaims(ids: [Int64], worker: String, claimSeconds: Double) throws -> [ClaimedLog] {
+        guard !ids.isEmpty else { return [] }
+        let list = Self.arrayLiteral(ids.map { String($0) })
+        let sql: SQL = """
+            WITH claimed AS (
+                UPDATE crm.crm_sync_logs
+                   SET claimed_until = now() + make_interval(secs => \(String(claimSeconds))::double precision)
+                 WHERE id = ANY(\(list)::bigint[]) AND status = 'in_flight' AND claimed_by = \(worker)
+                RETURNING id, user_id, crm_type, operation, request, unique_id, attempts, EXTRACT(EPOCH FROM now() - created_at) AS age)
+            SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, \(key)) AS plain, i.settings,
+                   i.updated_at AS credentials_at
+              FROM claimed c
+              LEFT JOIN crm.crm_integrations i ON i.user_id = c.user_id AND i.crm_type = c.crm_type AND i.is_active
+            """
+        let rows = try pool.withConnection(priority: priority) { try $0.execute(sql) }.rows.compactMap(Self.claimed)
+        let position = Dictionary(ids.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        return rows.sorted { position[$0.id, default: 0] < position[$1.id, default: 0] }
+    }
+
     /// Takes a `failed` row for a manual retry; nil when the row is not (or no longer) failed.
     public func claimFailed(user: UserID, id: Int64, worker: String, claimSeconds: Double) throws -> ClaimedLog? {
         let sql: SQL = """

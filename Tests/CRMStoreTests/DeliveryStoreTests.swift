@@ -128,6 +128,53 @@ final class DeliveryStoreTests: XCTestCase {
         XCTAssertEqual(Set(try store.claimDue(worker: "w3", limit: 5, claimSeconds: 300).map(\.id)), [queued, retrying])
     }
 
+    func testRowsHeldAheadAreReadAgainWithTheIntegrationAsItIsNow() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        let store = DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
+        func connect(_ apiKey: String) throws {
+            try c.execute("""
+                INSERT INTO crm.crm_integrations (user_id, crm_type, credentials) VALUES ('alice', 'klaviyo', pgp_sym_encrypt(\(#"{"api_key":""# + apiKey + #""}"#), \(ScratchDatabase.key)))
+                ON CONFLICT (user_id, crm_type) DO UPDATE SET credentials = EXCLUDED.credentials, updated_at = clock_timestamp()
+                """)
+        }
+        func apiKey(_ log: ClaimedLog) throws -> String? {
+            guard let target = try log.target.get() else { return nil }
+            guard case let .klaviyo(key) = target.credentials else { XCTFail("\(target.credentials)"); return nil }
+            return key.revealed
+        }
+        try connect("pk_old")
+        let first = try insert(c, "queued", next: -60)
+        let second = try insert(c, "retrying", next: -30, attempts: 1)
+        let taken = try insert(c, "queued", next: -10)
+        let claimed = try store.claimDue(worker: "w1", limit: 3, claimSeconds: 5)
+        XCTAssertEqual(try claimed.map(apiKey), ["pk_old", "pk_old", "pk_old"])
+        let oldStoredAt = try XCTUnwrap(try claimed[0].target.get()?.credentialsStoredAt)
+        // Another worker took one over (its claim had expired) while it waited.
+        try c.execute("UPDATE crm.crm_sync_logs SET claimed_by = 'w2' WHERE id = \(taken)")
+
+        // The user connected again meanwhile: the rows still ours come back with the new key,
+        // in the order asked, and their claims now run from this moment.
+        try connect("pk_new")
+        let refreshed = try store.refreshClaims(ids: [second, taken, first], worker: "w1", claimSeconds: 600)
+        XCTAssertEqual(refreshed.map(\.id), [second, first])
+        XCTAssertEqual(try refreshed.map(apiKey), ["pk_new", "pk_new"])
+        XCTAssertNotEqual(try refreshed[0].target.get()?.credentialsStoredAt, oldStoredAt)
+        XCTAssertEqual(refreshed.map(\.attempts), [1, 0])
+        XCTAssertEqual(refreshed[0].request, ["email": "a@b.co"])
+        XCTAssertEqual(try c.strings("""
+            SELECT status || ' ' || claimed_by || ' ' || (claimed_until > now() + interval '500 seconds') AS k
+              FROM crm.crm_sync_logs ORDER BY id
+            """, "k"), ["in_flight w1 true", "in_flight w1 true", "in_flight w2 false"])
+
+        // Disconnected meanwhile: still ours, with no target (the delivery then sends nothing).
+        try c.execute("DELETE FROM crm.crm_integrations WHERE user_id = 'alice'")
+        let orphaned = try store.refreshClaims(ids: [first], worker: "w1", claimSeconds: 600)
+        XCTAssertEqual(orphaned.map(\.id), [first])
+        XCTAssertNil(try orphaned[0].target.get())
+        XCTAssertEqual(try store.refreshClaims(ids: [], worker: "w1", claimSeconds: 600).count, 0)
+    }
+
     func testClaimedRowsCarryWhatTheDeliveryNeeds() throws {
         let db = try ScratchDatabase.migrated(for: self)
         let c = try db.connect()

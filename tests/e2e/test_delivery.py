@@ -477,6 +477,44 @@ def test_rows_claimed_ahead_are_given_back_at_sigterm(fresh_db, fakes):
         service.close()
 
 
+@pytest.mark.parametrize("change", ["disconnect", "reconnect"])
+def test_a_row_that_waited_for_a_slot_goes_to_the_integration_as_it_is_now(fresh_db, fakes, change):
+    """A row claimed ahead waits for a free slot, here a whole hung call (3 s). The user
+    disconnects, or connects again with a new key, meanwhile: the row is not sent to the
+    disconnected CRM, or is sent with the new key, not with the credentials read at its claim."""
+    database = fresh_db()
+    service = Service(database.dsn, fakes.urls, dict(BASE_ENV, CRM_SWEEP_CONCURRENCY="1"))
+    try:
+        user = uid()
+        connect(service, fakes, user, "klaviyo")
+        fakes.faults("klaviyo", [{"hang_s": 3}], match="/api/profile-import")
+        calls = queue_contacts(database, fakes, user, "waited", 2)  # one slot: one call, one row ahead
+        wait_until(lambda: len(calls()) == 1, 10, "the first call to hang")
+        rows = database.sql("SELECT id, status FROM crm.crm_sync_logs WHERE user_id = $1 ORDER BY id", user)
+        assert [r[1] for r in rows] == ["in_flight", "in_flight"], "one row calling, one claimed ahead"
+        waiting = next(int(r[0]) for r in rows
+                       if json.loads(database.sql("SELECT request FROM crm.crm_sync_logs WHERE id = $1", r[0])[0][0])["email"]
+                       != calls()[0]["body"]["data"]["attributes"]["email"])
+        if change == "disconnect":
+            assert service.delete("/crm/klaviyo/disconnect", headers=hdr(user)).status == 200
+        else:
+            fakes.config("klaviyo", {"api_key": "pk_test_second_key"})  # the old key is revoked
+            r = service.post("/crm/connect", headers=hdr(user), json={"crm_type": "klaviyo", "credentials": {"api_key": "pk_test_second_key"}})
+            assert r.status == 200, r
+        log = wait_log(service, user, waiting, timeout=15)
+        if change == "disconnect":
+            assert log["status"] == "failed" and "no longer connected" in log["error"], log
+            time.sleep(0.5)
+            sent = [q["body"]["data"]["attributes"]["email"] for q in calls()]
+            assert len(sent) == 1, f"nothing more goes to a disconnected CRM: {sent}"
+        else:
+            assert log["status"] == "success", log
+            assert calls()[-1]["headers"]["authorization"] == "Klaviyo-API-Key pk_test_second_key"
+            assert integration_status(service, user, "klaviyo")["status"] == "connected"
+    finally:
+        service.close()
+
+
 def test_a_slot_takes_its_next_call_while_the_last_outcome_is_still_being_written(fresh_db, fakes):
     """A sweep slot bounds CRM calls, not commits: once the CRM has answered, the next row's
     call starts while the outcome is written. Here an outcome's write waits on a lock held on

@@ -108,10 +108,23 @@ public final class Sweeper: Sendable {
     /// requests).
     var claimAhead: Int { max(1, concurrency / 16) }
 
+    /// A row claimed ahead that waited longer than this for a slot has its credentials read
+    /// again before it starts (`startable`). Rows wait milliseconds while CRMs answer fast, so
+    /// this costs nothing then; with slow calls and few slots a row could wait a whole call
+    /// (up to `CRM_HTTP_TIMEOUT_S`), and would then go out to an integration the user had
+    /// disconnected or replaced meanwhile.
+    static let recheckAfter: Duration = .seconds(1)
+
+    /// A claimed row waiting for a slot, and since when.
+    private struct Held {
+        let log: ClaimedLog
+        let since: ContinuousClock.Instant
+    }
+
     private func loop() {
         var idle = 0.2
-        var ready: [ClaimedLog] = []  // claimed, waiting for a slot (oldest first)
-        defer { release(ready) }
+        var ready: [Held] = []  // claimed, waiting for a slot (oldest first)
+        defer { release(ready.map(\.log)) }
         var lastBusy: ContinuousClock.Instant?
         while !stopping.load(ordering: .acquiring) {
             // Wait for one free slot; the limit is read after it (the API may have become busy
@@ -135,10 +148,11 @@ public final class Sweeper: Sendable {
             while free < limit - running, slots.wait(timeout: .now()) == .success { free += 1 }
             // Rows in hand go at once; then one claim for the rest of the free slots and, unless
             // the sweep is held back for requests, for the next slots to free.
-            let fromReady = min(free, ready.count)
-            ready.prefix(fromReady).forEach(start)
-            ready.removeFirst(fromReady)
-            free -= fromReady
+            let taken = Array(ready.prefix(free))
+            ready.removeFirst(taken.count)
+            let fromReady = startable(taken, now: now, putBack: &ready)
+            fromReady.forEach(start)
+            free -= fromReady.count
             let wanted = free + (heldBack ? 0 : max(0, claimAhead - ready.count))
             var claimed: [ClaimedLog] = []
             if wanted > 0 {
@@ -150,14 +164,31 @@ public final class Sweeper: Sendable {
             }
             let started = min(free, claimed.count)
             claimed.prefix(started).forEach(start)
-            ready += claimed.dropFirst(started)
+            let claimedAt = ContinuousClock.now
+            ready += claimed.dropFirst(started).map { Held(log: $0, since: claimedAt) }
             for _ in started..<free { slots.signal() }
-            if fromReady == 0 && claimed.isEmpty {
+            if fromReady.isEmpty && claimed.isEmpty {
                 delivery.wakeup.wait(seconds: idle)
                 idle = min(1.0, idle * 2)
             } else {
                 idle = 0.05
             }
+        }
+    }
+
+    /// Rows in hand to start now: as claimed, or, for those that waited past `recheckAfter`,
+    /// as they are now (`DeliveryStore.refreshClaims`; a row no longer ours is dropped). When
+    /// that read fails (the database is away), the rows go back to the front of `putBack`.
+    private func startable(_ rows: [Held], now: ContinuousClock.Instant, putBack: inout [Held]) -> [ClaimedLog] {
+        let waited = rows.filter { now - $0.since >= Self.recheckAfter }
+        guard !waited.isEmpty else { return rows.map(\.log) }
+        let fresh = rows.filter { now - $0.since < Self.recheckAfter }.map(\.log)
+        do {
+            let store = delivery.backgroundStore
+            return try fresh + store.refreshClaims(ids: waited.map(\.log.id), worker: delivery.worker, claimSeconds: delivery.claimSeconds)
+        } catch {
+            putBack.insert(contentsOf: waited, at: 0)
+            return fresh
         }
     }
 
