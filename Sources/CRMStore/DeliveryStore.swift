@@ -177,10 +177,23 @@ public struct DeliveryStore: Sendable {
 
     /// One request's log rows (see `createLogs(_:worker:claimSeconds:)`).
     func createLogs(_ request: LogRequest, worker: String, claimSeconds: Double) throws -> [CreatedLog] {
+        let sql = Self.createLogSQL(request, worker: worker, claimSeconds: claimSeconds, key: key)
+        let rows = try pool.withConnection(priority: priority) { try $0.execute(sql) }.rows
+        return try rows.map { row throws(DatabaseError) in
+            guard let id = row.int64("id"), let type = row.string("crm_type").flatMap(CRMType.init) else {
+                throw DatabaseError(.decoding, message: "the log insert returned an unreadable row")
+            }
+            return Self.created(row, id: id, type: type, queued: request.queued)
+        }.sorted { $0.crmType.rawValue < $1.crmType.rawValue }
+    }
+
+    /// One request's log statement (bench/floor/floor.c runs the same text for a synchronous
+    /// event; a test keeps them equal).
+    static func createLogSQL(_ request: LogRequest, worker: String, claimSeconds: Double, key: Secret) -> SQL {
         let flag = request.operation == "contact" ? "sync_contacts" : "sync_events"
         let types = request.types.map { "{" + $0.map(\.rawValue).joined(separator: ",") + "}" }
         // The id is drawn first so that the derived unique id can be written with the row.
-        let sql: SQL = """
+        return """
             WITH t AS MATERIALIZED (
                 SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, crm_type,
                        CASE WHEN \(request.queued) THEN NULL ELSE crm.decrypt_credentials(credentials, \(key)) END AS plain,
@@ -201,13 +214,6 @@ public struct DeliveryStore: Sendable {
             SELECT inserted.id, t.crm_type, inserted.unique_id, true AS connected, t.plain, t.settings, t.credentials_at
               FROM t JOIN inserted USING (id)
             """
-        let rows = try pool.withConnection(priority: priority) { try $0.execute(sql) }.rows
-        return try rows.map { row throws(DatabaseError) in
-            guard let id = row.int64("id"), let type = row.string("crm_type").flatMap(CRMType.init) else {
-                throw DatabaseError(.decoding, message: "the log insert returned an unreadable row")
-            }
-            return Self.created(row, id: id, type: type, queued: request.queued)
-        }.sorted { $0.crmType.rawValue < $1.crmType.rawValue }
     }
 
     /// Claims up to `limit` due rows: first in-flight rows whose claim expired (their worker
@@ -328,10 +334,17 @@ public struct DeliveryStore: Sendable {
     @discardableResult
     public func record(_ attempt: AttemptRecord, logID: Int64, user: UserID, type: CRMType, credentialsStoredAt: String? = nil,
                        worker: String) throws -> Bool {
-        // One statement (one round trip, atomic): the integration is touched only when the log
-        // row was still ours.
+        let sql = Self.recordSQL(attempt, logID: logID, user: user, type: type, credentialsStoredAt: credentialsStoredAt, worker: worker)
+        return try pool.withConnection(priority: priority) { try $0.execute(sql) }.first?.int("logged") ?? 0 > 0
+    }
+
+    /// One outcome's statement (bench/floor/floor.c runs the same text; a test keeps them equal).
+    /// One statement (one round trip, atomic): the integration is touched only when the log row
+    /// was still ours.
+    static func recordSQL(_ attempt: AttemptRecord, logID: Int64, user: UserID, type: CRMType, credentialsStoredAt: String?,
+                          worker: String) -> SQL {
         let next = attempt.nextAttemptInSeconds.map { String($0) }
-        let sql: SQL = """
+        return """
             WITH logged AS (
                 UPDATE crm.crm_sync_logs
                    SET status = \(attempt.status), http_status = \(attempt.httpStatus), error = \(attempt.error),
@@ -352,7 +365,6 @@ public struct DeliveryStore: Sendable {
                 RETURNING 1)
             SELECT (SELECT count(*) FROM logged) AS logged
             """
-        return try pool.withConnection(priority: priority) { try $0.execute(sql) }.first?.int("logged") ?? 0 > 0
     }
 
     /// An attempt's outcome to write (see `record(_:logID:user:type:worker:)`).

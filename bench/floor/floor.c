@@ -51,31 +51,40 @@ static long cfg_timeout_ms;
 static char cfg_claim_seconds[32];   /* CRM_HTTP_TIMEOUT_S * 8 + 30, as the worker formats it */
 static char cfg_worker[256];         /* claimed_by */
 static int listen_fd = -1;
-static int cfg_unprepared;           /* FLOOR_UNPREPARED=1: PQexecParams with the SQL text, as the worker does */
+static int cfg_unprepared;           /* FLOOR_UNPREPARED=1: PQexecParams with the SQL text, never prepared */
 
 /* ---- the statements (text as in Sources/CRMStore, parameters in the same order) -------- */
 
-enum { S_LIST, S_CREATE_LOGS, S_TARGET, S_RECORD, S_COUNT };
+enum { S_LIST, S_CREATE_LOGS, S_RECORD, S_COUNT };
 
+/* The single-request forms of IntegrationStore.listSQL, DeliveryStore.createLogSQL and
+ * DeliveryStore.recordSQL: Tests/CRMStoreTests/FloorStatementTests.swift fails when these
+ * texts (whitespace aside) or their parameter counts differ from the worker's. */
 static const char *const statement_sql[S_COUNT] = {
     [S_LIST] =
         "SELECT crm_type, is_active, status, settings, created_at, updated_at, last_sync_at, last_sync_status\n"
         "  FROM crm.crm_integrations WHERE user_id = $1 ORDER BY crm_type",
+    /* The log row, with the integration's decrypted credentials and their stored time. */
     [S_CREATE_LOGS] =
-        "INSERT INTO crm.crm_sync_logs (id, user_id, crm_type, operation, status, request, unique_id, next_attempt_at, claimed_by, claimed_until)\n"
-        "SELECT t.id, $1, t.crm_type, $2, $3, $4,\n"
-        "       CASE WHEN $5 = 'event' THEN COALESCE($6, 'crm-log-' || t.id) END,\n"
-        "       CASE WHEN $7 THEN now() END,\n"
-        "       CASE WHEN $8 THEN NULL ELSE $9 END,\n"
-        "       CASE WHEN $10 THEN NULL ELSE now() + make_interval(secs => $11::double precision) END\n"
-        "  FROM (SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, crm_type\n"
-        "          FROM crm.crm_integrations\n"
-        "         WHERE user_id = $12 AND is_active AND COALESCE((settings ->> $13)::boolean, true)\n"
-        "           AND ($14::text[] IS NULL OR crm_type = ANY($15::text[]))) t\n"
-        "RETURNING id, crm_type, unique_id",
-    [S_TARGET] =
-        "SELECT pgp_sym_decrypt(credentials, $1) AS plain, settings FROM crm.crm_integrations\n"
-        " WHERE user_id = $2 AND crm_type = $3 AND is_active",
+        "WITH t AS MATERIALIZED (\n"
+        "    SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, crm_type,\n"
+        "           CASE WHEN $1 THEN NULL ELSE crm.decrypt_credentials(credentials, $2) END AS plain,\n"
+        "           CASE WHEN $3 THEN NULL ELSE settings END AS settings,\n"
+        "           CASE WHEN $4 THEN NULL ELSE updated_at END AS credentials_at\n"
+        "      FROM crm.crm_integrations\n"
+        "     WHERE user_id = $5 AND is_active AND COALESCE((settings ->> $6)::boolean, true)\n"
+        "       AND ($7::text[] IS NULL OR crm_type = ANY($8::text[]))),\n"
+        "inserted AS (\n"
+        "    INSERT INTO crm.crm_sync_logs (id, user_id, crm_type, operation, status, request, unique_id, next_attempt_at, claimed_by, claimed_until)\n"
+        "    SELECT t.id, $9, t.crm_type, $10, $11, $12,\n"
+        "           CASE WHEN $13 = 'event' THEN COALESCE($14, 'crm-log-' || t.id) END,\n"
+        "           CASE WHEN $15 THEN now() END,\n"
+        "           CASE WHEN $16 THEN NULL ELSE $17 END,\n"
+        "           CASE WHEN $18 THEN NULL ELSE now() + make_interval(secs => $19::double precision) END\n"
+        "      FROM t\n"
+        "    RETURNING id, unique_id)\n"
+        "SELECT inserted.id, t.crm_type, inserted.unique_id, true AS connected, t.plain, t.settings, t.credentials_at\n"
+        "  FROM t JOIN inserted USING (id)",
     [S_RECORD] =
         "WITH logged AS (\n"
         "    UPDATE crm.crm_sync_logs\n"
@@ -89,17 +98,19 @@ static const char *const statement_sql[S_COUNT] = {
         "touched AS (\n"
         "    UPDATE crm.crm_integrations\n"
         "       SET last_sync_at = now(), last_sync_status = $10,\n"
-        "           status = CASE WHEN $11 THEN 'auth_error' ELSE status END,\n"
-        "           status_detail = CASE WHEN $12 THEN $13 ELSE status_detail END\n"
-        "     WHERE user_id = $14 AND crm_type = $15 AND EXISTS (SELECT 1 FROM logged)\n"
+        "           status = CASE WHEN $11 AND updated_at = $12::timestamptz THEN 'auth_error'\n"
+        "                         ELSE status END,\n"
+        "           status_detail = CASE WHEN $13 AND updated_at = $14::timestamptz THEN $15\n"
+        "                                ELSE status_detail END\n"
+        "     WHERE user_id = $16 AND crm_type = $17 AND EXISTS (SELECT 1 FROM logged)\n"
         "    RETURNING 1)\n"
         "SELECT (SELECT count(*) FROM logged) AS logged",
 };
 static const int statement_params[S_COUNT] = {
-    [S_LIST] = 1, [S_CREATE_LOGS] = 15, [S_TARGET] = 3, [S_RECORD] = 15,
+    [S_LIST] = 1, [S_CREATE_LOGS] = 19, [S_RECORD] = 17,
 };
 static const char *const statement_name[S_COUNT] = {
-    "list", "create_logs", "target", "record",
+    "list", "create_logs", "record",
 };
 
 /* ---- a growable byte buffer ------------------------------------------------------------- */
@@ -384,21 +395,19 @@ static long elapsed_ms(const struct timespec *since) {
     return (now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
 }
 
-/* One delivery of the event to Klaviyo; fills the result object into w->out. */
+/* One delivery of the event to Klaviyo with the credentials read with its log row (`plain`,
+ * stored at `credentials_at`); fills the result object into w->out. */
 static int deliver_klaviyo(worker_t *w, const char *user, long long log_id, const char *unique_id,
+                           const char *plain, const char *credentials_at,
                            const char *event, const char *email, const char *properties) {
     struct timespec started;
     clock_gettime(CLOCK_MONOTONIC, &started);
-    const char *tparams[3] = {cfg_key, user, "klaviyo"};
-    PGresult *t = db_run(w, S_TARGET, tparams);
     char key[512] = "";
-    if (t && PQntuples(t) == 1) {
+    if (plain) {
         /* {"api_key": "pk_..."}: the only credential key Klaviyo has. */
-        const char *plain = PQgetvalue(t, 0, 0);
         char *k = json_string(plain, strlen(plain), "api_key");
         if (k) { snprintf(key, sizeof key, "%s", k); free(k); }
     }
-    if (t) PQclear(t);
 
     long http_status = 0;
     const char *status = "failed";
@@ -455,8 +464,8 @@ static int deliver_klaviyo(worker_t *w, const char *user, long long log_id, cons
     snprintf(ms, sizeof ms, "%ld", elapsed_ms(&started));
     snprintf(id, sizeof id, "%lld", log_id);
     int ok = strcmp(status, "success") == 0;
-    const char *rparams[15] = {status, http_status ? http : NULL, error, ms, ok ? unique_id : NULL, NULL, NULL, id, cfg_worker,
-                               status, "false", "false", error, user, "klaviyo"};
+    const char *rparams[17] = {status, http_status ? http : NULL, error, ms, ok ? unique_id : NULL, NULL, NULL, id, cfg_worker,
+                               status, "false", credentials_at, "false", credentials_at, error, user, "klaviyo"};
     PGresult *r = db_run(w, S_RECORD, rparams);
     if (r) PQclear(r);
 
@@ -506,8 +515,9 @@ static void handle_event(FCGX_Request *req, worker_t *w, const char *user, const
         respond(req, 200, &w->out);
         goto done;
     }
-    const char *cparams[15] = {user, "event", "in_flight", s->p, "event", NULL, "false", "false", cfg_worker, "false",
-                               cfg_claim_seconds, user, "sync_events", "{klaviyo}", "{klaviyo}"};
+    const char *cparams[19] = {"false", cfg_key, "false", "false", user, "sync_events", "{klaviyo}", "{klaviyo}",
+                               user, "event", "in_flight", s->p, "event", NULL, "false", "false", cfg_worker, "false",
+                               cfg_claim_seconds};
     PGresult *c = db_run(w, S_CREATE_LOGS, cparams);
     if (!c) { respond_detail(req, w, 503, "Database unavailable, try again shortly"); goto done; }
     if (PQntuples(c) != 1) {
@@ -519,11 +529,13 @@ static void handle_event(FCGX_Request *req, worker_t *w, const char *user, const
     long long log_id = atoll(PQgetvalue(c, 0, 0));
     char unique_id[64];
     snprintf(unique_id, sizeof unique_id, "%s", PQgetvalue(c, 0, 2));
-    PQclear(c);
+    const char *plain = PQgetisnull(c, 0, 4) ? NULL : PQgetvalue(c, 0, 4);
+    const char *credentials_at = PQgetisnull(c, 0, 6) ? NULL : PQgetvalue(c, 0, 6);
 
     w->out.len = 0;
     buf_str(&w->out, "{\"results\":[");
-    int ok = deliver_klaviyo(w, user, log_id, unique_id, event, email, properties);
+    int ok = deliver_klaviyo(w, user, log_id, unique_id, plain, credentials_at, event, email, properties);
+    PQclear(c);
     buf_printf(&w->out, "],\"success_count\":%d,\"failure_count\":%d}", ok, !ok);
     respond(req, 200, &w->out);
 done:
