@@ -133,33 +133,7 @@ public struct DeliveryStore: Sendable {
         let uniqueIDs = textArray(requests.map { $0.uniqueID })
         let types = textArray(requests.map { $0.types.map { $0.map(\.rawValue).joined(separator: ",") } })
         let queued = textArray(requests.map { $0.queued ? "t" : "f" })
-        // The ids are drawn first (in a materialised CTE) so that a derived unique id is written
-        // with its row, and so that every row can be mapped back to its request (`ord`).
-        let sql: SQL = """
-            WITH t AS MATERIALIZED (
-                SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, r.ord, i.crm_type, r.user_id, r.operation,
-                       r.request, r.queued, CASE WHEN r.operation = 'event' THEN r.unique_id END AS unique_id,
-                       CASE WHEN NOT r.queued THEN crm.decrypt_credentials(i.credentials, \(key)) END AS plain,
-                       CASE WHEN NOT r.queued THEN i.settings END AS settings,
-                       CASE WHEN NOT r.queued THEN i.updated_at END AS credentials_at
-                  FROM unnest(\(users)::text[], \(operations)::text[], \(bodies)::jsonb[], \(uniqueIDs)::text[], \(types)::text[], \(queued)::boolean[])
-                       WITH ORDINALITY AS r(user_id, operation, request, unique_id, types, queued, ord)
-                  JOIN crm.crm_integrations i
-                    ON i.user_id = r.user_id AND i.is_active
-                   AND COALESCE((i.settings ->> CASE WHEN r.operation = 'contact' THEN 'sync_contacts' ELSE 'sync_events' END)::boolean, true)
-                   AND (r.types IS NULL OR i.crm_type = ANY(string_to_array(r.types, ',')))),
-            inserted AS (
-                INSERT INTO crm.crm_sync_logs (id, user_id, crm_type, operation, status, request, unique_id, next_attempt_at, claimed_by, claimed_until)
-                SELECT id, user_id, crm_type, operation, CASE WHEN queued THEN 'queued' ELSE 'in_flight' END, request,
-                       CASE WHEN operation = 'event' THEN COALESCE(unique_id, 'crm-log-' || id) END,
-                       CASE WHEN queued THEN now() END,
-                       CASE WHEN queued THEN NULL ELSE \(worker) END,
-                       CASE WHEN queued THEN NULL ELSE now() + make_interval(secs => \(String(claimSeconds))::double precision) END
-                  FROM t
-                RETURNING id, unique_id)
-            SELECT t.ord, inserted.id, t.crm_type, inserted.unique_id, NOT t.queued AS connected, t.plain, t.settings, t.credentials_at
-              FROM t JOIN inserted USING (id) ORDER BY t.ord, t.crm_type
-            """
+        let sql = Self.createLogsStatement(users, operations, bodies, uniqueIDs, types, queued, key.revealed, worker, String(claimSeconds))
         var created = [[CreatedLog]](repeating: [], count: requests.count)
         for row in try pool.withConnection(priority: priority, { try $0.execute(sql) }).rows {
             guard let ord = row.int("ord"), (1...requests.count).contains(ord), let id = row.int64("id"),
@@ -187,34 +161,69 @@ public struct DeliveryStore: Sendable {
         }.sorted { $0.crmType.rawValue < $1.crmType.rawValue }
     }
 
+    /// The batch log statement: the ids are drawn first (in a materialised CTE) so that a derived
+    /// unique id is written with its row, and so that every row can be mapped back to its
+    /// request (`ord`). Its values: the requests' users, operations, bodies, unique ids, types
+    /// and queued flags (one array each), the key, the worker and the claim's seconds.
+    static let createLogsStatement = SQL.Fixed("""
+        WITH t AS MATERIALIZED (
+            SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, r.ord, i.crm_type, r.user_id, r.operation,
+                   r.request, r.queued, CASE WHEN r.operation = 'event' THEN r.unique_id END AS unique_id,
+                   CASE WHEN NOT r.queued THEN crm.decrypt_credentials(i.credentials, $7) END AS plain,
+                   CASE WHEN NOT r.queued THEN i.settings END AS settings,
+                   CASE WHEN NOT r.queued THEN i.updated_at END AS credentials_at
+              FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::boolean[])
+                   WITH ORDINALITY AS r(user_id, operation, request, unique_id, types, queued, ord)
+              JOIN crm.crm_integrations i
+                ON i.user_id = r.user_id AND i.is_active
+               AND COALESCE((i.settings ->> CASE WHEN r.operation = 'contact' THEN 'sync_contacts' ELSE 'sync_events' END)::boolean, true)
+               AND (r.types IS NULL OR i.crm_type = ANY(string_to_array(r.types, ',')))),
+        inserted AS (
+            INSERT INTO crm.crm_sync_logs (id, user_id, crm_type, operation, status, request, unique_id, next_attempt_at, claimed_by, claimed_until)
+            SELECT id, user_id, crm_type, operation, CASE WHEN queued THEN 'queued' ELSE 'in_flight' END, request,
+                   CASE WHEN operation = 'event' THEN COALESCE(unique_id, 'crm-log-' || id) END,
+                   CASE WHEN queued THEN now() END,
+                   CASE WHEN queued THEN NULL ELSE $8 END,
+                   CASE WHEN queued THEN NULL ELSE now() + make_interval(secs => $9::double precision) END
+              FROM t
+            RETURNING id, unique_id)
+        SELECT t.ord, inserted.id, t.crm_type, inserted.unique_id, NOT t.queued AS connected, t.plain, t.settings, t.credentials_at
+          FROM t JOIN inserted USING (id) ORDER BY t.ord, t.crm_type
+        """)
+
     /// One request's log statement (bench/floor/floor.c runs the same text for a synchronous
-    /// event; a test keeps them equal).
+    /// event; a test keeps them equal). The id is drawn first so that the derived unique id can
+    /// be written with the row.
     static func createLogSQL(_ request: LogRequest, worker: String, claimSeconds: Double, key: Secret) -> SQL {
-        let flag = request.operation == "contact" ? "sync_contacts" : "sync_events"
-        let types = request.types.map { "{" + $0.map(\.rawValue).joined(separator: ",") + "}" }
-        // The id is drawn first so that the derived unique id can be written with the row.
-        return """
-            WITH t AS MATERIALIZED (
-                SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, crm_type,
-                       CASE WHEN \(request.queued) THEN NULL ELSE crm.decrypt_credentials(credentials, \(key)) END AS plain,
-                       CASE WHEN \(request.queued) THEN NULL ELSE settings END AS settings,
-                       CASE WHEN \(request.queued) THEN NULL ELSE updated_at END AS credentials_at
-                  FROM crm.crm_integrations
-                 WHERE user_id = \(request.user) AND is_active AND COALESCE((settings ->> \(flag))::boolean, true)
-                   AND (\(types)::text[] IS NULL OR crm_type = ANY(\(types)::text[]))),
-            inserted AS (
-                INSERT INTO crm.crm_sync_logs (id, user_id, crm_type, operation, status, request, unique_id, next_attempt_at, claimed_by, claimed_until)
-                SELECT t.id, \(request.user), t.crm_type, \(request.operation), \(request.queued ? "queued" : "in_flight"), \(request.request),
-                       CASE WHEN \(request.operation) = 'event' THEN COALESCE(\(request.uniqueID), 'crm-log-' || t.id) END,
-                       CASE WHEN \(request.queued) THEN now() END,
-                       CASE WHEN \(request.queued) THEN NULL ELSE \(worker) END,
-                       CASE WHEN \(request.queued) THEN NULL ELSE now() + make_interval(secs => \(String(claimSeconds))::double precision) END
-                  FROM t
-                RETURNING id, unique_id)
-            SELECT inserted.id, t.crm_type, inserted.unique_id, true AS connected, t.plain, t.settings, t.credentials_at
-              FROM t JOIN inserted USING (id)
-            """
+        createLogStatement(request.queued ? "true" : "false", key.revealed, request.user.value,
+                           request.operation == "contact" ? "sync_contacts" : "sync_events",
+                           request.types.map { "{" + $0.map(\.rawValue).joined(separator: ",") + "}" },
+                           request.operation, request.request.jsonString, request.uniqueID, worker, String(claimSeconds))
     }
+
+    /// Its values: queued, the key, the user, the settings flag, the types (an array or NULL),
+    /// the operation, the body, the unique id, the worker and the claim's seconds.
+    static let createLogStatement = SQL.Fixed("""
+        WITH t AS MATERIALIZED (
+            SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, crm_type,
+                   CASE WHEN $1::boolean THEN NULL ELSE crm.decrypt_credentials(credentials, $2) END AS plain,
+                   CASE WHEN $1::boolean THEN NULL ELSE settings END AS settings,
+                   CASE WHEN $1::boolean THEN NULL ELSE updated_at END AS credentials_at
+              FROM crm.crm_integrations
+             WHERE user_id = $3 AND is_active AND COALESCE((settings ->> $4::text)::boolean, true)
+               AND ($5::text[] IS NULL OR crm_type = ANY($5::text[]))),
+        inserted AS (
+            INSERT INTO crm.crm_sync_logs (id, user_id, crm_type, operation, status, request, unique_id, next_attempt_at, claimed_by, claimed_until)
+            SELECT t.id, $3, t.crm_type, $6::text, CASE WHEN $1::boolean THEN 'queued' ELSE 'in_flight' END, $7::jsonb,
+                   CASE WHEN $6::text = 'event' THEN COALESCE($8::text, 'crm-log-' || t.id) END,
+                   CASE WHEN $1::boolean THEN now() END,
+                   CASE WHEN $1::boolean THEN NULL ELSE $9::text END,
+                   CASE WHEN $1::boolean THEN NULL ELSE now() + make_interval(secs => $10::double precision) END
+              FROM t
+            RETURNING id, unique_id)
+        SELECT inserted.id, t.crm_type, inserted.unique_id, true AS connected, t.plain, t.settings, t.credentials_at
+          FROM t JOIN inserted USING (id)
+        """)
 
     /// Claims up to `limit` due rows: first in-flight rows whose claim expired (their worker
     /// died; rare), then queued or retrying rows whose time has come, oldest `next_attempt_at`
@@ -231,35 +240,38 @@ public struct DeliveryStore: Sendable {
     /// The claim statement (the tests EXPLAIN it).
     /// The claimed rows come with their active integration's credentials (see `target(_:type:)`).
     static func claimSQL(worker: String, limit: Int, claimSeconds: Double, key: Secret) -> SQL {
-        """
-            WITH expired AS (
-                SELECT id FROM crm.crm_sync_logs
-                 WHERE status = 'in_flight' AND claimed_until < now()
-                 ORDER BY claimed_until
-                 LIMIT \(limit)
-                 FOR UPDATE SKIP LOCKED),
-            due AS (
-                SELECT id FROM crm.crm_sync_logs
-                 WHERE status IN ('queued', 'retrying') AND next_attempt_at <= now()
-                 ORDER BY next_attempt_at, id
-                 LIMIT \(limit)
-                 FOR UPDATE SKIP LOCKED),
-            picked AS (
-                SELECT id FROM expired UNION ALL SELECT id FROM due
-                 LIMIT \(limit)),
-            claimed AS (
-            UPDATE crm.crm_sync_logs l
-               SET status = 'in_flight', claimed_by = \(worker),
-                   claimed_until = now() + make_interval(secs => \(String(claimSeconds))::double precision), updated_at = now()
-             WHERE l.id IN (SELECT id FROM picked)
-            RETURNING l.id, l.user_id, l.crm_type, l.operation, l.request, l.unique_id, l.attempts,
-                      EXTRACT(EPOCH FROM now() - l.created_at) AS age)
-            SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, \(key)) AS plain, i.settings,
-                   i.updated_at AS credentials_at
-              FROM claimed c
-              LEFT JOIN crm.crm_integrations i ON i.user_id = c.user_id AND i.crm_type = c.crm_type AND i.is_active
-            """
+        claimStatement(String(limit), worker, String(claimSeconds), key.revealed)
     }
+
+    /// Its values: the limit, the worker, the claim's seconds and the key.
+    static let claimStatement = SQL.Fixed("""
+        WITH expired AS (
+            SELECT id FROM crm.crm_sync_logs
+             WHERE status = 'in_flight' AND claimed_until < now()
+             ORDER BY claimed_until
+             LIMIT $1::int
+             FOR UPDATE SKIP LOCKED),
+        due AS (
+            SELECT id FROM crm.crm_sync_logs
+             WHERE status IN ('queued', 'retrying') AND next_attempt_at <= now()
+             ORDER BY next_attempt_at, id
+             LIMIT $1::int
+             FOR UPDATE SKIP LOCKED),
+        picked AS (
+            SELECT id FROM expired UNION ALL SELECT id FROM due
+             LIMIT $1::int),
+        claimed AS (
+        UPDATE crm.crm_sync_logs l
+           SET status = 'in_flight', claimed_by = $2,
+               claimed_until = now() + make_interval(secs => $3::double precision), updated_at = now()
+         WHERE l.id IN (SELECT id FROM picked)
+        RETURNING l.id, l.user_id, l.crm_type, l.operation, l.request, l.unique_id, l.attempts,
+                  EXTRACT(EPOCH FROM now() - l.created_at) AS age)
+        SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, $4) AS plain, i.settings,
+               i.updated_at AS credentials_at
+          FROM claimed c
+          LEFT JOIN crm.crm_integrations i ON i.user_id = c.user_id AND i.crm_type = c.crm_type AND i.is_active
+        """)
 
     /// Rows this worker claimed a while ago and has not started yet, with their integrations'
     /// credentials read again and their claims extended from now: a row that waited for a
@@ -343,29 +355,33 @@ public struct DeliveryStore: Sendable {
     /// was still ours.
     static func recordSQL(_ attempt: AttemptRecord, logID: Int64, user: UserID, type: CRMType, credentialsStoredAt: String?,
                           worker: String) -> SQL {
-        let next = attempt.nextAttemptInSeconds.map { String($0) }
-        return """
-            WITH logged AS (
-                UPDATE crm.crm_sync_logs
-                   SET status = \(attempt.status), http_status = \(attempt.httpStatus), error = \(attempt.error),
-                       duration_ms = \(attempt.durationMS), crm_record_id = COALESCE(\(attempt.crmRecordID), crm_record_id),
-                       response = \(attempt.response), attempts = attempts + 1, updated_at = now(),
-                       next_attempt_at = now() + make_interval(secs => \(next)::double precision),
-                       claimed_by = NULL, claimed_until = NULL
-                 WHERE id = \(logID) AND status = 'in_flight' AND claimed_by = \(worker)
-                RETURNING id),
-            touched AS (
-                UPDATE crm.crm_integrations
-                   SET last_sync_at = now(), last_sync_status = \(attempt.status),
-                       status = CASE WHEN \(attempt.authFailure) AND updated_at = \(credentialsStoredAt)::timestamptz THEN 'auth_error'
-                                     ELSE status END,
-                       status_detail = CASE WHEN \(attempt.authFailure) AND updated_at = \(credentialsStoredAt)::timestamptz THEN \(attempt.error)
-                                            ELSE status_detail END
-                 WHERE user_id = \(user) AND crm_type = \(type) AND EXISTS (SELECT 1 FROM logged)
-                RETURNING 1)
-            SELECT (SELECT count(*) FROM logged) AS logged
-            """
+        recordStatement(attempt.status, attempt.httpStatus.map(String.init), attempt.error, String(attempt.durationMS),
+                        attempt.crmRecordID, attempt.response?.jsonString, attempt.nextAttemptInSeconds.map { String($0) },
+                        String(logID), worker, attempt.authFailure ? "true" : "false", credentialsStoredAt, user.value, type.rawValue)
     }
+
+    /// Its values: the status, HTTP status, error, duration, CRM record id, response and seconds
+    /// to the next attempt; the log row's id and the worker; whether the credentials failed, and
+    /// when they were stored; the user and the CRM.
+    static let recordStatement = SQL.Fixed("""
+        WITH logged AS (
+            UPDATE crm.crm_sync_logs
+               SET status = $1, http_status = $2::int, error = $3,
+                   duration_ms = $4::int, crm_record_id = COALESCE($5, crm_record_id),
+                   response = $6::jsonb, attempts = attempts + 1, updated_at = now(),
+                   next_attempt_at = now() + make_interval(secs => $7::double precision),
+                   claimed_by = NULL, claimed_until = NULL
+             WHERE id = $8::bigint AND status = 'in_flight' AND claimed_by = $9
+            RETURNING id),
+        touched AS (
+            UPDATE crm.crm_integrations
+               SET last_sync_at = now(), last_sync_status = $1,
+                   status = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN 'auth_error' ELSE status END,
+                   status_detail = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN $3 ELSE status_detail END
+             WHERE user_id = $12 AND crm_type = $13 AND EXISTS (SELECT 1 FROM logged)
+            RETURNING 1)
+        SELECT (SELECT count(*) FROM logged) AS logged
+        """)
 
     /// An attempt's outcome to write (see `record(_:logID:user:type:worker:)`).
     public struct Outcome: Sendable {
@@ -405,38 +421,41 @@ public struct DeliveryStore: Sendable {
         let users = Self.arrayLiteral(outcomes.map(\.user.value))
         let types = Self.arrayLiteral(outcomes.map(\.type.rawValue))
         let storedAt = Self.arrayLiteral(outcomes.map(\.credentialsStoredAt))
-        // Two outcomes for one integration in a batch touch it once, with either's status:
-        // they were concurrent, so neither is "the last".
-        let sql: SQL = """
-            WITH r AS (
-                SELECT * FROM unnest(\(ids)::bigint[], \(statuses)::text[], \(httpStatuses)::int[], \(errors)::text[],
-                                     \(durations)::int[], \(recordIDs)::text[], \(responses)::jsonb[], \(nexts)::double precision[],
-                                     \(authFailures)::boolean[], \(users)::text[], \(types)::text[], \(storedAt)::timestamptz[])
-                    AS r(id, status, http_status, error, duration_ms, crm_record_id, response, next_in, auth_failure, user_id, crm_type,
-                         credentials_at)),
-            logged AS (
-                UPDATE crm.crm_sync_logs l
-                   SET status = r.status, http_status = r.http_status, error = r.error, duration_ms = r.duration_ms,
-                       crm_record_id = COALESCE(r.crm_record_id, l.crm_record_id), response = r.response,
-                       attempts = l.attempts + 1, updated_at = now(),
-                       next_attempt_at = now() + make_interval(secs => r.next_in),
-                       claimed_by = NULL, claimed_until = NULL
-                  FROM r
-                 WHERE l.id = r.id AND l.status = 'in_flight' AND l.claimed_by = \(worker)
-                RETURNING l.id),
-            touched AS (
-                UPDATE crm.crm_integrations i
-                   SET last_sync_at = now(), last_sync_status = r.status,
-                       status = CASE WHEN r.auth_failure AND i.updated_at = r.credentials_at THEN 'auth_error' ELSE i.status END,
-                       status_detail = CASE WHEN r.auth_failure AND i.updated_at = r.credentials_at THEN r.error ELSE i.status_detail END
-                  FROM r JOIN logged ON logged.id = r.id
-                 WHERE i.user_id = r.user_id AND i.crm_type = r.crm_type
-                RETURNING 1)
-            SELECT id FROM logged
-            """
+        let sql = Self.recordBatchStatement(ids, statuses, httpStatuses, errors, durations, recordIDs, responses, nexts, authFailures,
+                                            users, types, storedAt, worker)
         let written = Set(try pool.withConnection(priority: priority) { try $0.execute(sql) }.rows.compactMap { $0.int64("id") })
         return outcomes.map { written.contains($0.logID) }
     }
+
+    /// The batch outcome statement: one array per column of the outcomes (as in
+    /// `recordStatement`), then the worker. Two outcomes for one integration in a batch touch it
+    /// once, with either's status: they were concurrent, so neither is "the last".
+    static let recordBatchStatement = SQL.Fixed("""
+        WITH r AS (
+            SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::int[], $6::text[], $7::jsonb[],
+                                 $8::double precision[], $9::boolean[], $10::text[], $11::text[], $12::timestamptz[])
+                AS r(id, status, http_status, error, duration_ms, crm_record_id, response, next_in, auth_failure, user_id, crm_type,
+                     credentials_at)),
+        logged AS (
+            UPDATE crm.crm_sync_logs l
+               SET status = r.status, http_status = r.http_status, error = r.error, duration_ms = r.duration_ms,
+                   crm_record_id = COALESCE(r.crm_record_id, l.crm_record_id), response = r.response,
+                   attempts = l.attempts + 1, updated_at = now(),
+                   next_attempt_at = now() + make_interval(secs => r.next_in),
+                   claimed_by = NULL, claimed_until = NULL
+              FROM r
+             WHERE l.id = r.id AND l.status = 'in_flight' AND l.claimed_by = $13
+            RETURNING l.id),
+        touched AS (
+            UPDATE crm.crm_integrations i
+               SET last_sync_at = now(), last_sync_status = r.status,
+                   status = CASE WHEN r.auth_failure AND i.updated_at = r.credentials_at THEN 'auth_error' ELSE i.status END,
+                   status_detail = CASE WHEN r.auth_failure AND i.updated_at = r.credentials_at THEN r.error ELSE i.status_detail END
+              FROM r JOIN logged ON logged.id = r.id
+             WHERE i.user_id = r.user_id AND i.crm_type = r.crm_type
+            RETURNING 1)
+        SELECT id FROM logged
+        """)
 
     /// A PostgreSQL array literal for one bound parameter: every element quoted, nil as NULL
     /// (the cast at the use site gives the element type).

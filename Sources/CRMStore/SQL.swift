@@ -54,3 +54,37 @@ public struct SQL: Sendable, ExpressibleByStringInterpolation {
         public mutating func appendInterpolation(_ value: CRMType?) { bind(value?.rawValue) }
     }
 }
+
+extension SQL {
+    /// A statement whose text is written once, its placeholders (`$1`, `$2`, …) spelled out,
+    /// for the hottest statements: an interpolated `SQL` builds its text on every call (the
+    /// list statement's text was ~1,700 of a list request's ~62,500 instructions), a fixed one
+    /// only binds its values. The values are bound parameters all the same, never text.
+    public struct Fixed: Sendable {
+        public let text: String
+        /// The highest placeholder in `text`: the number of values each call binds.
+        public let parameterCount: Int
+
+        public init(_ text: String) {
+            self.text = text
+            var highest = 0, current: Int?
+            for byte in text.utf8 {
+                if let digits = current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) {
+                    current = digits * 10 + Int(byte - UInt8(ascii: "0"))
+                    continue
+                }
+                highest = Swift.max(highest, current ?? 0)
+                current = byte == UInt8(ascii: "$") ? 0 : nil
+            }
+            parameterCount = Swift.max(highest, current ?? 0)
+        }
+
+        /// The statement with these values for `$1`, `$2`, … in order.
+        public func callAsFunction(_ values: String?...) -> SQL {
+            precondition(values.count == parameterCount, "\(parameterCount) values expected, \(values.count) given")
+            var sql = SQL(stringLiteral: text)
+            sql.parameters = values
+            return sql
+        }
+    }
+}

@@ -57,8 +57,8 @@ static int cfg_unprepared;           /* FLOOR_UNPREPARED=1: PQexecParams with th
 
 enum { S_LIST, S_CREATE_LOGS, S_RECORD, S_COUNT };
 
-/* The single-request forms of IntegrationStore.listSQL, DeliveryStore.createLogSQL and
- * DeliveryStore.recordSQL: Tests/CRMStoreTests/FloorStatementTests.swift fails when these
+/* The single-request forms of IntegrationStore.listSQL, DeliveryStore.createLogStatement and
+ * DeliveryStore.recordStatement: Tests/CRMStoreTests/FloorStatementTests.swift fails when these
  * texts (whitespace aside) or their parameter counts differ from the worker's. */
 static const char *const statement_sql[S_COUNT] = {
     [S_LIST] =
@@ -68,19 +68,19 @@ static const char *const statement_sql[S_COUNT] = {
     [S_CREATE_LOGS] =
         "WITH t AS MATERIALIZED (\n"
         "    SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, crm_type,\n"
-        "           CASE WHEN $1 THEN NULL ELSE crm.decrypt_credentials(credentials, $2) END AS plain,\n"
-        "           CASE WHEN $3 THEN NULL ELSE settings END AS settings,\n"
-        "           CASE WHEN $4 THEN NULL ELSE updated_at END AS credentials_at\n"
+        "           CASE WHEN $1::boolean THEN NULL ELSE crm.decrypt_credentials(credentials, $2) END AS plain,\n"
+        "           CASE WHEN $1::boolean THEN NULL ELSE settings END AS settings,\n"
+        "           CASE WHEN $1::boolean THEN NULL ELSE updated_at END AS credentials_at\n"
         "      FROM crm.crm_integrations\n"
-        "     WHERE user_id = $5 AND is_active AND COALESCE((settings ->> $6)::boolean, true)\n"
-        "       AND ($7::text[] IS NULL OR crm_type = ANY($8::text[]))),\n"
+        "     WHERE user_id = $3 AND is_active AND COALESCE((settings ->> $4::text)::boolean, true)\n"
+        "       AND ($5::text[] IS NULL OR crm_type = ANY($5::text[]))),\n"
         "inserted AS (\n"
         "    INSERT INTO crm.crm_sync_logs (id, user_id, crm_type, operation, status, request, unique_id, next_attempt_at, claimed_by, claimed_until)\n"
-        "    SELECT t.id, $9, t.crm_type, $10, $11, $12,\n"
-        "           CASE WHEN $13 = 'event' THEN COALESCE($14, 'crm-log-' || t.id) END,\n"
-        "           CASE WHEN $15 THEN now() END,\n"
-        "           CASE WHEN $16 THEN NULL ELSE $17 END,\n"
-        "           CASE WHEN $18 THEN NULL ELSE now() + make_interval(secs => $19::double precision) END\n"
+        "    SELECT t.id, $3, t.crm_type, $6::text, CASE WHEN $1::boolean THEN 'queued' ELSE 'in_flight' END, $7::jsonb,\n"
+        "           CASE WHEN $6::text = 'event' THEN COALESCE($8::text, 'crm-log-' || t.id) END,\n"
+        "           CASE WHEN $1::boolean THEN now() END,\n"
+        "           CASE WHEN $1::boolean THEN NULL ELSE $9::text END,\n"
+        "           CASE WHEN $1::boolean THEN NULL ELSE now() + make_interval(secs => $10::double precision) END\n"
         "      FROM t\n"
         "    RETURNING id, unique_id)\n"
         "SELECT inserted.id, t.crm_type, inserted.unique_id, true AS connected, t.plain, t.settings, t.credentials_at\n"
@@ -88,26 +88,24 @@ static const char *const statement_sql[S_COUNT] = {
     [S_RECORD] =
         "WITH logged AS (\n"
         "    UPDATE crm.crm_sync_logs\n"
-        "       SET status = $1, http_status = $2, error = $3,\n"
-        "           duration_ms = $4, crm_record_id = COALESCE($5, crm_record_id),\n"
-        "           response = $6, attempts = attempts + 1, updated_at = now(),\n"
+        "       SET status = $1, http_status = $2::int, error = $3,\n"
+        "           duration_ms = $4::int, crm_record_id = COALESCE($5, crm_record_id),\n"
+        "           response = $6::jsonb, attempts = attempts + 1, updated_at = now(),\n"
         "           next_attempt_at = now() + make_interval(secs => $7::double precision),\n"
         "           claimed_by = NULL, claimed_until = NULL\n"
-        "     WHERE id = $8 AND status = 'in_flight' AND claimed_by = $9\n"
+        "     WHERE id = $8::bigint AND status = 'in_flight' AND claimed_by = $9\n"
         "    RETURNING id),\n"
         "touched AS (\n"
         "    UPDATE crm.crm_integrations\n"
-        "       SET last_sync_at = now(), last_sync_status = $10,\n"
-        "           status = CASE WHEN $11 AND updated_at = $12::timestamptz THEN 'auth_error'\n"
-        "                         ELSE status END,\n"
-        "           status_detail = CASE WHEN $13 AND updated_at = $14::timestamptz THEN $15\n"
-        "                                ELSE status_detail END\n"
-        "     WHERE user_id = $16 AND crm_type = $17 AND EXISTS (SELECT 1 FROM logged)\n"
+        "       SET last_sync_at = now(), last_sync_status = $1,\n"
+        "           status = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN 'auth_error' ELSE status END,\n"
+        "           status_detail = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN $3 ELSE status_detail END\n"
+        "     WHERE user_id = $12 AND crm_type = $13 AND EXISTS (SELECT 1 FROM logged)\n"
         "    RETURNING 1)\n"
         "SELECT (SELECT count(*) FROM logged) AS logged",
 };
 static const int statement_params[S_COUNT] = {
-    [S_LIST] = 1, [S_CREATE_LOGS] = 19, [S_RECORD] = 17,
+    [S_LIST] = 1, [S_CREATE_LOGS] = 10, [S_RECORD] = 13,
 };
 static const char *const statement_name[S_COUNT] = {
     "list", "create_logs", "record",
@@ -464,8 +462,8 @@ static int deliver_klaviyo(worker_t *w, const char *user, long long log_id, cons
     snprintf(ms, sizeof ms, "%ld", elapsed_ms(&started));
     snprintf(id, sizeof id, "%lld", log_id);
     int ok = strcmp(status, "success") == 0;
-    const char *rparams[17] = {status, http_status ? http : NULL, error, ms, ok ? unique_id : NULL, NULL, NULL, id, cfg_worker,
-                               status, "false", credentials_at, "false", credentials_at, error, user, "klaviyo"};
+    const char *rparams[13] = {status, http_status ? http : NULL, error, ms, ok ? unique_id : NULL, NULL, NULL, id, cfg_worker,
+                               "false", credentials_at, user, "klaviyo"};
     PGresult *r = db_run(w, S_RECORD, rparams);
     if (r) PQclear(r);
 
@@ -515,8 +513,7 @@ static void handle_event(FCGX_Request *req, worker_t *w, const char *user, const
         respond(req, 200, &w->out);
         goto done;
     }
-    const char *cparams[19] = {"false", cfg_key, "false", "false", user, "sync_events", "{klaviyo}", "{klaviyo}",
-                               user, "event", "in_flight", s->p, "event", NULL, "false", "false", cfg_worker, "false",
+    const char *cparams[10] = {"false", cfg_key, user, "sync_events", "{klaviyo}", "event", s->p, NULL, cfg_worker,
                                cfg_claim_seconds};
     PGresult *c = db_run(w, S_CREATE_LOGS, cparams);
     if (!c) { respond_detail(req, w, 503, "Database unavailable, try again shortly"); goto done; }
