@@ -57,13 +57,13 @@ public struct IntegrationStore: Sendable {
 
     /// The list statement, fixed: `GET /crm/list` is the service's most frequent request
     /// (bench/floor/floor.c runs the same text; a test keeps them equal).
-    static let listSQL = SQL.Fixed("""
+    static let listStatement = SQL.Fixed("""
         SELECT crm_type, is_active, status, settings, created_at, updated_at, last_sync_at, last_sync_status
           FROM crm.crm_integrations WHERE user_id = $1 ORDER BY crm_type
         """)
 
     public func list(user: UserID) throws -> [IntegrationRecord] {
-        let sql = Self.listSQL(user.value)
+        let sql = Self.listStatement(user.value)
         let rows = try pool.withConnection { try $0.execute(sql) }.rows
         var records: [IntegrationRecord] = []
         records.reserveCapacity(rows.count)

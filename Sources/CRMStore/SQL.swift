@@ -60,6 +60,8 @@ extension SQL {
     /// for the hottest statements: an interpolated `SQL` builds its text on every call (the
     /// list statement's text was ~1,700 of a list request's ~62,500 instructions), a fixed one
     /// only binds its values. The values are bound parameters all the same, never text.
+    /// By convention the stores name one `…Statement`, and a function that builds an `SQL`
+    /// `…SQL`.
     public struct Fixed: Sendable {
         public let text: String
         /// The highest placeholder in `text`: the number of values each call binds.

@@ -43,7 +43,7 @@ final class FloorStatementTests: XCTestCase {
     }
 
     func testTheFloorListsWithTheWorkersStatement() throws {
-        try assertSame("S_LIST", IntegrationStore.listSQL("alice"))
+        try assertSame("S_LIST", IntegrationStore.listStatement("alice"))
     }
 
     func testTheFloorWritesAnEventsLogRowWithTheWorkersStatement() throws {

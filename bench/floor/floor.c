@@ -57,7 +57,7 @@ static int cfg_unprepared;           /* FLOOR_UNPREPARED=1: PQexecParams with th
 
 enum { S_LIST, S_CREATE_LOGS, S_RECORD, S_COUNT };
 
-/* The single-request forms of IntegrationStore.listSQL, DeliveryStore.createLogStatement and
+/* The single-request forms of IntegrationStore.listStatement, DeliveryStore.createLogStatement and
  * DeliveryStore.recordStatement: Tests/CRMStoreTests/FloorStatementTests.swift fails when these
  * texts (whitespace aside) or their parameter counts differ from the worker's. */
 static const char *const statement_sql[S_COUNT] = {
