@@ -515,6 +515,55 @@ def test_a_row_that_waited_for_a_slot_goes_to_the_integration_as_it_is_now(fresh
         service.close()
 
 
+def sweep_reports(service: Service, since: int) -> list[dict]:
+    """The worker's log lines about the retry sweep since the log offset `since`."""
+    lines = []
+    for line in service.log_text(since).splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and str(entry.get("msg", "")).startswith("retry sweep:"):
+            lines.append(entry)
+    return lines
+
+
+def test_a_row_in_hand_waits_out_a_database_outage_and_goes_once(fresh_db, fakes, pg):
+    """The row claimed ahead has waited past a second for its slot, so it is read again before
+    it starts; here the database is down at that moment. The row must stay in hand (not be
+    dropped, which would leave it in flight until its claim expires) and go out once, when the
+    database is back; the worker says so once, not on every pass."""
+    database = fresh_db()
+    service = Service(database.dsn, fakes.urls, dict(BASE_ENV, CRM_SWEEP_CONCURRENCY="1"))
+    try:
+        user = uid()
+        connect(service, fakes, user, "klaviyo")
+        fakes.faults("klaviyo", [{"hang_s": 3}], match="/api/profile-import")
+        calls = queue_contacts(database, fakes, user, "outage", 2)  # one slot: one call, one row ahead
+        wait_until(lambda: len(calls()) == 1, 10, "the first call to hang")
+        rows = database.sql("SELECT id, request->>'email' FROM crm.crm_sync_logs WHERE user_id = $1 AND status = 'in_flight'", user)
+        assert len(rows) == 2, "one row calling, one claimed ahead"
+        hung_email = calls()[0]["body"]["data"]["attributes"]["email"]
+        waiting, waiting_email = next((int(r[0]), r[1]) for r in rows if r[1] != hung_email)
+        mark = service.log_mark()
+        pg.stop()
+        try:
+            # The hung call ends (~3 s), its slot frees, and the re-read of the waiting row fails.
+            wait_until(lambda: any(e.get("while") == "reading rows in hand again" for e in sweep_reports(service, mark)), 15,
+                       "the sweep to report the failed re-read")
+            time.sleep(1.5)  # more passes of the sweep with the database still away
+        finally:
+            pg.start()
+        log = wait_log(service, user, waiting, timeout=15)
+        assert log["status"] == "success" and log["attempts"] == 1, log
+        assert [q["body"]["data"]["attributes"]["email"] for q in calls()].count(waiting_email) == 1
+        reports = [e["msg"] for e in sweep_reports(service, mark)]
+        assert reports == ["retry sweep: the database is away; deliveries wait for it",
+                           "retry sweep: the database is back"], reports
+    finally:
+        service.close()
+
+
 def test_a_slot_takes_its_next_call_while_the_last_outcome_is_still_being_written(fresh_db, fakes):
     """A sweep slot bounds CRM calls, not commits: once the CRM has answered, the next row's
     call starts while the outcome is written. Here an outcome's write waits on a lock held on

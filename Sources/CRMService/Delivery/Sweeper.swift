@@ -115,6 +115,28 @@ public final class Sweeper: Sendable {
     /// disconnected or replaced meanwhile.
     static let recheckAfter: Duration = .seconds(1)
 
+    /// Logs the sweep losing the database once and finding it again once, not on every pass
+    /// (an idle sweep looks every second; the pool itself does not log).
+    private struct DatabaseWatch {
+        let logger: Logger
+        private var isAway = false
+
+        init(logger: Logger) { self.logger = logger }
+
+        mutating func away(_ error: any Error, while doing: String) {
+            guard !isAway else { return }
+            isAway = true
+            logger.warning("retry sweep: the database is away; deliveries wait for it",
+                           metadata: ["while": "\(doing)", "error": "\(error)"])
+        }
+
+        mutating func reached() {
+            guard isAway else { return }
+            isAway = false
+            logger.notice("retry sweep: the database is back")
+        }
+    }
+
     /// A claimed row waiting for a slot, and since when.
     private struct Held {
         let log: ClaimedLog
@@ -126,6 +148,7 @@ public final class Sweeper: Sendable {
         var ready: [Held] = []  // claimed, waiting for a slot (oldest first)
         defer { release(ready.map(\.log)) }
         var lastBusy: ContinuousClock.Instant?
+        var database = DatabaseWatch(logger: delivery.context.logger)
         while !stopping.load(ordering: .acquiring) {
             // Wait for one free slot; the limit is read after it (the API may have become busy
             // while the loop waited), then as many more slots are taken as are free and allowed.
@@ -150,7 +173,7 @@ public final class Sweeper: Sendable {
             // the sweep is held back for requests, for the next slots to free.
             let taken = Array(ready.prefix(free))
             ready.removeFirst(taken.count)
-            let fromReady = startable(taken, now: now, putBack: &ready)
+            let fromReady = startable(taken, now: now, putBack: &ready, database: &database)
             fromReady.forEach(start)
             free -= fromReady.count
             let wanted = free + (heldBack ? 0 : max(0, claimAhead - ready.count))
@@ -158,8 +181,10 @@ public final class Sweeper: Sendable {
             if wanted > 0 {
                 do {
                     claimed = try delivery.backgroundStore.claimDue(worker: delivery.worker, limit: wanted, claimSeconds: delivery.claimSeconds)
+                    database.reached()
                 } catch {
-                    idle = 2  // the database is away: try again later
+                    database.away(error, while: "claiming due rows")
+                    idle = 2  // try again later
                 }
             }
             let started = min(free, claimed.count)
@@ -179,14 +204,18 @@ public final class Sweeper: Sendable {
     /// Rows in hand to start now: as claimed, or, for those that waited past `recheckAfter`,
     /// as they are now (`DeliveryStore.refreshClaims`; a row no longer ours is dropped). When
     /// that read fails (the database is away), the rows go back to the front of `putBack`.
-    private func startable(_ rows: [Held], now: ContinuousClock.Instant, putBack: inout [Held]) -> [ClaimedLog] {
+    private func startable(_ rows: [Held], now: ContinuousClock.Instant, putBack: inout [Held],
+                           database: inout DatabaseWatch) -> [ClaimedLog] {
         let waited = rows.filter { now - $0.since >= Self.recheckAfter }
         guard !waited.isEmpty else { return rows.map(\.log) }
         let fresh = rows.filter { now - $0.since < Self.recheckAfter }.map(\.log)
         do {
             let store = delivery.backgroundStore
-            return try fresh + store.refreshClaims(ids: waited.map(\.log.id), worker: delivery.worker, claimSeconds: delivery.claimSeconds)
+            let refreshed = try store.refreshClaims(ids: waited.map(\.log.id), worker: delivery.worker, claimSeconds: delivery.claimSeconds)
+            database.reached()
+            return fresh + refreshed
         } catch {
+            database.away(error, while: "reading rows in hand again")
             putBack.insert(contentsOf: waited, at: 0)
             return fresh
         }
