@@ -276,16 +276,30 @@ public struct DeliveryStore: Sendable {
     /// Rows this worker claimed a while ago and has not started yet, with their integrations'
     /// credentials read again and their claims extended from now: a row that waited for a
     /// delivery slot goes out to the integration as it is now, not as it was at the claim (a
-    /// user who disconnected meanwhile is not sent to; one who connected again is sent with
-    /// the new credentials). Rows no longer ours are left out; the others keep `ids`' order.
+    /// user who connected again is sent with the new credentials). A row whose integration was
+    /// disconnected while it waited (none is left that existed at the claim, which set the
+    /// row's `updated_at`; one connected since is another integration) is `cancelled`, as the
+    /// disconnect cancelled the rows waiting for a retry, and left out. Rows no longer ours are
+    /// left out too; the others keep `ids`' order.
     public func refreshClaims(ids: [Int64], worker: String, claimSeconds: Double) throws -> [ClaimedLog] {
         guard !ids.isEmpty else { return [] }
         let list = Self.arrayLiteral(ids.map { String($0) })
         let sql: SQL = """
-            WITH claimed AS (
+            WITH ours AS (
+                SELECT l.id, EXISTS (SELECT 1 FROM crm.crm_integrations i
+                                      WHERE i.user_id = l.user_id AND i.crm_type = l.crm_type AND i.created_at <= l.updated_at) AS connected
+                  FROM crm.crm_sync_logs l
+                 WHERE l.id = ANY(\(list)::bigint[]) AND l.status = 'in_flight' AND l.claimed_by = \(worker)
+                   FOR UPDATE OF l),
+            cancelled AS (
+                UPDATE crm.crm_sync_logs
+                   SET status = 'cancelled', error = 'integration disconnected', next_attempt_at = NULL,
+                       claimed_by = NULL, claimed_until = NULL, updated_at = now()
+                 WHERE id IN (SELECT id FROM ours WHERE NOT connected)),
+            claimed AS (
                 UPDATE crm.crm_sync_logs
                    SET claimed_until = now() + make_interval(secs => \(String(claimSeconds))::double precision)
-                 WHERE id = ANY(\(list)::bigint[]) AND status = 'in_flight' AND claimed_by = \(worker)
+                 WHERE id IN (SELECT id FROM ours WHERE connected)
                 RETURNING id, user_id, crm_type, operation, request, unique_id, attempts, EXTRACT(EPOCH FROM now() - created_at) AS age)
             SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, \(key)) AS plain, i.settings,
                    i.updated_at AS credentials_at
@@ -340,9 +354,13 @@ public struct DeliveryStore: Sendable {
         }
     }
 
-    /// Writes an attempt's outcome, only while the row is still ours (a disconnect may have
-    /// cancelled it meanwhile), and the integration's last sync (and `auth_error`, when the
-    /// attempt's credentials, stored at `credentialsStoredAt`, are still the integration's).
+    /// Writes an attempt's outcome, only while the row is still ours, and the integration's
+    /// last sync (and `auth_error`, when the attempt's credentials, stored at
+    /// `credentialsStoredAt`, are still the integration's). A transient failure whose
+    /// integration was disconnected while the call was under way is not retried: the row is
+    /// `cancelled`, as the disconnect cancelled the rows waiting for a retry. "Its integration"
+    /// is one created no later than the attempt's credentials were stored: an integration
+    /// connected anew after a disconnect is another one, and gets nothing of the old one's.
     @discardableResult
     public func record(_ attempt: AttemptRecord, logID: Int64, user: UserID, type: CRMType, credentialsStoredAt: String? = nil,
                        worker: String) throws -> Bool {
@@ -364,13 +382,20 @@ public struct DeliveryStore: Sendable {
     /// to the next attempt; the log row's id and the worker; whether the credentials failed, and
     /// when they were stored; the user and the CRM.
     static let recordStatement = SQL.Fixed("""
-        WITH logged AS (
+        WITH gone AS (
+            SELECT CASE WHEN $1 = 'retrying' AND $11::timestamptz IS NOT NULL
+                        THEN NOT EXISTS (SELECT 1 FROM crm.crm_integrations
+                                          WHERE user_id = $12 AND crm_type = $13 AND created_at <= $11::timestamptz)
+                        ELSE false END AS disconnected),
+        logged AS (
             UPDATE crm.crm_sync_logs
-               SET status = $1, http_status = $2::int, error = $3,
+               SET status = CASE WHEN gone.disconnected THEN 'cancelled' ELSE $1 END, http_status = $2::int,
+                   error = CASE WHEN gone.disconnected THEN 'integration disconnected' ELSE $3 END,
                    duration_ms = $4::int, crm_record_id = COALESCE($5, crm_record_id),
                    response = $6::jsonb, attempts = attempts + 1, updated_at = now(),
-                   next_attempt_at = now() + make_interval(secs => $7::double precision),
+                   next_attempt_at = CASE WHEN gone.disconnected THEN NULL ELSE now() + make_interval(secs => $7::double precision) END,
                    claimed_by = NULL, claimed_until = NULL
+              FROM gone
              WHERE id = $8::bigint AND status = 'in_flight' AND claimed_by = $9
             RETURNING id),
         touched AS (
@@ -378,7 +403,7 @@ public struct DeliveryStore: Sendable {
                SET last_sync_at = now(), last_sync_status = $1,
                    status = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN 'auth_error' ELSE status END,
                    status_detail = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN $3 ELSE status_detail END
-             WHERE user_id = $12 AND crm_type = $13 AND EXISTS (SELECT 1 FROM logged)
+             WHERE user_id = $12 AND crm_type = $13 AND EXISTS (SELECT 1 FROM logged) AND NOT (SELECT disconnected FROM gone)
             RETURNING 1)
         SELECT (SELECT count(*) FROM logged) AS logged
         """)
@@ -432,16 +457,21 @@ public struct DeliveryStore: Sendable {
     /// once, with either's status: they were concurrent, so neither is "the last".
     static let recordBatchStatement = SQL.Fixed("""
         WITH r AS (
-            SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::int[], $6::text[], $7::jsonb[],
-                                 $8::double precision[], $9::boolean[], $10::text[], $11::text[], $12::timestamptz[])
-                AS r(id, status, http_status, error, duration_ms, crm_record_id, response, next_in, auth_failure, user_id, crm_type,
+            SELECT u.*, CASE WHEN u.status = 'retrying' AND u.credentials_at IS NOT NULL
+                             THEN NOT EXISTS (SELECT 1 FROM crm.crm_integrations i
+                                               WHERE i.user_id = u.user_id AND i.crm_type = u.crm_type AND i.created_at <= u.credentials_at)
+                             ELSE false END AS disconnected
+              FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::int[], $6::text[], $7::jsonb[],
+                          $8::double precision[], $9::boolean[], $10::text[], $11::text[], $12::timestamptz[])
+                AS u(id, status, http_status, error, duration_ms, crm_record_id, response, next_in, auth_failure, user_id, crm_type,
                      credentials_at)),
         logged AS (
             UPDATE crm.crm_sync_logs l
-               SET status = r.status, http_status = r.http_status, error = r.error, duration_ms = r.duration_ms,
+               SET status = CASE WHEN r.disconnected THEN 'cancelled' ELSE r.status END, http_status = r.http_status,
+                   error = CASE WHEN r.disconnected THEN 'integration disconnected' ELSE r.error END, duration_ms = r.duration_ms,
                    crm_record_id = COALESCE(r.crm_record_id, l.crm_record_id), response = r.response,
                    attempts = l.attempts + 1, updated_at = now(),
-                   next_attempt_at = now() + make_interval(secs => r.next_in),
+                   next_attempt_at = CASE WHEN r.disconnected THEN NULL ELSE now() + make_interval(secs => r.next_in) END,
                    claimed_by = NULL, claimed_until = NULL
               FROM r
              WHERE l.id = r.id AND l.status = 'in_flight' AND l.claimed_by = $13
@@ -452,7 +482,7 @@ public struct DeliveryStore: Sendable {
                    status = CASE WHEN r.auth_failure AND i.updated_at = r.credentials_at THEN 'auth_error' ELSE i.status END,
                    status_detail = CASE WHEN r.auth_failure AND i.updated_at = r.credentials_at THEN r.error ELSE i.status_detail END
               FROM r JOIN logged ON logged.id = r.id
-             WHERE i.user_id = r.user_id AND i.crm_type = r.crm_type
+             WHERE i.user_id = r.user_id AND i.crm_type = r.crm_type AND NOT r.disconnected
             RETURNING 1)
         SELECT id FROM logged
         """)

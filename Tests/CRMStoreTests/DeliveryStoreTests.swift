@@ -167,11 +167,24 @@ final class DeliveryStoreTests: XCTestCase {
               FROM crm.crm_sync_logs ORDER BY id
             """, "k"), ["in_flight w1 true", "in_flight w1 true", "in_flight w2 false"])
 
-        // Disconnected meanwhile: still ours, with no target (the delivery then sends nothing).
+        // Disconnected meanwhile: cancelled, as the disconnect cancelled the rows waiting for a
+        // retry, and left out. Disconnected and connected anew: the same (the new integration
+        // is another one).
+        let state = { (id: Int64) in try c.scalar("SELECT concat_ws(' ', status, error, claimed_by, CASE WHEN next_attempt_at IS NULL THEN 'not due' END) FROM crm.crm_sync_logs WHERE id = \(id)") }
         try c.execute("DELETE FROM crm.crm_integrations WHERE user_id = 'alice'")
-        let orphaned = try store.refreshClaims(ids: [first], worker: "w1", claimSeconds: 600)
-        XCTAssertEqual(orphaned.map(\.id), [first])
-        XCTAssertNil(try orphaned[0].target.get())
+        XCTAssertEqual(try store.refreshClaims(ids: [first], worker: "w1", claimSeconds: 600).count, 0)
+        XCTAssertEqual(try state(first), "cancelled integration disconnected not due")
+        try connect("pk_newest")
+        let next = try insert(c, "queued", next: -5)
+        XCTAssertEqual(try store.claimDue(worker: "w1", limit: 1, claimSeconds: 5).map(\.id), [next])
+        XCTAssertEqual(try store.refreshClaims(ids: [next], worker: "w1", claimSeconds: 600).map(apiKey), ["pk_newest"])
+        try c.execute("DELETE FROM crm.crm_integrations WHERE user_id = 'alice'")
+        try connect("pk_other_account")
+        XCTAssertEqual(try store.refreshClaims(ids: [next, second], worker: "w1", claimSeconds: 600).count, 0,
+                       "rows claimed before the new integration existed are not sent to it")
+        XCTAssertEqual(try state(next), "cancelled integration disconnected not due")
+        XCTAssertEqual(try state(second), "cancelled integration disconnected not due")
+        XCTAssertEqual(try state(taken), "in_flight w2", "another worker's row is left alone")
         XCTAssertEqual(try store.refreshClaims(ids: [], worker: "w1", claimSeconds: 600).count, 0)
     }
 
@@ -444,5 +457,82 @@ final class DeliveryStoreTests: XCTestCase {
         let last = try claimed("dave", "klaviyo", by: "w1")
         XCTAssertTrue(try store.record(failed, logID: last, user: UserID("dave")!, type: .klaviyo, credentialsStoredAt: try storedAt("dave"), worker: "w1"))
         XCTAssertEqual(try integration("dave"), ["auth_error", "still invalid", "failed"])
+    }
+
+    func testARetryForAnIntegrationDisconnectedDuringTheCallIsCancelled() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        let store = DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
+        func connect(_ user: String) throws -> String? {
+            try c.scalar("""
+                INSERT INTO crm.crm_integrations (user_id, crm_type, credentials) VALUES (\(user), 'klaviyo', '\\x00')
+                ON CONFLICT (user_id, crm_type) DO UPDATE SET credentials = EXCLUDED.credentials, updated_at = clock_timestamp()
+                RETURNING updated_at
+                """)
+        }
+        func claimed(_ user: String) throws -> Int64 {
+            try XCTUnwrap(c.execute("""
+                INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, claimed_by, claimed_until)
+                VALUES (\(user), 'klaviyo', 'contact', 'in_flight', '{}', 'w1', now() + interval '1 minute') RETURNING id
+                """).first?.int64("id"))
+        }
+        func disconnect(_ user: String) throws { try c.execute("DELETE FROM crm.crm_integrations WHERE user_id = \(user)") }
+        let transient = AttemptRecord(status: "retrying", httpStatus: 503, error: "unavailable", durationMS: 9, crmRecordID: nil,
+                                      response: nil, nextAttemptInSeconds: 30, authFailure: false)
+        let success = AttemptRecord(status: "success", httpStatus: 200, error: nil, durationMS: 9, crmRecordID: "rec-9",
+                                    response: nil, nextAttemptInSeconds: nil, authFailure: false)
+        // Per user, the integration the attempt's credentials came from and what happened to it during the call.
+        let gone = try XCTUnwrap(try connect("gone"))           // disconnected
+        let replaced = try XCTUnwrap(try connect("replaced"))   // disconnected, then connected anew
+        let rekeyed = try XCTUnwrap(try connect("rekeyed"))     // connected again over it (new credentials): the same integration
+        let done = try XCTUnwrap(try connect("done"))           // disconnected, but the call succeeded
+        let rows = (gone: try claimed("gone"), replaced: try claimed("replaced"), rekeyed: try claimed("rekeyed"),
+                    done: try claimed("done"), unread: try claimed("unread"))
+        try disconnect("gone")
+        try disconnect("replaced")
+        _ = try connect("replaced")
+        _ = try connect("rekeyed")
+        try disconnect("done")
+        let outcomes: [DeliveryStore.Outcome] = [
+            .init(transient, logID: rows.gone, user: UserID("gone")!, type: .klaviyo, credentialsStoredAt: gone),
+            .init(transient, logID: rows.replaced, user: UserID("replaced")!, type: .klaviyo, credentialsStoredAt: replaced),
+            .init(transient, logID: rows.rekeyed, user: UserID("rekeyed")!, type: .klaviyo, credentialsStoredAt: rekeyed),
+            .init(success, logID: rows.done, user: UserID("done")!, type: .klaviyo, credentialsStoredAt: done),
+            // Credentials that could not be read (no integration to compare with): retried, as before.
+            .init(transient, logID: rows.unread, user: UserID("unread")!, type: .klaviyo, credentialsStoredAt: nil),
+        ]
+        func state(_ id: Int64) throws -> [String?] {
+            let r = try XCTUnwrap(c.execute("""
+                SELECT status, error, http_status, attempts, claimed_by, next_attempt_at IS NOT NULL AS due FROM crm.crm_sync_logs WHERE id = \(id)
+                """).first)
+            return [r.string("status"), r.string("error"), r.string("http_status"), r.string("attempts"), r.string("claimed_by"), r.string("due")]
+        }
+        let expected: [[String?]] = [
+            ["cancelled", "integration disconnected", "503", "1", nil, "f"],
+            ["cancelled", "integration disconnected", "503", "1", nil, "f"],
+            ["retrying", "unavailable", "503", "1", nil, "t"],
+            ["success", nil, "200", "1", nil, "f"],
+            ["retrying", "unavailable", "503", "1", nil, "t"],
+        ]
+        let ids = [rows.gone, rows.replaced, rows.rekeyed, rows.done, rows.unread]
+        XCTAssertEqual(try store.record(outcomes, worker: "w1"), [true, true, true, true, true])
+        XCTAssertEqual(try ids.map(state), expected, "the batch statement")
+        let lastSync = { (user: String) in try c.scalar("SELECT coalesce(last_sync_status, '-') FROM crm.crm_integrations WHERE user_id = \(user)") }
+        XCTAssertEqual(try lastSync("replaced"), "-", "the new integration has not synced: the old one's attempt is not its")
+        XCTAssertEqual(try lastSync("rekeyed"), "retrying")
+
+        // The statement for one outcome alone: the same rule.
+        try c.execute("""
+            UPDATE crm.crm_sync_logs SET status = 'in_flight', claimed_by = 'w1', attempts = 0, error = NULL, http_status = NULL,
+                   next_attempt_at = NULL, crm_record_id = NULL
+            """)
+        try c.execute("UPDATE crm.crm_integrations SET last_sync_status = NULL")
+        for outcome in outcomes {
+            XCTAssertTrue(try store.record(outcome.attempt, logID: outcome.logID, user: outcome.user, type: outcome.type,
+                                           credentialsStoredAt: outcome.credentialsStoredAt, worker: "w1"))
+        }
+        XCTAssertEqual(try ids.map(state), expected, "the statement for one outcome")
+        XCTAssertEqual(try lastSync("replaced"), "-")
+        XCTAssertEqual(try lastSync("rekeyed"), "retrying")
     }
 }

@@ -477,11 +477,13 @@ def test_rows_claimed_ahead_are_given_back_at_sigterm(fresh_db, fakes):
         service.close()
 
 
-@pytest.mark.parametrize("change", ["disconnect", "reconnect"])
+@pytest.mark.parametrize("change", ["disconnect", "reconnect", "disconnect_and_connect"])
 def test_a_row_that_waited_for_a_slot_goes_to_the_integration_as_it_is_now(fresh_db, fakes, change):
-    """A row claimed ahead waits for a free slot, here a whole hung call (3 s). The user
-    disconnects, or connects again with a new key, meanwhile: the row is not sent to the
-    disconnected CRM, or is sent with the new key, not with the credentials read at its claim."""
+    """A row claimed ahead waits for a free slot, here a whole hung call (3 s). Meanwhile the
+    user disconnects, connects again with a new key, or disconnects and connects anew (say,
+    another account). Disconnected, the row is cancelled as the disconnect's pending retries
+    are, and is sent neither to the old integration nor to a new one; connected again over the
+    same integration, it goes out with the new key, not with the credentials read at its claim."""
     database = fresh_db()
     service = Service(database.dsn, fakes.urls, dict(BASE_ENV, CRM_SWEEP_CONCURRENCY="1"))
     try:
@@ -495,22 +497,52 @@ def test_a_row_that_waited_for_a_slot_goes_to_the_integration_as_it_is_now(fresh
         waiting = next(int(r[0]) for r in rows
                        if json.loads(database.sql("SELECT request FROM crm.crm_sync_logs WHERE id = $1", r[0])[0][0])["email"]
                        != calls()[0]["body"]["data"]["attributes"]["email"])
-        if change == "disconnect":
+        if change in ("disconnect", "disconnect_and_connect"):
             assert service.delete("/crm/klaviyo/disconnect", headers=hdr(user)).status == 200
-        else:
+        if change in ("reconnect", "disconnect_and_connect"):
             fakes.config("klaviyo", {"api_key": "pk_test_second_key"})  # the old key is revoked
             r = service.post("/crm/connect", headers=hdr(user), json={"crm_type": "klaviyo", "credentials": {"api_key": "pk_test_second_key"}})
             assert r.status == 200, r
         log = wait_log(service, user, waiting, timeout=15)
-        if change == "disconnect":
-            assert log["status"] == "failed" and "no longer connected" in log["error"], log
-            time.sleep(0.5)
-            sent = [q["body"]["data"]["attributes"]["email"] for q in calls()]
-            assert len(sent) == 1, f"nothing more goes to a disconnected CRM: {sent}"
-        else:
+        if change == "reconnect":
             assert log["status"] == "success", log
             assert calls()[-1]["headers"]["authorization"] == "Klaviyo-API-Key pk_test_second_key"
             assert integration_status(service, user, "klaviyo")["status"] == "connected"
+        else:
+            assert log["status"] == "cancelled" and log["error"] == "integration disconnected", log
+            assert log["attempts"] == 0 and log["next_attempt_at"] is None, log
+            time.sleep(0.5)
+            sent = [q["body"]["data"]["attributes"]["email"] for q in calls()]
+            assert len(sent) == 1, f"nothing more goes out, to the old integration or a new one: {sent}"
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("change", ["disconnect", "disconnect_and_connect"])
+def test_a_call_under_way_at_a_disconnect_that_fails_transiently_is_not_retried(fresh_db, fakes, change):
+    """The CRM call is under way when the user disconnects (and perhaps connects anew); it then
+    times out, a transient failure. The row is not scheduled for a retry: it is cancelled, as
+    the disconnect cancelled the rows already waiting for one, and no later call goes anywhere."""
+    database = fresh_db()
+    service = Service(database.dsn, fakes.urls, dict(BASE_ENV))  # CRM_HTTP_TIMEOUT_S=3 (harness)
+    try:
+        user = uid()
+        connect(service, fakes, user, "klaviyo")
+        fakes.faults("klaviyo", [{"hang_s": 6}], match="/api/profile-import")
+        calls = queue_contacts(database, fakes, user, "undercall", 1)
+        wait_until(lambda: len(calls()) == 1, 10, "the call to hang")
+        row = int(database.sql("SELECT id FROM crm.crm_sync_logs WHERE user_id = $1", user)[0][0])
+        assert service.delete("/crm/klaviyo/disconnect", headers=hdr(user)).status == 200
+        if change == "disconnect_and_connect":
+            r = service.post("/crm/connect", headers=hdr(user), json={"crm_type": "klaviyo", "credentials": {"api_key": "pk_test_valid_key"}})
+            assert r.status == 200, r
+        log = wait_log(service, user, row, timeout=15)
+        assert log["status"] == "cancelled" and log["error"] == "integration disconnected", log
+        assert log["attempts"] == 1 and log["next_attempt_at"] is None, log
+        time.sleep(2.5)  # past when a retry would have been due (BASE_ENV: ~1 s)
+        assert len(calls()) == 1, "no retry, to the old integration or a new one"
+        if change == "disconnect_and_connect":
+            assert integration_status(service, user, "klaviyo")["last_sync_at"] is None, "the old attempt is not the new integration's"
     finally:
         service.close()
 

@@ -315,7 +315,7 @@ public enum OpenAPIDocument {
           "integrations"
         ],
         "summary": "Disconnect a CRM",
-        "description": "Destroys the stored credentials and cancels pending retries; sync logs are kept.",
+        "description": "Destroys the stored credentials and cancels pending retries (also a row waiting for a delivery slot, and a call under way that then fails transiently: neither is sent to this or a later integration); sync logs are kept.",
         "operationId": "disconnect_integration",
         "parameters": [
           {
