@@ -356,16 +356,11 @@ public struct DeliveryStore: Sendable {
 
     /// Writes an attempt's outcome, only while the row is still ours, and the integration's
     /// last sync (and `auth_error`, when the attempt's credentials, stored at
-    /// `credentialsStoredAt`, are still the integration's). A transient failure whose
-    /// integration was disconnected while the call was under way is not retried: the row is
-    /// `cancelled`, as the disconnect cancelled the rows waiting for a retry. "Its integration"
-    /// is one created no later than the attempt's credentials were stored: an integration
-    /// connected anew after a disconnect is another one, and gets nothing of the old one's.
+    /// `credentialsStoredAt`, are still the integration's). See `record(_:worker:)`.
     @discardableResult
     public func record(_ attempt: AttemptRecord, logID: Int64, user: UserID, type: CRMType, credentialsStoredAt: String? = nil,
                        worker: String) throws -> Bool {
-        let sql = Self.recordSQL(attempt, logID: logID, user: user, type: type, credentialsStoredAt: credentialsStoredAt, worker: worker)
-        return try pool.withConnection(priority: priority) { try $0.execute(sql) }.first?.int("logged") ?? 0 > 0
+        try record([Outcome(attempt, logID: logID, user: user, type: type, credentialsStoredAt: credentialsStoredAt)], worker: worker)[0]
     }
 
     /// One outcome's statement (bench/floor/floor.c runs the same text; a test keeps them equal).
@@ -382,20 +377,13 @@ public struct DeliveryStore: Sendable {
     /// to the next attempt; the log row's id and the worker; whether the credentials failed, and
     /// when they were stored; the user and the CRM.
     static let recordStatement = SQL.Fixed("""
-        WITH gone AS (
-            SELECT CASE WHEN $1 = 'retrying' AND $11::timestamptz IS NOT NULL
-                        THEN NOT EXISTS (SELECT 1 FROM crm.crm_integrations
-                                          WHERE user_id = $12 AND crm_type = $13 AND created_at <= $11::timestamptz)
-                        ELSE false END AS disconnected),
-        logged AS (
+        WITH logged AS (
             UPDATE crm.crm_sync_logs
-               SET status = CASE WHEN gone.disconnected THEN 'cancelled' ELSE $1 END, http_status = $2::int,
-                   error = CASE WHEN gone.disconnected THEN 'integration disconnected' ELSE $3 END,
+               SET status = $1, http_status = $2::int, error = $3,
                    duration_ms = $4::int, crm_record_id = COALESCE($5, crm_record_id),
                    response = $6::jsonb, attempts = attempts + 1, updated_at = now(),
-                   next_attempt_at = CASE WHEN gone.disconnected THEN NULL ELSE now() + make_interval(secs => $7::double precision) END,
+                   next_attempt_at = now() + make_interval(secs => $7::double precision),
                    claimed_by = NULL, claimed_until = NULL
-              FROM gone
              WHERE id = $8::bigint AND status = 'in_flight' AND claimed_by = $9
             RETURNING id),
         touched AS (
@@ -403,7 +391,7 @@ public struct DeliveryStore: Sendable {
                SET last_sync_at = now(), last_sync_status = $1,
                    status = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN 'auth_error' ELSE status END,
                    status_detail = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN $3 ELSE status_detail END
-             WHERE user_id = $12 AND crm_type = $13 AND EXISTS (SELECT 1 FROM logged) AND NOT (SELECT disconnected FROM gone)
+             WHERE user_id = $12 AND crm_type = $13 AND EXISTS (SELECT 1 FROM logged)
             RETURNING 1)
         SELECT (SELECT count(*) FROM logged) AS logged
         """)
@@ -427,12 +415,59 @@ public struct DeliveryStore: Sendable {
 
     /// Writes several attempts' outcomes in one statement and one commit (group commit); per
     /// outcome, whether the row was still ours. One outcome alone takes the plain statement.
+    ///
+    /// A transient failure whose integration was disconnected while the call was under way is
+    /// not retried: its row is `cancelled`, as the disconnect cancelled the rows already waiting
+    /// for a retry ("its integration" is one created no later than the attempt's credentials
+    /// were stored: one connected anew after a disconnect is another, and gets nothing of the
+    /// old one's, not even its last sync). Only a batch holding such a retry pays for the check:
+    /// one more statement first, in the same transaction, which takes those rows out of flight
+    /// so that the outcome statement passes them by.
     public func record(_ outcomes: [Outcome], worker: String) throws -> [Bool] {
+        guard !outcomes.isEmpty else { return [] }
+        let retries = outcomes.filter { $0.attempt.status == "retrying" && $0.credentialsStoredAt != nil }
+        guard !retries.isEmpty else {
+            return try pool.withConnection(priority: priority) { try Self.writeOutcomes(outcomes, worker: worker, on: $0) }
+        }
+        return try pool.transaction(priority: priority) { c in
+            let cancelled = Set(try c.execute(Self.cancelSQL(retries, worker: worker)).rows.compactMap { $0.int64("id") })
+            let written = try Self.writeOutcomes(outcomes, worker: worker, on: c)
+            return zip(outcomes, written).map { outcome, written in written || cancelled.contains(outcome.logID) }
+        }
+    }
+
+    /// The retries among `retries` whose integration is gone: cancelled, with the attempt's own
+    /// details. Its values: one array per column (ids, HTTP statuses, durations, responses,
+    /// users, CRMs, credentials' times), then the worker.
+    static func cancelSQL(_ retries: [Outcome], worker: String) -> SQL {
+        cancelStatement(arrayLiteral(retries.map { String($0.logID) }), arrayLiteral(retries.map { $0.attempt.httpStatus.map(String.init) }),
+                        arrayLiteral(retries.map { String($0.attempt.durationMS) }), arrayLiteral(retries.map { $0.attempt.response?.jsonString }),
+                        arrayLiteral(retries.map(\.user.value)), arrayLiteral(retries.map(\.type.rawValue)),
+                        arrayLiteral(retries.map(\.credentialsStoredAt)), worker)
+    }
+
+    static let cancelStatement = SQL.Fixed("""
+        WITH r AS (
+            SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::jsonb[], $5::text[], $6::text[], $7::timestamptz[])
+                AS r(id, http_status, duration_ms, response, user_id, crm_type, credentials_at))
+        UPDATE crm.crm_sync_logs l
+           SET status = 'cancelled', error = 'integration disconnected', http_status = r.http_status,
+               duration_ms = r.duration_ms, response = r.response, attempts = l.attempts + 1, updated_at = now(),
+               next_attempt_at = NULL, claimed_by = NULL, claimed_until = NULL
+          FROM r
+         WHERE l.id = r.id AND l.status = 'in_flight' AND l.claimed_by = $8
+           AND NOT EXISTS (SELECT 1 FROM crm.crm_integrations i
+                            WHERE i.user_id = r.user_id AND i.crm_type = r.crm_type AND i.created_at <= r.credentials_at)
+        RETURNING l.id
+        """)
+
+    /// The outcome statement for `outcomes` (the plain one for one outcome, else the batch) on `c`.
+    private static func writeOutcomes(_ outcomes: [Outcome], worker: String, on c: Connection) throws -> [Bool] {
         if outcomes.count == 1 {
             let o = outcomes[0]
-            return [try record(o.attempt, logID: o.logID, user: o.user, type: o.type, credentialsStoredAt: o.credentialsStoredAt, worker: worker)]
+            let sql = recordSQL(o.attempt, logID: o.logID, user: o.user, type: o.type, credentialsStoredAt: o.credentialsStoredAt, worker: worker)
+            return [try c.execute(sql).first?.int("logged") ?? 0 > 0]
         }
-        guard !outcomes.isEmpty else { return [] }
         let a = outcomes.map(\.attempt)
         let ids = Self.arrayLiteral(outcomes.map { String($0.logID) })
         let statuses = Self.arrayLiteral(a.map(\.status))
@@ -448,7 +483,7 @@ public struct DeliveryStore: Sendable {
         let storedAt = Self.arrayLiteral(outcomes.map(\.credentialsStoredAt))
         let sql = Self.recordBatchStatement(ids, statuses, httpStatuses, errors, durations, recordIDs, responses, nexts, authFailures,
                                             users, types, storedAt, worker)
-        let written = Set(try pool.withConnection(priority: priority) { try $0.execute(sql) }.rows.compactMap { $0.int64("id") })
+        let written = Set(try c.execute(sql).rows.compactMap { $0.int64("id") })
         return outcomes.map { written.contains($0.logID) }
     }
 
@@ -457,21 +492,16 @@ public struct DeliveryStore: Sendable {
     /// once, with either's status: they were concurrent, so neither is "the last".
     static let recordBatchStatement = SQL.Fixed("""
         WITH r AS (
-            SELECT u.*, CASE WHEN u.status = 'retrying' AND u.credentials_at IS NOT NULL
-                             THEN NOT EXISTS (SELECT 1 FROM crm.crm_integrations i
-                                               WHERE i.user_id = u.user_id AND i.crm_type = u.crm_type AND i.created_at <= u.credentials_at)
-                             ELSE false END AS disconnected
-              FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::int[], $6::text[], $7::jsonb[],
-                          $8::double precision[], $9::boolean[], $10::text[], $11::text[], $12::timestamptz[])
-                AS u(id, status, http_status, error, duration_ms, crm_record_id, response, next_in, auth_failure, user_id, crm_type,
+            SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::int[], $6::text[], $7::jsonb[],
+                                 $8::double precision[], $9::boolean[], $10::text[], $11::text[], $12::timestamptz[])
+                AS r(id, status, http_status, error, duration_ms, crm_record_id, response, next_in, auth_failure, user_id, crm_type,
                      credentials_at)),
         logged AS (
             UPDATE crm.crm_sync_logs l
-               SET status = CASE WHEN r.disconnected THEN 'cancelled' ELSE r.status END, http_status = r.http_status,
-                   error = CASE WHEN r.disconnected THEN 'integration disconnected' ELSE r.error END, duration_ms = r.duration_ms,
+               SET status = r.status, http_status = r.http_status, error = r.error, duration_ms = r.duration_ms,
                    crm_record_id = COALESCE(r.crm_record_id, l.crm_record_id), response = r.response,
                    attempts = l.attempts + 1, updated_at = now(),
-                   next_attempt_at = CASE WHEN r.disconnected THEN NULL ELSE now() + make_interval(secs => r.next_in) END,
+                   next_attempt_at = now() + make_interval(secs => r.next_in),
                    claimed_by = NULL, claimed_until = NULL
               FROM r
              WHERE l.id = r.id AND l.status = 'in_flight' AND l.claimed_by = $13
@@ -482,7 +512,7 @@ public struct DeliveryStore: Sendable {
                    status = CASE WHEN r.auth_failure AND i.updated_at = r.credentials_at THEN 'auth_error' ELSE i.status END,
                    status_detail = CASE WHEN r.auth_failure AND i.updated_at = r.credentials_at THEN r.error ELSE i.status_detail END
               FROM r JOIN logged ON logged.id = r.id
-             WHERE i.user_id = r.user_id AND i.crm_type = r.crm_type AND NOT r.disconnected
+             WHERE i.user_id = r.user_id AND i.crm_type = r.crm_type
             RETURNING 1)
         SELECT id FROM logged
         """)

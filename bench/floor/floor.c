@@ -86,20 +86,13 @@ static const char *const statement_sql[S_COUNT] = {
         "SELECT inserted.id, t.crm_type, inserted.unique_id, true AS connected, t.plain, t.settings, t.credentials_at\n"
         "  FROM t JOIN inserted USING (id)",
     [S_RECORD] =
-        "WITH gone AS (\n"
-        "    SELECT CASE WHEN $1 = 'retrying' AND $11::timestamptz IS NOT NULL\n"
-        "                THEN NOT EXISTS (SELECT 1 FROM crm.crm_integrations\n"
-        "                                  WHERE user_id = $12 AND crm_type = $13 AND created_at <= $11::timestamptz)\n"
-        "                ELSE false END AS disconnected),\n"
-        "logged AS (\n"
+        "WITH logged AS (\n"
         "    UPDATE crm.crm_sync_logs\n"
-        "       SET status = CASE WHEN gone.disconnected THEN 'cancelled' ELSE $1 END, http_status = $2::int,\n"
-        "           error = CASE WHEN gone.disconnected THEN 'integration disconnected' ELSE $3 END,\n"
+        "       SET status = $1, http_status = $2::int, error = $3,\n"
         "           duration_ms = $4::int, crm_record_id = COALESCE($5, crm_record_id),\n"
         "           response = $6::jsonb, attempts = attempts + 1, updated_at = now(),\n"
-        "           next_attempt_at = CASE WHEN gone.disconnected THEN NULL ELSE now() + make_interval(secs => $7::double precision) END,\n"
+        "           next_attempt_at = now() + make_interval(secs => $7::double precision),\n"
         "           claimed_by = NULL, claimed_until = NULL\n"
-        "      FROM gone\n"
         "     WHERE id = $8::bigint AND status = 'in_flight' AND claimed_by = $9\n"
         "    RETURNING id),\n"
         "touched AS (\n"
@@ -107,7 +100,7 @@ static const char *const statement_sql[S_COUNT] = {
         "       SET last_sync_at = now(), last_sync_status = $1,\n"
         "           status = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN 'auth_error' ELSE status END,\n"
         "           status_detail = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN $3 ELSE status_detail END\n"
-        "     WHERE user_id = $12 AND crm_type = $13 AND EXISTS (SELECT 1 FROM logged) AND NOT (SELECT disconnected FROM gone)\n"
+        "     WHERE user_id = $12 AND crm_type = $13 AND EXISTS (SELECT 1 FROM logged)\n"
         "    RETURNING 1)\n"
         "SELECT (SELECT count(*) FROM logged) AS logged",
 };
