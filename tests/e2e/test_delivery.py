@@ -477,6 +477,29 @@ def test_rows_claimed_ahead_are_given_back_at_sigterm(fresh_db, fakes):
         service.close()
 
 
+def one_row_in_hand(fresh_db, fakes, name: str):
+    """A worker with one sweep slot, busy with a hung call (3 s), and one more row claimed
+    ahead, waiting for that slot. Returns the database, the service (the caller closes it),
+    the user, a function listing the calls made for the two rows, and the waiting row's id
+    and email."""
+    database = fresh_db()
+    service = Service(database.dsn, fakes.urls, dict(BASE_ENV, CRM_SWEEP_CONCURRENCY="1"))
+    try:
+        user = uid()
+        connect(service, fakes, user, "klaviyo")
+        fakes.faults("klaviyo", [{"hang_s": 3}], match="/api/profile-import")
+        calls = queue_contacts(database, fakes, user, name, 2)
+        wait_until(lambda: len(calls()) == 1, 10, "the first call to hang")
+        rows = database.sql("SELECT id, request->>'email' FROM crm.crm_sync_logs WHERE user_id = $1 AND status = 'in_flight'", user)
+        assert len(rows) == 2, "one row calling, one claimed ahead"
+        hung = calls()[0]["body"]["data"]["attributes"]["email"]
+        waiting, email = next((int(r[0]), r[1]) for r in rows if r[1] != hung)
+    except BaseException:
+        service.close()
+        raise
+    return database, service, user, calls, waiting, email
+
+
 @pytest.mark.parametrize("change", ["disconnect", "reconnect", "disconnect_and_connect"])
 def test_a_row_that_waited_for_a_slot_goes_to_the_integration_as_it_is_now(fresh_db, fakes, change):
     """A row claimed ahead waits for a free slot, here a whole hung call (3 s). Meanwhile the
@@ -484,19 +507,8 @@ def test_a_row_that_waited_for_a_slot_goes_to_the_integration_as_it_is_now(fresh
     another account). Disconnected, the row is cancelled as the disconnect's pending retries
     are, and is sent neither to the old integration nor to a new one; connected again over the
     same integration, it goes out with the new key, not with the credentials read at its claim."""
-    database = fresh_db()
-    service = Service(database.dsn, fakes.urls, dict(BASE_ENV, CRM_SWEEP_CONCURRENCY="1"))
+    database, service, user, calls, waiting, _ = one_row_in_hand(fresh_db, fakes, "waited")
     try:
-        user = uid()
-        connect(service, fakes, user, "klaviyo")
-        fakes.faults("klaviyo", [{"hang_s": 3}], match="/api/profile-import")
-        calls = queue_contacts(database, fakes, user, "waited", 2)  # one slot: one call, one row ahead
-        wait_until(lambda: len(calls()) == 1, 10, "the first call to hang")
-        rows = database.sql("SELECT id, status FROM crm.crm_sync_logs WHERE user_id = $1 ORDER BY id", user)
-        assert [r[1] for r in rows] == ["in_flight", "in_flight"], "one row calling, one claimed ahead"
-        waiting = next(int(r[0]) for r in rows
-                       if json.loads(database.sql("SELECT request FROM crm.crm_sync_logs WHERE id = $1", r[0])[0][0])["email"]
-                       != calls()[0]["body"]["data"]["attributes"]["email"])
         if change in ("disconnect", "disconnect_and_connect"):
             assert service.delete("/crm/klaviyo/disconnect", headers=hdr(user)).status == 200
         if change in ("reconnect", "disconnect_and_connect"):
@@ -565,18 +577,8 @@ def test_a_row_in_hand_waits_out_a_database_outage_and_goes_once(fresh_db, fakes
     it starts; here the database is down at that moment. The row must stay in hand (not be
     dropped, which would leave it in flight until its claim expires) and go out once, when the
     database is back; the worker says so once, not on every pass."""
-    database = fresh_db()
-    service = Service(database.dsn, fakes.urls, dict(BASE_ENV, CRM_SWEEP_CONCURRENCY="1"))
+    database, service, user, calls, waiting, waiting_email = one_row_in_hand(fresh_db, fakes, "outage")
     try:
-        user = uid()
-        connect(service, fakes, user, "klaviyo")
-        fakes.faults("klaviyo", [{"hang_s": 3}], match="/api/profile-import")
-        calls = queue_contacts(database, fakes, user, "outage", 2)  # one slot: one call, one row ahead
-        wait_until(lambda: len(calls()) == 1, 10, "the first call to hang")
-        rows = database.sql("SELECT id, request->>'email' FROM crm.crm_sync_logs WHERE user_id = $1 AND status = 'in_flight'", user)
-        assert len(rows) == 2, "one row calling, one claimed ahead"
-        hung_email = calls()[0]["body"]["data"]["attributes"]["email"]
-        waiting, waiting_email = next((int(r[0]), r[1]) for r in rows if r[1] != hung_email)
         mark = service.log_mark()
         pg.stop()
         try:
