@@ -1138,9 +1138,11 @@ def main() -> int:
                 "worker_overrides": {k[len("BENCH_WORKER_"):]: v for k, v in os.environ.items() if k.startswith("BENCH_WORKER_")}}
     t0 = time.monotonic()
     try:
-        if subprocess.run([str(REPO / "scripts/pg.sh"), "status"], capture_output=True).returncode != 0:
-            started_pg = True
-        subprocess.run([str(REPO / "scripts/pg.sh"), "start"], check=True, stdout=sys.stderr)
+        # Stopped at the end only if this run started it: as pg.sh itself reports (a status
+        # read first can race with another caller's start or stop).
+        started = subprocess.run([str(REPO / "scripts/pg.sh"), "start"], check=True, stdout=subprocess.PIPE, text=True).stdout
+        sys.stderr.write(started)
+        started_pg = "starting PostgreSQL" in started
         db = prepare_database(binary)
         say(f"database ready: {db}")
 
