@@ -359,8 +359,18 @@ public struct DeliveryStore: Sendable {
     /// `credentialsStoredAt`, are still the integration's). See `record(_:worker:)`.
     @discardableResult
     public func record(_ attempt: AttemptRecord, logID: Int64, user: UserID, type: CRMType, credentialsStoredAt: String? = nil,
-                       worker: String) throws -> Bool {
+                       worker: String) throws -> Recorded {
         try record([Outcome(attempt, logID: logID, user: user, type: type, credentialsStoredAt: credentialsStoredAt)], worker: worker)[0]
+    }
+
+    /// What became of an outcome.
+    public enum Recorded: Sendable, Equatable {
+        /// Written as it was.
+        case written
+        /// Written as `cancelled`: a retry whose integration was disconnected during the call.
+        case cancelled
+        /// Nothing written: the row was no longer this worker's (taken over, or cancelled).
+        case notOurs
     }
 
     /// One outcome's statement (bench/floor/floor.c runs the same text; a test keeps them equal).
@@ -414,7 +424,7 @@ public struct DeliveryStore: Sendable {
     }
 
     /// Writes several attempts' outcomes in one statement and one commit (group commit); per
-    /// outcome, whether the row was still ours. One outcome alone takes the plain statement.
+    /// outcome, what became of it. One outcome alone takes the plain statement.
     ///
     /// A transient failure whose integration was disconnected while the call was under way is
     /// not retried: its row is `cancelled`, as the disconnect cancelled the rows already waiting
@@ -423,16 +433,19 @@ public struct DeliveryStore: Sendable {
     /// old one's, not even its last sync). Only a batch holding such a retry pays for the check:
     /// one more statement first, in the same transaction, which takes those rows out of flight
     /// so that the outcome statement passes them by.
-    public func record(_ outcomes: [Outcome], worker: String) throws -> [Bool] {
+    public func record(_ outcomes: [Outcome], worker: String) throws -> [Recorded] {
         guard !outcomes.isEmpty else { return [] }
         let retries = outcomes.filter { $0.attempt.status == "retrying" && $0.credentialsStoredAt != nil }
         guard !retries.isEmpty else {
             return try pool.withConnection(priority: priority) { try Self.writeOutcomes(outcomes, worker: worker, on: $0) }
+                .map { $0 ? .written : .notOurs }
         }
         return try pool.transaction(priority: priority) { c in
             let cancelled = Set(try c.execute(Self.cancelSQL(retries, worker: worker)).rows.compactMap { $0.int64("id") })
             let written = try Self.writeOutcomes(outcomes, worker: worker, on: c)
-            return zip(outcomes, written).map { outcome, written in written || cancelled.contains(outcome.logID) }
+            return zip(outcomes, written).map { outcome, written in
+                cancelled.contains(outcome.logID) ? .cancelled : written ? .written : .notOurs
+            }
         }
     }
 

@@ -423,7 +423,7 @@ final class DeliveryStoreTests: XCTestCase {
                                 response: nil, nextAttemptInSeconds: nil, authFailure: true),
                   logID: stale, user: UserID("dave")!, type: .klaviyo, credentialsStoredAt: davesOldCredentials),
         ], worker: "w1")
-        XCTAssertEqual(written, [true, true, false, true])
+        XCTAssertEqual(written, [.written, .written, .notOurs, .written])
 
         let row = { (id: Int64) throws -> Row in try XCTUnwrap(c.execute("""
             SELECT status, http_status, error, duration_ms, crm_record_id, response::text AS response, attempts, claimed_by,
@@ -452,10 +452,10 @@ final class DeliveryStoreTests: XCTestCase {
         let again = try claimed("dave", "klaviyo", by: "w1")
         let failed = AttemptRecord(status: "failed", httpStatus: 401, error: "still invalid", durationMS: 6, crmRecordID: nil,
                                    response: nil, nextAttemptInSeconds: nil, authFailure: true)
-        XCTAssertTrue(try store.record(failed, logID: again, user: UserID("dave")!, type: .klaviyo, credentialsStoredAt: davesOldCredentials, worker: "w1"))
+        XCTAssertEqual(try store.record(failed, logID: again, user: UserID("dave")!, type: .klaviyo, credentialsStoredAt: davesOldCredentials, worker: "w1"), .written)
         XCTAssertEqual(try integration("dave"), ["connected", nil, "failed"])
         let last = try claimed("dave", "klaviyo", by: "w1")
-        XCTAssertTrue(try store.record(failed, logID: last, user: UserID("dave")!, type: .klaviyo, credentialsStoredAt: try storedAt("dave"), worker: "w1"))
+        XCTAssertEqual(try store.record(failed, logID: last, user: UserID("dave")!, type: .klaviyo, credentialsStoredAt: try storedAt("dave"), worker: "w1"), .written)
         XCTAssertEqual(try integration("dave"), ["auth_error", "still invalid", "failed"])
     }
 
@@ -515,7 +515,8 @@ final class DeliveryStoreTests: XCTestCase {
             ["retrying", "unavailable", "503", "1", nil, "t"],
         ]
         let ids = [rows.gone, rows.replaced, rows.rekeyed, rows.done, rows.unread]
-        XCTAssertEqual(try store.record(outcomes, worker: "w1"), [true, true, true, true, true])
+        let recorded: [DeliveryStore.Recorded] = [.cancelled, .cancelled, .written, .written, .written]
+        XCTAssertEqual(try store.record(outcomes, worker: "w1"), recorded)
         XCTAssertEqual(try ids.map(state), expected, "the batch statement")
         let lastSync = { (user: String) in try c.scalar("SELECT coalesce(last_sync_status, '-') FROM crm.crm_integrations WHERE user_id = \(user)") }
         XCTAssertEqual(try lastSync("replaced"), "-", "the new integration has not synced: the old one's attempt is not its")
@@ -527,10 +528,11 @@ final class DeliveryStoreTests: XCTestCase {
                    next_attempt_at = NULL, crm_record_id = NULL
             """)
         try c.execute("UPDATE crm.crm_integrations SET last_sync_status = NULL")
-        for outcome in outcomes {
-            XCTAssertTrue(try store.record(outcome.attempt, logID: outcome.logID, user: outcome.user, type: outcome.type,
-                                           credentialsStoredAt: outcome.credentialsStoredAt, worker: "w1"))
-        }
+        XCTAssertEqual(try outcomes.map {
+            try store.record($0.attempt, logID: $0.logID, user: $0.user, type: $0.type, credentialsStoredAt: $0.credentialsStoredAt, worker: "w1")
+        }, recorded)
+        // Recorded again, the rows are no longer in flight: nothing is written.
+        XCTAssertEqual(try store.record(outcomes, worker: "w1"), Array(repeating: .notOurs, count: outcomes.count))
         XCTAssertEqual(try ids.map(state), expected, "the statement for one outcome")
         XCTAssertEqual(try lastSync("replaced"), "-")
         XCTAssertEqual(try lastSync("rekeyed"), "retrying")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -553,6 +554,10 @@ def test_a_call_under_way_at_a_disconnect_that_fails_transiently_is_not_retried(
         assert log["attempts"] == 1 and log["next_attempt_at"] is None, log
         time.sleep(2.5)  # past when a retry would have been due (BASE_ENV: ~1 s)
         assert len(calls()) == 1, "no retry, to the old integration or a new one"
+        # Counted as what the log row says, not as the retry it did not become.
+        syncs = {m.group(1): float(m.group(2)) for m in re.finditer(
+            r'^crm_syncs_total\{(?=[^}]*crm_type="klaviyo")[^}]*status="(\w+)"[^}]*\} (\S+)$', service.get("/metrics").text, re.M)}
+        assert syncs.get("cancelled") == 1 and not syncs.get("retrying"), syncs
         if change == "disconnect_and_connect":
             assert integration_status(service, user, "klaviyo")["last_sync_at"] is None, "the old attempt is not the new integration's"
     finally:

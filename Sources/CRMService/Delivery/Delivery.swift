@@ -58,8 +58,8 @@ public final class Delivery: Sendable {
     let logWriter: GroupCommit<LogRequest, [CreatedLog]>
     /// Writes the outcomes of concurrent attempts together: requests' and the sweep's apart
     /// (the sweep's at background priority).
-    let outcomeWriter: GroupCommit<DeliveryStore.Outcome, Bool>
-    let backgroundOutcomeWriter: GroupCommit<DeliveryStore.Outcome, Bool>
+    let outcomeWriter: GroupCommit<DeliveryStore.Outcome, DeliveryStore.Recorded>
+    let backgroundOutcomeWriter: GroupCommit<DeliveryStore.Outcome, DeliveryStore.Recorded>
 
     public init(context: ServiceContext, worker: String) {
         self.context = context
@@ -189,7 +189,7 @@ public final class Delivery: Sendable {
         return Self.result(log.crmType, log.id, record, action: nil)
     }
 
-    private func outcomeWriter(_ background: Bool) -> GroupCommit<DeliveryStore.Outcome, Bool> {
+    private func outcomeWriter(_ background: Bool) -> GroupCommit<DeliveryStore.Outcome, DeliveryStore.Recorded> {
         background ? backgroundOutcomeWriter : outcomeWriter
     }
 
@@ -207,8 +207,11 @@ public final class Delivery: Sendable {
         let attempts = attemptsBefore + 1
         let (record, action) = record(of: outcome, attempts: attempts, ageSeconds: ageSeconds, since: started)
         let storedAt = (try? target.get())??.credentialsStoredAt
-        await write(DeliveryStore.Outcome(record, logID: id, user: user, type: type, credentialsStoredAt: storedAt), background: background)
-        report(record, id: id, user: user, type: type, attempts: attempts)
+        let recorded = await write(DeliveryStore.Outcome(record, logID: id, user: user, type: type, credentialsStoredAt: storedAt), background: background)
+        // A retry cancelled because the integration was disconnected during the call is counted
+        // and logged as what the log row says; the answer keeps the attempt's own status (see
+        // README, Operations: Delivery).
+        report(record, status: recorded == .cancelled ? "cancelled" : record.status, id: id, user: user, type: type, attempts: attempts)
         return Self.result(type, id, record, action: action)
     }
 
@@ -275,21 +278,23 @@ public final class Delivery: Sendable {
         }
     }
 
-    @inline(never)
-    private func write(_ outcome: DeliveryStore.Outcome, background: Bool) async {
+    /// What became of the outcome; nil when it could not be written.
+    @inline(never) @discardableResult
+    private func write(_ outcome: DeliveryStore.Outcome, background: Bool) async -> DeliveryStore.Recorded? {
         do {
-            _ = try await outcomeWriter(background).submit(outcome)
+            return try await outcomeWriter(background).submit(outcome)
         } catch {
             // The outcome could not be written: the claim expires and the row is delivered again
             // (upserts and deduplicated events make that harmless).
             context.logger.error("could not record a delivery attempt", metadata: ["log_id": "\(outcome.logID)", "error": "\(error)"])
+            return nil
         }
     }
 
     /// Metrics and the attempt's log lines.
     @inline(never)
-    private func report(_ record: AttemptRecord, id: Int64, user: UserID, type: CRMType, attempts: Int) {
-        context.metrics.sync(crmType: type.rawValue, status: record.status)
+    private func report(_ record: AttemptRecord, status: String, id: Int64, user: UserID, type: CRMType, attempts: Int) {
+        context.metrics.sync(crmType: type.rawValue, status: status)
         // DEBUG adds what the CRM said (never a credential: requests are not logged, and
         // credentials never reach `record`).
         context.logger.debug("delivery detail", metadata: [
@@ -298,7 +303,7 @@ public final class Delivery: Sendable {
             "crm_response": "\(record.response.map { String($0.jsonString.prefix(2000)) } ?? "-")",
         ])
         context.logger.info("delivery attempt", metadata: [
-            "log_id": "\(id)", "user_id": "\(user)", "crm_type": "\(type.rawValue)", "status": "\(record.status)",
+            "log_id": "\(id)", "user_id": "\(user)", "crm_type": "\(type.rawValue)", "status": "\(status)",
             "http_status": "\(record.httpStatus.map(String.init) ?? "-")", "attempts": "\(attempts)", "duration_ms": "\(record.durationMS)",
         ])
     }
