@@ -438,14 +438,11 @@ public struct DeliveryStore: Sendable {
         let retries = outcomes.filter { $0.attempt.status == "retrying" && $0.credentialsStoredAt != nil }
         guard !retries.isEmpty else {
             return try pool.withConnection(priority: priority) { try Self.writeOutcomes(outcomes, worker: worker, on: $0) }
-                .map { $0 ? .written : .notOurs }
         }
         return try pool.transaction(priority: priority) { c in
             let cancelled = Set(try c.execute(Self.cancelSQL(retries, worker: worker)).rows.compactMap { $0.int64("id") })
             let written = try Self.writeOutcomes(outcomes, worker: worker, on: c)
-            return zip(outcomes, written).map { outcome, written in
-                cancelled.contains(outcome.logID) ? .cancelled : written ? .written : .notOurs
-            }
+            return zip(outcomes, written).map { outcome, written in cancelled.contains(outcome.logID) ? .cancelled : written }
         }
     }
 
@@ -475,11 +472,11 @@ public struct DeliveryStore: Sendable {
         """)
 
     /// The outcome statement for `outcomes` (the plain one for one outcome, else the batch) on `c`.
-    private static func writeOutcomes(_ outcomes: [Outcome], worker: String, on c: Connection) throws -> [Bool] {
+    private static func writeOutcomes(_ outcomes: [Outcome], worker: String, on c: Connection) throws -> [Recorded] {
         if outcomes.count == 1 {
             let o = outcomes[0]
             let sql = recordSQL(o.attempt, logID: o.logID, user: o.user, type: o.type, credentialsStoredAt: o.credentialsStoredAt, worker: worker)
-            return [try c.execute(sql).first?.int("logged") ?? 0 > 0]
+            return [try c.execute(sql).first?.int("logged") ?? 0 > 0 ? .written : .notOurs]
         }
         let a = outcomes.map(\.attempt)
         let ids = Self.arrayLiteral(outcomes.map { String($0.logID) })
@@ -497,7 +494,7 @@ public struct DeliveryStore: Sendable {
         let sql = Self.recordBatchStatement(ids, statuses, httpStatuses, errors, durations, recordIDs, responses, nexts, authFailures,
                                             users, types, storedAt, worker)
         let written = Set(try c.execute(sql).rows.compactMap { $0.int64("id") })
-        return outcomes.map { written.contains($0.logID) }
+        return outcomes.map { written.contains($0.logID) ? .written : .notOurs }
     }
 
     /// The batch outcome statement: one array per column of the outcomes (as in
