@@ -597,7 +597,7 @@ def test_a_row_in_hand_waits_out_a_database_outage_and_goes_once(fresh_db, fakes
         assert log["status"] == "success" and log["attempts"] == 1, log
         assert [q["body"]["data"]["attributes"]["email"] for q in calls()].count(waiting_email) == 1
         reports = [e["msg"] for e in sweep_reports(service, mark)]
-        assert reports == ["retry sweep: the database is away; deliveries wait for it",
+        assert reports == ["retry sweep: cannot use the database; deliveries wait for it",
                            "retry sweep: the database is back"], reports
     finally:
         service.close()

@@ -126,7 +126,7 @@ public final class Sweeper: Sendable {
         mutating func away(_ error: any Error, while doing: String) {
             guard !isAway else { return }
             isAway = true
-            logger.warning("retry sweep: the database is away; deliveries wait for it",
+            logger.warning("retry sweep: cannot use the database; deliveries wait for it",
                            metadata: ["while": "\(doing)", "error": "\(error)"])
         }
 
