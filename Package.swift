@@ -24,7 +24,6 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
-        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
@@ -48,7 +47,6 @@ let package = Package(
         .target(name: "CRMService", dependencies: [
             "CRMCore", "CRMConnectors", "CRMStore", "HTTPClient", "Threads",
             .product(name: "Logging", package: "swift-log"),
-            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         // FastCGI transport over libfcgi.
@@ -64,8 +62,6 @@ let package = Package(
         .testTarget(name: "CRMServiceTests", dependencies: [
             "CRMService", "CRMCore", "CRMStore",
             .product(name: "Logging", package: "swift-log"),
-            .product(name: "Metrics", package: "swift-metrics"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .testTarget(name: "CRMStoreTests", dependencies: ["CRMStore", "CRMCore"]),
         .testTarget(name: "FastCGITests", dependencies: ["FastCGI"]),

@@ -31,22 +31,22 @@ public final class Application: Sendable {
         context.active.enter()
         let requestID = Self.requestID(request.header("x-request-id"))
         context.metrics.requestsInProgress.add(1, ordering: .relaxed)
-        let finish = { @Sendable (response: HTTPResponse, routeName: String) in
-            let answer = self.finished(response, request: request, requestID: requestID, routeName: routeName, started: started)
+        let finish = { @Sendable (response: HTTPResponse, route: RouteLabel) in
+            let answer = self.finished(response, request: request, requestID: requestID, route: route, started: started)
             self.context.active.leave()
             respond(answer)
         }
-        if let preflight = corsPreflight(request) { return finish(preflight, "preflight") }
+        if let preflight = corsPreflight(request) { return finish(preflight, .preflight) }
         let command: Command
         switch router.decode(request) {
-        case let .failure(error): return finish(.error(error), "unmatched")
+        case let .failure(error): return finish(.error(error), .unmatched)
         case let .success(decoded): command = decoded
         }
-        let routeName = Self.routeName(command)
+        let route = RouteLabel.of(Self.route(command))
         do {
             switch try handlers.answer(command) {
             case let .now(response):
-                finish(response, routeName)
+                finish(response, route)
             case let .later(work):
                 // Started on this thread and continued on whichever thread completes what it
                 // waits for (the curl loop, a group-commit writer): no wakeup of a pool thread
@@ -54,11 +54,11 @@ public final class Application: Sendable {
                 Task.immediate(executorPreference: InlineExecutor.shared) {
                     let response: HTTPResponse
                     do { response = try await work() } catch { response = self.errorResponse(error, requestID: requestID) }
-                    finish(response, routeName)
+                    finish(response, route)
                 }
             }
         } catch {
-            finish(errorResponse(error, requestID: requestID), routeName)
+            finish(errorResponse(error, requestID: requestID), route)
         }
     }
 
@@ -75,19 +75,19 @@ public final class Application: Sendable {
     }
 
     /// Adds the request id and CORS headers, counts and logs the request.
-    private func finished(_ response: HTTPResponse, request: HTTPRequest, requestID: String, routeName: String,
+    private func finished(_ response: HTTPResponse, request: HTTPRequest, requestID: String, route: RouteLabel,
                           started: ContinuousClock.Instant) -> HTTPResponse {
         var response = response
         response.headers.append(("X-Request-Id", requestID))
         response.headers += corsHeaders(request)
         let elapsed = ContinuousClock.now - started
-        context.metrics.request(route: routeName, status: response.status, duration: elapsed)
+        context.metrics.request(route: route, status: response.status, duration: elapsed)
         context.metrics.requestsInProgress.subtract(1, ordering: .relaxed)
         // The metadata is built only when the line will be written.
         if context.logger.logLevel <= .info {
             let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
             var metadata: Logger.Metadata = [
-                "request_id": "\(requestID)", "method": "\(request.method)", "route": "\(routeName)",
+                "request_id": "\(requestID)", "method": "\(request.method)", "route": "\(route.name)",
                 "status": "\(response.status)", "duration_ms": "\((ms * 10).rounded() / 10)",
             ]
             if let user = request.header("x-user-id"), UserID.isValid(user) { metadata["user_id"] = "\(user)" }
@@ -109,25 +109,26 @@ public final class Application: Sendable {
         }
     }
 
-    static func routeName(_ command: Command) -> String {
+    /// The route a decoded command came by.
+    static func route(_ command: Command) -> RouteID {
         switch command {
-        case .health: "/health"
-        case .ready: "/health/ready"
-        case .openAPI: "/openapi.json"
-        case .docs: "/docs"
-        case .metrics: "/metrics"
-        case .validate: "/crm/validate"
-        case .connect: "/crm/connect"
-        case .status: "/crm/{crm_type}/status"
-        case .disconnect: "/crm/{crm_type}/disconnect"
-        case .list: "/crm/list"
-        case .syncContact: "/crm/sync/contact"
-        case .syncEvent: "/crm/sync/event"
-        case .listLogs: "/crm/sync/logs"
-        case .getLog: "/crm/sync/logs/{id}"
-        case .retryLog: "/crm/sync/logs/{id}/retry"
-        case .fieldMapping: "/crm/field-mappings/{crm_type}"
-        case .fieldMappings: "/crm/field-mappings"
+        case .health: .health
+        case .ready: .ready
+        case .openAPI: .openAPI
+        case .docs: .docs
+        case .metrics: .metrics
+        case .validate: .validate
+        case .connect: .connect
+        case .status: .status
+        case .disconnect: .disconnect
+        case .list: .list
+        case .syncContact: .syncContact
+        case .syncEvent: .syncEvent
+        case .listLogs: .listLogs
+        case .getLog: .getLog
+        case .retryLog: .retryLog
+        case .fieldMapping: .fieldMapping
+        case .fieldMappings: .fieldMappings
         }
     }
 

@@ -405,22 +405,27 @@ public final class FastCGIServer: Sendable {
 
     /// The status line and headers, with `Content-Length`, and the blank line that ends them.
     static func cgiHead(_ response: FastCGIResponse) -> [UInt8] {
-        var head = CGIHead(capacity: 128 + response.headers.count * 48)
-        head.put("Status: ")
-        head.put(response.status)
-        head.put(" ")
-        head.putValue(response.reason)
-        head.put("\r\n")
-        for (name, value) in response.headers {
-            head.putValue(name)
-            head.put(": ")
-            head.putValue(value)
+        // Written in place into one array of at most this many bytes (the numbers' 20 digits at most).
+        var capacity = "Status: ".utf8.count + 20 + 1 + response.reason.utf8.count + 2 + "Content-Length: ".utf8.count + 20 + 4
+        for (name, value) in response.headers { capacity += name.utf8.count + 2 + value.utf8.count + 2 }
+        return [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
+            var head = CGIHead(buffer.baseAddress!)
+            head.put("Status: ")
+            head.put(response.status)
+            head.put(" ")
+            head.putValue(response.reason)
             head.put("\r\n")
+            for (name, value) in response.headers {
+                head.putValue(name)
+                head.put(": ")
+                head.putValue(value)
+                head.put("\r\n")
+            }
+            head.put("Content-Length: ")
+            head.put(response.body.count)
+            head.put("\r\n\r\n")
+            count = head.written
         }
-        head.put("Content-Length: ")
-        head.put(response.body.count)
-        head.put("\r\n\r\n")
-        return head.bytes
     }
 
     /// Answers a request whose connection was taken over from libfcgi (`FastCGIResponder`):
@@ -503,29 +508,65 @@ public final class FastCGIResponder: @unchecked Sendable {
     }
 }
 
-/// A CGI response head, written piece by piece.
+/// A CGI response head, written piece by piece into memory sized for it (`cgiHead`).
 private struct CGIHead {
-    var bytes: [UInt8] = []
+    let base: UnsafeMutablePointer<UInt8>
+    var written = 0
 
-    init(capacity: Int) { bytes.reserveCapacity(capacity) }
+    init(_ base: UnsafeMutablePointer<UInt8>) { self.base = base }
 
     mutating func put(_ text: StaticString) {
-        bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+        (base + written).update(from: text.utf8Start, count: text.utf8CodeUnitCount)
+        written += text.utf8CodeUnitCount
     }
 
-    /// Decimal digits (a String this short is stored inline: no allocation).
-    mutating func put(_ number: Int) { putValue(String(number)) }
+    /// Decimal digits.
+    mutating func put(_ number: Int) {
+        if number < 0 { put("-") }
+        var n = number.magnitude, digits = 1
+        while n >= 10 { n /= 10; digits += 1 }
+        n = number.magnitude
+        for at in stride(from: written + digits - 1, through: written, by: -1) {
+            base[at] = UInt8(ascii: "0") + UInt8(n % 10)
+            n /= 10
+        }
+        written += digits
+    }
 
     /// A header value can never split the response: CR and LF are dropped.
     mutating func putValue(_ text: String) {
-        var text = text
-        text.withUTF8 { value in
-            var runStart = 0
-            for i in 0..<value.count where value[i] == 0x0D || value[i] == 0x0A {
-                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: value[runStart..<i]))
-                runStart = i + 1
-            }
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: value[runStart...]))
+        let copied: Void? = text.utf8.withContiguousStorageIfAvailable { putValue($0) }
+        if copied == nil { Array(text.utf8).withUnsafeBufferPointer { putValue($0) } }  // a bridged or lazy String
+    }
+
+    private mutating func putValue(_ value: UnsafeBufferPointer<UInt8>) {
+        guard let source = value.baseAddress else { return }
+        if !Self.containsLineBreak(value) {
+            (base + written).update(from: source, count: value.count)
+            written += value.count
+            return
         }
+        for byte in value where byte != 0x0D && byte != 0x0A {
+            base[written] = byte
+            written += 1
+        }
+    }
+
+    /// Whether any byte is CR or LF: eight at a time (the "has a zero byte" bit trick on the
+    /// word XORed with each), as almost no value has one.
+    private static func containsLineBreak(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        func hasZero(_ x: UInt64) -> Bool { (x &- ones) & ~x & highs != 0 }
+        var i = 0
+        while i + 8 <= bytes.count {
+            let word = UnsafeRawPointer(bytes.baseAddress! + i).loadUnaligned(as: UInt64.self)
+            if hasZero(word ^ (0x0D &* ones)) || hasZero(word ^ (0x0A &* ones)) { return true }
+            i += 8
+        }
+        while i < bytes.count {
+            if bytes[i] == 0x0D || bytes[i] == 0x0A { return true }
+            i += 1
+        }
+        return false
     }
 }

@@ -11,6 +11,7 @@ final class RouterRoutingTests: XCTestCase {
             covered.insert(id)
             guard let command = decode(request, line: line) else { return }
             XCTAssertTrue(verify(command), "\(request.method) \(request.path) decoded to \(command)", line: line)
+            XCTAssertEqual(Application.route(command), id, "metrics and logs name the route the command came by", line: line)
         }
         let user = UserID(testUser)!
 

@@ -29,4 +29,26 @@ final class CGIResponseTests: XCTestCase {
         let response = FastCGIResponse(status: 400, reason: "Bad Request", headers: [("Location", "/a\r\nSet-Cookie: x=1\n")], body: [])
         XCTAssertEqual(text(response), "Status: 400 Bad Request\r\nLocation: /aSet-Cookie: x=1\r\nContent-Length: 0\r\n\r\n")
     }
+
+    /// Line breaks are found eight bytes at a time and then byte by byte: one at every place
+    /// in values of every length up to 24, and values of any bytes, must come out without them.
+    func testLineBreaksAreDroppedAtEveryPosition() {
+        var generator = SystemRandomNumberGenerator()
+        for length in 0...24 {
+            for position in -1..<length {
+                for lineBreak in [UInt8(0x0D), 0x0A] {
+                    var value = (0..<length).map { _ in UInt8.random(in: 0x20...0x7E, using: &generator) }
+                    if position >= 0 { value[position] = lineBreak }
+                    let text = String(decoding: value, as: UTF8.self)
+                    let expected = String(decoding: value.filter { $0 != 0x0D && $0 != 0x0A }, as: UTF8.self)
+                    let response = FastCGIResponse(status: 200, reason: "OK", headers: [("X-Value", text)], body: [])
+                    XCTAssertEqual(self.text(response), "Status: 200 OK\r\nX-Value: \(expected)\r\nContent-Length: 0\r\n\r\n")
+                }
+            }
+        }
+        // Bytes above 0x7F (UTF-8) and next to 0x0D / 0x0A in value (0x8D, 0x0C) pass through.
+        let unicode = "Zoë \u{8D}\u{0C}\u{0B}ab\r\ncd—ef"
+        XCTAssertEqual(text(FastCGIResponse(status: 200, reason: "OK", headers: [("X-Name", unicode)], body: [])),
+                       "Status: 200 OK\r\nX-Name: Zoë \u{8D}\u{0C}\u{0B}abcd—ef\r\nContent-Length: 0\r\n\r\n")
+    }
 }

@@ -1,77 +1,71 @@
 import CRMCore
 import CRMStore
-import Metrics
 import Prometheus
 import Glibc
 import Synchronization
 
-/// The service's metrics, recorded through swift-metrics into a Prometheus registry that
-/// `/metrics` renders. Each worker process has its own registry (Prometheus sums across them).
+/// The service's metrics, kept in a Prometheus registry that `/metrics` renders. Each worker
+/// process has its own registry (Prometheus sums across them). The registry's own types are
+/// used directly: through swift-metrics' `Timer`, a request's latency went through an
+/// existential and an unspecialised generic histogram (~1,100 instructions a request).
 public final class ServiceMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
-    let factory: PrometheusMetricsFactory
+
+    /// Latency buckets (seconds), for requests, CRM calls and database writes alike.
+    static let durationBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30),
+    ]
+    /// Items per group-commit batch: powers of two up to the largest batch (64).
+    static let batchSizeBuckets: [Double] = [1, 2, 4, 8, 16, 32, 64]
 
     public init() {
-        registry = PrometheusCollectorRegistry()
-        var factory = PrometheusMetricsFactory(registry: registry)
-        factory.defaultDurationHistogramBuckets = [
-            .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
-            .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30),
-        ]
-        // Items per group-commit batch: powers of two up to the largest batch (64).
-        factory.valueHistogramBuckets["crm_db_write_batch_size"] = [1, 2, 4, 8, 16, 32, 64]
-        self.factory = factory
-        crmCallTimers = Dictionary(uniqueKeysWithValues: CRMType.allCases.map {
-            ($0, TimerHandle(Timer(label: "crm_call_duration_seconds", dimensions: [("crm_type", $0.rawValue)], factory: factory)))
+        let registry = PrometheusCollectorRegistry()
+        self.registry = registry
+        crmCallHistograms = Dictionary(uniqueKeysWithValues: CRMType.allCases.map {
+            ($0, registry.makeDurationHistogram(name: "crm_call_duration_seconds", labels: [("crm_type", $0.rawValue)], buckets: Self.durationBuckets))
         })
     }
 
-    /// A swift-metrics handle made once (see `requestHandles`); they are not marked Sendable.
-    fileprivate struct TimerHandle: @unchecked Sendable {
-        let timer: Metrics.Timer
-        init(_ timer: Metrics.Timer) { self.timer = timer }
-        func record(_ duration: Duration) { timer.record(duration: duration) }
-    }
-
-    private let crmCallTimers: [CRMType: TimerHandle]
+    private let crmCallHistograms: [CRMType: DurationHistogram]
 
     /// One delivery attempt's calls to a CRM (all the HTTP requests it made), by CRM type:
     /// how slow each CRM is, apart from the worker's own time.
     public func crmCall(_ type: CRMType, duration: Duration) {
-        crmCallTimers[type]?.record(duration)
+        crmCallHistograms[type]?.record(duration)
     }
 
     /// The metrics of one group-commit writer (`writer`: what it writes).
     public func databaseWriter(_ writer: String) -> DatabaseWriterMetrics {
         DatabaseWriterMetrics(
-            duration: TimerHandle(Timer(label: "crm_db_write_duration_seconds", dimensions: [("writer", writer)], factory: factory)),
-            batchSize: Recorder(label: "crm_db_write_batch_size", dimensions: [("writer", writer)], aggregate: true, factory: factory))
+            duration: registry.makeDurationHistogram(name: "crm_db_write_duration_seconds", labels: [("writer", writer)], buckets: Self.durationBuckets),
+            batchSize: registry.makeValueHistogram(name: "crm_db_write_batch_size", labels: [("writer", writer)], buckets: Self.batchSizeBuckets))
     }
 
     /// One batch written: how long its statement and commit took (with the wait for a pool
     /// connection), and how many items shared them.
-    public struct DatabaseWriterMetrics: @unchecked Sendable {
-        fileprivate let duration: TimerHandle
-        fileprivate let batchSize: Metrics.Recorder
+    public struct DatabaseWriterMetrics: Sendable {
+        let duration: DurationHistogram
+        let batchSize: ValueHistogram
         public func batch(items: Int, duration: Duration) {
             self.duration.record(duration)
-            batchSize.record(items)
+            batchSize.record(Double(items))
         }
     }
 
     /// One HTTP request: counted by route and status, its latency in the histogram.
-    public func request(route: String, status: Int, duration: Duration) {
+    public func request(route: RouteLabel, status: Int, duration: Duration) {
         let handles = requestHandles(route: route, status: status)
         handles.count.increment()
-        handles.latency.record(duration: duration)
+        handles.latency.record(duration)
     }
 
     /// The handles per (route, status), made once: the registry lookup behind a new handle
     /// (labels hashed, a lock, a dictionary) is far dearer than this one. Routes and statuses
-    /// are a small fixed set, so the cache stays small.
-    private func requestHandles(route: String, status: Int) -> RequestHandles {
-        let key = RequestKey(route: route, status: status)
-        // Each request thread keeps its own copy of the handles it used: no lock to contend for.
+    /// are a small fixed set, so the caches stay small.
+    private func requestHandles(route: RouteLabel, status: Int) -> RequestHandles {
+        // Each request thread keeps its own table of the handles it used: no lock to contend
+        // for, and no hashing (a route's few statuses are scanned).
         let local: ThreadCache
         if let raw = pthread_getspecific(threadCacheKey) {
             local = Unmanaged<ThreadCache>.fromOpaque(raw).takeUnretainedValue()
@@ -79,13 +73,16 @@ public final class ServiceMetrics: Sendable {
             local = ThreadCache()
             pthread_setspecific(threadCacheKey, Unmanaged.passRetained(local).toOpaque())
         }
-        if let known = local.handles[key] { return known }
-        let handles = sharedRequestHandles(key)
-        local.handles[key] = handles
+        if let known = local.byRoute[route.index].first(where: { $0.status == status }) { return known }
+        let handles = sharedRequestHandles(route: route, status: status)
+        local.byRoute[route.index].append(handles)
         return handles
     }
 
-    private final class ThreadCache { var handles: [RequestKey: RequestHandles] = [:] }
+    private final class ThreadCache {
+        /// By `RouteLabel.index`: the handles this thread has used, one per status seen.
+        var byRoute = [[RequestHandles]](repeating: [], count: RouteLabel.count)
+    }
     private let threadCacheKey: pthread_key_t = {
         var key = pthread_key_t()
         // A thread's cache is released when the thread ends.
@@ -95,44 +92,66 @@ public final class ServiceMetrics: Sendable {
 
     deinit { pthread_key_delete(threadCacheKey) }
 
-    private func sharedRequestHandles(_ key: RequestKey) -> RequestHandles {
-        let (route, status) = (key.route, key.status)
+    private func sharedRequestHandles(route: RouteLabel, status: Int) -> RequestHandles {
+        let key = RequestKey(route: route.index, status: status)
         if let known = requestCache.withLock({ $0[key] }) { return known }
         let made = RequestHandles(
-            count: Counter(label: "crm_http_requests_total", dimensions: [("route", route), ("status", String(status))], factory: factory),
-            latency: Timer(label: "crm_http_request_duration_seconds", dimensions: [("route", route)], factory: factory))
+            status: status,
+            count: registry.makeCounter(name: "crm_http_requests_total", labels: [("route", route.name), ("status", String(status))]),
+            latency: registry.makeDurationHistogram(name: "crm_http_request_duration_seconds", labels: [("route", route.name)], buckets: Self.durationBuckets))
         requestCache.withLock { $0[key] = made }
         return made
     }
 
-    private struct RequestKey: Hashable { let route: String; let status: Int }
-    private struct RequestHandles: @unchecked Sendable { let count: Metrics.Counter; let latency: Metrics.Timer }
+    private struct RequestKey: Hashable { let route: Int; let status: Int }
+    private struct RequestHandles: Sendable { let status: Int; let count: Counter; let latency: DurationHistogram }
     private let requestCache = Mutex<[RequestKey: RequestHandles]>([:])
 
     /// One delivery attempt's outcome.
     public func sync(crmType: String, status: String) {
         let key = SyncKey(crmType: crmType, status: status)
         if let counter = syncCache.withLock({ $0[key] }) { return counter.increment() }
-        let counter = Counter(label: "crm_syncs_total", dimensions: [("crm_type", crmType), ("status", status)], factory: factory)
+        let counter = registry.makeCounter(name: "crm_syncs_total", labels: [("crm_type", crmType), ("status", status)])
         syncCache.withLock { $0[key] = counter }
         counter.increment()
     }
 
     private struct SyncKey: Hashable { let crmType: String; let status: String }
-    private let syncCache = Mutex<[SyncKey: Metrics.Counter]>([:])
+    private let syncCache = Mutex<[SyncKey: Counter]>([:])
 
-    /// The Prometheus text, with the gauges read now (backlog, pool use).
     /// Requests being handled right now (most of them waiting on a CRM): compare with FCGI_MAX_REQUESTS.
     let requestsInProgress = Atomic<Int>(0)
 
+    /// The Prometheus text, with the gauges read now (backlog, pool use).
     public func render(pool: Pool, backlog: Int?, crmCallsInFlight: Int) -> [UInt8] {
         let usage = pool.usage
-        Gauge(label: "crm_http_requests_in_progress", factory: factory).record(requestsInProgress.load(ordering: .relaxed))
-        Gauge(label: "crm_outbound_calls_in_flight", factory: factory).record(crmCallsInFlight)
-        Gauge(label: "crm_db_pool_connections", dimensions: [("state", "open")], factory: factory).record(usage.open)
-        Gauge(label: "crm_db_pool_connections", dimensions: [("state", "idle")], factory: factory).record(usage.idle)
-        Gauge(label: "crm_db_pool_size", factory: factory).record(usage.size)
-        if let backlog { Gauge(label: "crm_sync_retry_backlog", factory: factory).record(backlog) }
+        func gauge(_ name: String, _ value: Int, labels: [(String, String)] = []) {
+            registry.makeGauge(name: name, labels: labels).set(to: Double(value))
+        }
+        gauge("crm_http_requests_in_progress", requestsInProgress.load(ordering: .relaxed))
+        gauge("crm_outbound_calls_in_flight", crmCallsInFlight)
+        gauge("crm_db_pool_connections", usage.open, labels: [("state", "open")])
+        gauge("crm_db_pool_connections", usage.idle, labels: [("state", "idle")])
+        gauge("crm_db_pool_size", usage.size)
+        if let backlog { gauge("crm_sync_retry_backlog", backlog) }
         return registry.emitToBuffer()
+    }
+}
+
+/// How metrics and the request log name a request's route: the matched route's pattern
+/// (`/crm/{crm_type}/status`), `preflight` (CORS) or `unmatched` (refused before any route).
+public struct RouteLabel: Sendable {
+    /// 0..<`count`: indexes the metrics' per-thread tables.
+    let index: Int
+    public let name: String
+
+    static let preflight = RouteLabel(index: RouteID.allCases.count, name: "preflight")
+    static let unmatched = RouteLabel(index: RouteID.allCases.count + 1, name: "unmatched")
+    static let count = RouteID.allCases.count + 2
+
+    /// The route's label (its pattern, as the contract writes it).
+    static func of(_ id: RouteID) -> RouteLabel { byRoute[id.rawValue] }
+    private static let byRoute: [RouteLabel] = RouteID.allCases.map { id in
+        RouteLabel(index: id.rawValue, name: Routes.all.first { $0.id == id }!.pattern)
     }
 }

@@ -1,8 +1,9 @@
 import CRMCore
 
 /// Every route of the contract: the router matches these, and a test checks that
-/// `/openapi.json` documents exactly this list.
-public enum RouteID: String, Sendable, CaseIterable {
+/// `/openapi.json` documents exactly this list. The raw values are 0, 1, 2, … (`RouteLabel`
+/// indexes tables by them).
+public enum RouteID: Int, Sendable, CaseIterable {
     case health, ready, openAPI, docs, metrics
     case validate, connect, status, disconnect, list
     case syncContact, syncEvent, listLogs, getLog, retryLog
