@@ -138,9 +138,15 @@ public struct JSONBytes: ~Copyable {
     /// "has a byte less than n / equal to c" bit tricks; exact as a yes/no for the word).
     @inline(__always) static func anyNeedsEscape(_ word: UInt64) -> Bool {
         let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
-        func hasZero(_ x: UInt64) -> Bool { (x &- ones) & ~x & highs != 0 }
         let control = (word &- 0x20 &* ones) & ~word & highs != 0
-        return control || hasZero(word ^ (UInt64(UInt8(ascii: "\"")) &* ones)) || hasZero(word ^ (UInt64(UInt8(ascii: "\\")) &* ones))
+        return control || anyByte(word, equalTo: UInt8(ascii: "\"")) || anyByte(word, equalTo: UInt8(ascii: "\\"))
+    }
+
+    /// Whether any of the eight bytes in `word` is `byte` (XOR makes it a zero byte).
+    @inline(__always) static func anyByte(_ word: UInt64, equalTo byte: UInt8) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        let x = word ^ (UInt64(byte) &* ones)
+        return (x &- ones) & ~x & highs != 0
     }
 
     /// A JSON string: quotes, and escapes for `"`, `\` and control characters; the runs

@@ -58,6 +58,7 @@ public final class Connection: @unchecked Sendable {
         } catch let error where error.sqlState == "0A000" || error.sqlState == "26000" {
             // A schema change invalidated a prepared plan (or the statement is gone): prepare afresh, once.
             prepared.removeValue(forKey: StatementKey(text: sql.text))
+            if let id = sql.fixedID, id < preparedFixed.count { preparedFixed[id] = nil }
             return try run(sql, on: conn)
         }
     }
@@ -66,6 +67,8 @@ public final class Connection: @unchecked Sendable {
     /// the call sites, so this cache is bounded) and then executed by name: PostgreSQL skips
     /// parsing and planning on every later call. Parameterless ones use the simple protocol.
     private var prepared: [StatementKey: PreparedStatement] = [:]
+    /// The same for `SQL.Fixed` statements, by their id: the hottest ones, found without hashing.
+    private var preparedFixed: [PreparedStatement?] = []
     /// Names are never reused: one prepared again after a schema change gets a new name, as
     /// the server still holds the old one.
     private var preparedCount = 0
@@ -113,9 +116,10 @@ public final class Connection: @unchecked Sendable {
             let result = params.withOptionalCStrings { values in PQexecParams(conn, sql.text, Int32(params.count), nil, values, nil, nil, 0) }
             return try completed(result, conn, columns: nil)
         }
-        let key = StatementKey(text: sql.text)
         let statement: PreparedStatement
-        if let known = prepared[key] {
+        if let id = sql.fixedID, id < preparedFixed.count, let known = preparedFixed[id] {
+            statement = known
+        } else if sql.fixedID == nil, let known = prepared[StatementKey(text: sql.text)] {
             statement = known
         } else {
             preparedCount += 1
@@ -125,7 +129,7 @@ public final class Connection: @unchecked Sendable {
             }
             defer { PQclear(preparation) }
             if PQresultStatus(preparation) != PGRES_COMMAND_OK { throw Self.error(preparation, conn) }
-            prepared[key] = statement
+            remember(statement, for: sql)
         }
         let result = params.withOptionalCStrings { values in
             statement.cName.withUnsafeBufferPointer { name in
@@ -133,8 +137,21 @@ public final class Connection: @unchecked Sendable {
             }
         }
         let completed = try completed(result, conn, columns: statement.columns)
-        if statement.columns == nil, let first = completed.first { prepared[key]?.columns = first.data.columns }
+        if statement.columns == nil, let first = completed.first {
+            var named = statement
+            named.columns = first.data.columns
+            remember(named, for: sql)
+        }
         return completed
+    }
+
+    private func remember(_ statement: PreparedStatement, for sql: SQL) {
+        if let id = sql.fixedID {
+            if id >= preparedFixed.count { preparedFixed += Array(repeating: nil, count: id + 1 - preparedFixed.count) }
+            preparedFixed[id] = statement
+        } else {
+            prepared[StatementKey(text: sql.text)] = statement
+        }
     }
 
     /// The result's rows, or the error it carries. A result with rows is kept by them and freed

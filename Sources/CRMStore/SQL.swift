@@ -1,4 +1,5 @@
 import CRMCore
+import Synchronization
 
 /// A statement whose every interpolated value becomes a bound parameter (`$1`, `$2`, ...),
 /// so SQL injection is impossible by construction: there is no way to splice text in.
@@ -10,6 +11,9 @@ public struct SQL: Sendable, ExpressibleByStringInterpolation {
     /// statement whose best plan depends on the values (a page of a log of ten rows or of a
     /// million).
     public var plannedPerCall = false
+    /// The `Fixed` statement this came from (`Fixed.id`): a connection finds its prepared
+    /// statement by this number instead of hashing the text.
+    var fixedID: Int?
 
     public init(stringLiteral value: String) {
         text = value
@@ -66,9 +70,13 @@ extension SQL {
         public let text: String
         /// The highest placeholder in `text`: the number of values each call binds.
         public let parameterCount: Int
+        /// 0, 1, 2, … in the order statements are made (a handful of `static let`s).
+        let id: Int
+        private static let made = Atomic<Int>(0)
 
         public init(_ text: String) {
             self.text = text
+            id = Self.made.add(1, ordering: .relaxed).oldValue
             var highest = 0, current: Int?
             for byte in text.utf8 {
                 if let digits = current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) {
@@ -86,6 +94,7 @@ extension SQL {
             precondition(values.count == parameterCount, "\(parameterCount) values expected, \(values.count) given")
             var sql = SQL(stringLiteral: text)
             sql.parameters = values
+            sql.fixedID = id
             return sql
         }
     }

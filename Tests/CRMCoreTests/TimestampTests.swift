@@ -26,6 +26,24 @@ final class TimestampTests: XCTestCase {
         XCTAssertNil(Timestamp(count: Timestamp.capacity + 1) { _ in 0 })
     }
 
+    /// JSON writes a timestamp without looking for escapes, so text that would need one (or
+    /// is not printable ASCII) is refused: each such byte at every position of every length.
+    func testTextThatJSONWouldEscapeIsRefused() {
+        for length in 1...Timestamp.capacity {
+            let plain = (0..<length).map { i in UInt8(ascii: "0") + UInt8(i % 10) }
+            XCTAssertNotNil(Timestamp(count: length) { $0.update(fromContentsOf: plain) }, "length \(length)")
+            for position in 0..<length {
+                for bad: UInt8 in [0x00, 0x0A, 0x1F, 0x22, 0x5C, 0x7F, 0x80, 0xC3, 0xFF] {
+                    var text = plain
+                    text[position] = bad
+                    XCTAssertNil(Timestamp(count: length) { $0.update(fromContentsOf: text) }, "\(bad) at \(position) of \(length)")
+                }
+            }
+        }
+        XCTAssertNil(Timestamp("2026-11-28T21:53:07\"Z"))
+        XCTAssertEqual(Timestamp(" !#$%&'()*+,-./09:;<=>?@AZ[]^_`az{|}~")?.text, " !#$%&'()*+,-./09:;<=>?@AZ[]^_`az{|}~")
+    }
+
     func testAnInitializerThatWritesLessKeepsOnlyWhatItWrote() {
         let t = Timestamp(count: 10) { out in
             out[0] = UInt8(ascii: "a")

@@ -24,6 +24,30 @@ final class PreparedStatementTests: XCTestCase {
         XCTAssertNil(renamed.string("a"))
     }
 
+    /// Fixed statements are found by their id, not their text: each runs as itself, and a
+    /// schema change prepares it afresh as it does an interpolated one.
+    func testFixedStatementsAreFoundByIdAndPreparedAfreshAfterASchemaChange() throws {
+        let db = try ScratchDatabase.create(for: self)
+        let c = try Connection(dsn: db.dsn, connectTimeoutSeconds: 5)
+        try c.execute("CREATE TABLE t (id int, a text)")
+        try c.execute("INSERT INTO t VALUES (1, 'x'), (2, 'y')")
+        let byID = SQL.Fixed("SELECT * FROM t WHERE id = $1")
+        let byText = SQL.Fixed("SELECT id FROM t WHERE a = $1")
+        let sameText = SQL.Fixed("SELECT * FROM t WHERE id = $1")
+        XCTAssertNotEqual(byID.id, sameText.id)
+        for _ in 0..<2 {
+            XCTAssertEqual(try c.execute(byID("1")).first?.string("a"), "x")
+            XCTAssertEqual(try c.execute(byText("y")).first?.int("id"), 2)
+            XCTAssertEqual(try c.execute(sameText("2")).first?.string("a"), "y")
+        }
+        try c.execute("ALTER TABLE t ADD COLUMN b text DEFAULT 'new'")
+        let row = try XCTUnwrap(c.execute(byID("1")).first)
+        XCTAssertEqual(row.string("b"), "new", "prepared again, with the new column names")
+        XCTAssertEqual(try c.execute(byText("x")).first?.int("id"), 1)
+        let names = try c.execute("SELECT name FROM pg_prepared_statements ORDER BY prepare_time, name").rows.compactMap { $0.string("name") }
+        XCTAssertEqual(Set(names).count, names.count, "names are never reused")
+    }
+
     /// A prepared statement takes PostgreSQL's generic plan after five calls when that looks as
     /// cheap; a statement planned per call is never prepared: it goes as the unnamed statement,
     /// which PostgreSQL plans with the values bound to it.
