@@ -236,26 +236,32 @@ extension Array where Element == String? {
     /// JSON bodies), which would otherwise leave a thread's stack resident at their size.
     func withOptionalCStrings<R>(_ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
         if isEmpty { return body(nil) }
-        var size = 0
-        for value in self { size += (value?.utf8.count ?? 0) + 1 }
-        if size > 2048 {
-            var heap = [CChar](repeating: 0, count: size)
-            return heap.withUnsafeMutableBufferPointer { write(into: $0, body) }
+        // Read through one buffer pointer, by index: iterating the array (and `withUTF8` on a
+        // copy of each String) took and dropped ~15 references per statement.
+        return withUnsafeBufferPointer { values in
+            var size = 0
+            for i in values.indices { size += (values[i]?.utf8.count ?? 0) + 1 }
+            if size > 2048 {
+                var heap = [CChar](repeating: 0, count: size)
+                return heap.withUnsafeMutableBufferPointer { Self.write(values, into: $0, body) }
+            }
+            return withUnsafeTemporaryAllocation(of: CChar.self, capacity: size) { Self.write(values, into: $0, body) }
         }
-        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: size) { write(into: $0, body) }
     }
 
-    private func write<R>(into storage: UnsafeMutableBufferPointer<CChar>, _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
-        withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: count) { pointers in
+    private static func write<R>(_ values: UnsafeBufferPointer<String?>, into storage: UnsafeMutableBufferPointer<CChar>,
+                                 _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
+        withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: values.count) { pointers in
             var written = 0
-            for (i, value) in enumerated() {
-                guard var value else { pointers[i] = nil; continue }
+            for i in values.indices {
+                guard let utf8 = values[i]?.utf8 else { pointers[i] = nil; continue }
                 let start = storage.baseAddress! + written
-                value.withUTF8 { utf8 in
-                    guard let source = utf8.baseAddress else { return }  // "" has no storage
-                    UnsafeMutableRawPointer(start).copyMemory(from: source, byteCount: utf8.count)
-                    written += utf8.count
+                let copied: Void? = utf8.withContiguousStorageIfAvailable { bytes in
+                    guard let source = bytes.baseAddress else { return }  // "" has no storage
+                    UnsafeMutableRawPointer(start).copyMemory(from: source, byteCount: bytes.count)
                 }
+                if copied == nil { _ = UnsafeMutableBufferPointer(start: start, count: utf8.count).withMemoryRebound(to: UInt8.self) { $0.initialize(from: utf8) } }
+                written += utf8.count
                 storage[written] = 0
                 written += 1
                 pointers[i] = UnsafePointer(start)

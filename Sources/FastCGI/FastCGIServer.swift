@@ -30,7 +30,9 @@ public struct FastCGIRequest: Sendable {
     /// parameters used (nginx sends ~20 others).
     /// Headers come as pairs, each name once (a handful: a list, not a dictionary to hash).
     public static func parse(parameters: [UnsafePointer<CChar>]) -> (method: String, uri: String, headers: [(name: String, value: String)], contentLength: Int) {
-        var method = "GET", requestURI: String?, scriptName = "/", query = "", contentLength = 0, contentType = ""
+        var method = "GET", requestURI: String?, contentLength = 0, contentType = ""
+        // Only used when nginx sends no REQUEST_URI: kept as C strings until then.
+        var scriptName: UnsafePointer<CChar>?, query: UnsafePointer<CChar>?
         var headers: [(name: String, value: String)] = []
         headers.reserveCapacity(8)
         for entry in parameters {
@@ -38,9 +40,10 @@ public struct FastCGIRequest: Sendable {
             // ~25 parameters, most of them read by nobody here.
             guard let eq = strchr(entry, Int32(UInt8(ascii: "="))) else { continue }
             let nameLength = UnsafePointer(eq) - entry
+            let valueStart = UnsafePointer(eq + 1)
             entry.withMemoryRebound(to: UInt8.self, capacity: nameLength + 1) { raw in
                 let name = UnsafeBufferPointer(start: raw, count: nameLength)
-                var value: String { String(cString: eq + 1) }
+                var value: String { String(cString: valueStart) }
                 if name.count > 5 && named(UnsafeBufferPointer(rebasing: name[..<5]), "HTTP_") {
                     let key = headerName(UnsafeBufferPointer(rebasing: name[5...]))
                     if let existing = headers.firstIndex(where: { $0.name == key }) {
@@ -50,10 +53,10 @@ public struct FastCGIRequest: Sendable {
                     }
                 } else if named(name, "REQUEST_METHOD") { method = value
                 } else if named(name, "REQUEST_URI") { requestURI = value
-                } else if named(name, "SCRIPT_NAME") { scriptName = value
-                } else if named(name, "QUERY_STRING") { query = value
-                } else if named(name, "CONTENT_TYPE") { contentType = value
-                } else if named(name, "CONTENT_LENGTH") { contentLength = Int(value) ?? 0
+                } else if named(name, "SCRIPT_NAME") { scriptName = valueStart
+                } else if named(name, "QUERY_STRING") { query = valueStart
+                } else if named(name, "CONTENT_TYPE") { if valueStart.pointee != 0 { contentType = value }  // nginx sends it empty
+                } else if named(name, "CONTENT_LENGTH") { contentLength = decimal(valueStart) ?? 0
                 }
             }
         }
@@ -62,8 +65,24 @@ public struct FastCGIRequest: Sendable {
             headers.removeAll { $0.name == "content-type" }
             headers.append(("content-type", contentType))
         }
-        let uri = requestURI ?? (query.isEmpty ? scriptName : scriptName + "?" + query)
+        let uri = requestURI ?? {
+            let path = scriptName.map { String(cString: $0) } ?? "/"
+            guard let query, query.pointee != 0 else { return path }
+            return path + "?" + String(cString: query)
+        }()
         return (method, uri, headers, contentLength)
+    }
+
+    /// A C string of ASCII digits as a number; nil when empty, not all digits or too long.
+    static func decimal(_ text: UnsafePointer<CChar>) -> Int? {
+        var value = 0, i = 0
+        while text[i] != 0 {
+            let digit = Int(text[i]) - Int(UInt8(ascii: "0"))
+            guard digit >= 0 && digit <= 9, i < 18 else { return nil }
+            value = value * 10 + digit
+            i += 1
+        }
+        return i == 0 ? nil : value
     }
 
     private static func named(_ name: UnsafeBufferPointer<UInt8>, _ expected: StaticString) -> Bool {

@@ -53,4 +53,14 @@ final class CGIParametersTests: XCTestCase {
         XCTAssertEqual(r.contentLength, 0)
         XCTAssertEqual(r.headers, ["x-a": "\u{00E9}t\u{00E9}"])
     }
+
+    /// CONTENT_LENGTH is read from its digits in place: anything but 1–18 ASCII digits is 0
+    /// (nginx sends it empty for a request without a body).
+    func testContentLengthDigits() {
+        for (text, expected) in [("", 0), ("0", 0), ("7", 7), ("007", 7), ("1048576", 1_048_576), ("123456789012345678", 123_456_789_012_345_678),
+                                 ("1234567890123456789", 0), ("-5", 0), ("+42", 0), (" 42", 0), ("42 ", 0), ("4_2", 0), ("٤٢", 0)] {
+            XCTAssertEqual(parse(["CONTENT_LENGTH=\(text)"]).contentLength, expected, text)
+        }
+        XCTAssertNil(parse(["CONTENT_TYPE=", "HTTP_X_USER_ID=u"]).headers["content-type"], "an empty CONTENT_TYPE is no header")
+    }
 }
