@@ -75,18 +75,21 @@ public final class Connection: @unchecked Sendable {
 
     /// A prepared statement's name, and its result's column names once seen: they are fixed
     /// for the statement (a schema change that alters them makes PostgreSQL refuse the plan,
-    /// and the statement is prepared afresh), so they are read from libpq only once.
-    struct PreparedStatement {
+    /// and the statement is prepared afresh), so they are read from libpq only once. A class:
+    /// a call takes one reference to it, not one to each of its parts.
+    final class PreparedStatement {
         let name: String
         /// `name` as the C string libpq takes, made once (passing the String would convert it,
         /// an allocation, on every call).
-        let cName: ContiguousArray<CChar>
+        let cName: UnsafeMutablePointer<CChar>
         var columns: [String]?
 
         init(name: String) {
             self.name = name
-            cName = name.utf8CString
+            cName = strdup(name)
         }
+
+        deinit { free(cName) }
     }
 
     /// A statement's text as the cache's key, hashed by its length and a few 8-byte samples
@@ -131,17 +134,9 @@ public final class Connection: @unchecked Sendable {
             if PQresultStatus(preparation) != PGRES_COMMAND_OK { throw Self.error(preparation, conn) }
             remember(statement, for: sql)
         }
-        let result = params.withOptionalCStrings { values in
-            statement.cName.withUnsafeBufferPointer { name in
-                PQexecPrepared(conn, name.baseAddress, Int32(params.count), values, nil, nil, 0)
-            }
-        }
+        let result = params.withOptionalCStrings { values in PQexecPrepared(conn, statement.cName, Int32(params.count), values, nil, nil, 0) }
         let completed = try completed(result, conn, columns: statement.columns)
-        if statement.columns == nil, let first = completed.first {
-            var named = statement
-            named.columns = first.data.columns
-            remember(named, for: sql)
-        }
+        if statement.columns == nil, let first = completed.first { statement.columns = first.data.columns }
         return completed
     }
 

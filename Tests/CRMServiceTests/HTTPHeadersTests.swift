@@ -31,4 +31,15 @@ final class HTTPHeadersTests: XCTestCase {
         XCTAssertEqual(r.header("prefer"), "respond-async")
         XCTAssertNil(r.header("origin"))
     }
+
+    /// REQUEST_URI splits at its first "?" into path and query (percent-decoding comes later).
+    func testTheURISplitsIntoPathAndQuery() {
+        for (uri, path, query) in [("/crm/list", "/crm/list", ""), ("/crm/sync/logs?limit=5&x=a=b", "/crm/sync/logs", "limit=5&x=a=b"),
+                                   ("/x?", "/x", ""), ("?a=1", "/", "a=1"), ("", "/", ""), ("/a??b", "/a", "?b"),
+                                   ("/caf%C3%A9/é?q=ü&r=?", "/caf%C3%A9/é", "q=ü&r=?")] {
+            let r = HTTPRequest(method: "GET", uri: uri)
+            XCTAssertEqual(r.path, path, uri)
+            XCTAssertEqual(r.query, query, uri)
+        }
+    }
 }

@@ -23,10 +23,12 @@ public struct HTTPRequest: Sendable {
 
     /// From a `REQUEST_URI` such as `/crm/sync/logs?limit=5`.
     public init(method: String, uri: String, headers: HTTPHeaders = [:], body: [UInt8] = [], contentLength: Int? = nil) {
-        let utf8 = uri.utf8
-        let mark = utf8.firstIndex(of: UInt8(ascii: "?"))
-        let path = mark.map { String(uri[..<$0]) } ?? uri
-        let query = mark.map { String(uri[uri.index(after: $0)...]) } ?? ""
+        // The "?" found in the bytes (the generic `firstIndex` walked String indices: ~300
+        // instructions for "/crm/list", on every request).
+        let question = UInt8(ascii: "?")
+        let mark = uri.utf8.withContiguousStorageIfAvailable { $0.firstIndex(of: question) } ?? Array(uri.utf8).firstIndex(of: question)
+        let path = mark.map { String(decoding: uri.utf8.prefix($0), as: UTF8.self) } ?? uri
+        let query = mark.map { String(decoding: uri.utf8.dropFirst($0 + 1), as: UTF8.self) } ?? ""
         self.init(method: method, path: path.isEmpty ? "/" : path, query: query, headers: headers, body: body, contentLength: contentLength)
     }
 

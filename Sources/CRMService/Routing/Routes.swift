@@ -16,7 +16,7 @@ public struct Route: Sendable {
     /// Segments; `{name}` is a parameter.
     public let pattern: String
     /// Needs `X-User-Id` (every `/crm/*` route).
-    public var needsUser: Bool { pattern.hasPrefix("/crm/") }
+    public let needsUser: Bool
     /// Exempt from `X-API-Key`: the health checks (API.md), and the `/docs` page itself, which
     /// holds no data: a browser cannot send the header, so the page asks for the key and sends it
     /// when it fetches `/openapi.json` (which needs it, as every other route).
@@ -42,6 +42,7 @@ public struct Route: Sendable {
         self.id = id
         self.method = method
         self.pattern = pattern
+        needsUser = pattern.hasPrefix("/crm/")
         segments = pattern.split(separator: "/")
         parameterCount = segments.filter { $0.hasPrefix("{") }.count
     }
