@@ -31,22 +31,20 @@ public final class Application: Sendable {
         context.active.enter()
         let requestID = Self.requestID(request.header("x-request-id"))
         context.metrics.requestsInProgress.add(1, ordering: .relaxed)
-        let finish = { @Sendable (response: HTTPResponse, route: RouteLabel) in
-            let answer = self.finished(response, request: request, requestID: requestID, route: route, started: started)
-            self.context.active.leave()
-            respond(answer)
-        }
-        if let preflight = corsPreflight(request) { return finish(preflight, .preflight) }
+        // What answering needs, kept on the stack (a closure over it was a heap allocation
+        // on every request, also on the routes answered at once).
+        let pending = Pending(request: request, requestID: requestID, started: started, respond: respond)
+        if let preflight = corsPreflight(request) { return finish(preflight, route: .preflight, pending) }
         let command: Command
         switch router.decode(request) {
-        case let .failure(error): return finish(.error(error), .unmatched)
+        case let .failure(error): return finish(.error(error), route: .unmatched, pending)
         case let .success(decoded): command = decoded
         }
         let route = RouteLabel.of(Self.route(command))
         do {
             switch try handlers.answer(command) {
             case let .now(response):
-                finish(response, route)
+                finish(response, route: route, pending)
             case let .later(work):
                 // Started on this thread and continued on whichever thread completes what it
                 // waits for (the curl loop, a group-commit writer): no wakeup of a pool thread
@@ -54,12 +52,28 @@ public final class Application: Sendable {
                 Task.immediate(executorPreference: InlineExecutor.shared) {
                     let response: HTTPResponse
                     do { response = try await work() } catch { response = self.errorResponse(error, requestID: requestID) }
-                    finish(response, route)
+                    self.finish(response, route: route, pending)
                 }
             }
         } catch {
-            finish(errorResponse(error, requestID: requestID), route)
+            finish(errorResponse(error, requestID: requestID), route: route, pending)
         }
+    }
+
+    /// A request being answered.
+    private struct Pending: Sendable {
+        let request: HTTPRequest
+        let requestID: String
+        let started: ContinuousClock.Instant
+        let respond: @Sendable (HTTPResponse) -> Void
+    }
+
+    /// `consuming`: the response's header list is then this call's alone, and the headers
+    /// added to it are appended in place rather than to a copy.
+    private func finish(_ response: consuming HTTPResponse, route: RouteLabel, _ pending: Pending) {
+        let answer = finished(response, request: pending.request, requestID: pending.requestID, route: route, started: pending.started)
+        context.active.leave()
+        pending.respond(answer)
     }
 
     /// The response, waited for (tests and tools; the server uses `handle(_:respond:)`).
@@ -75,7 +89,7 @@ public final class Application: Sendable {
     }
 
     /// Adds the request id and CORS headers, counts and logs the request.
-    private func finished(_ response: HTTPResponse, request: HTTPRequest, requestID: String, route: RouteLabel,
+    private func finished(_ response: consuming HTTPResponse, request: HTTPRequest, requestID: String, route: RouteLabel,
                           started: ContinuousClock.Instant) -> HTTPResponse {
         var response = response
         response.headers.append(("X-Request-Id", requestID))

@@ -183,11 +183,11 @@ public final class Connection: @unchecked Sendable {
         let affected = affectedRows(PQcmdTuples(result))
         guard rowCount > 0 else {
             PQclear(result)
-            return QueryResult(rows: [], affectedRows: affected)
+            return QueryResult(rows: .none, affectedRows: affected)
         }
         let columns = known.flatMap { $0.count == columnCount ? $0 : nil } ?? (0..<columnCount).map { String(cString: PQfname(result, Int32($0))) }
         let data = ResultData(columns: columns, result: result)
-        return QueryResult(rows: (0..<rowCount).map { Row(data: data, index: $0) }, affectedRows: affected)
+        return QueryResult(rows: Rows(data: data, count: rowCount), affectedRows: affected)
     }
 
     /// PQcmdTuples' digits (0 when the command reports no count).

@@ -119,7 +119,29 @@ final class ResultData: @unchecked Sendable {
 
 /// The rows and affected-row count of one statement.
 public struct QueryResult: Sendable {
-    public let rows: [Row]
+    public let rows: Rows
     public let affectedRows: Int
     public var first: Row? { rows.first }
+}
+
+/// A result's rows, made as they are read (no array of them: a list request's statement
+/// allocated one, and took a reference on the result for each row in it).
+public struct Rows: RandomAccessCollection, Sendable {
+    let data: ResultData?
+    public let count: Int
+
+    /// No rows.
+    static let none = Rows(data: nil, count: 0)
+
+    init(data: ResultData?, count: Int) {
+        self.data = data
+        self.count = data == nil ? 0 : count
+    }
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { count }
+    public subscript(position: Int) -> Row {
+        precondition(position >= 0 && position < count, "row index out of range")
+        return Row(data: data!, index: position)
+    }
 }

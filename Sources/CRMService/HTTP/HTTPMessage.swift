@@ -81,7 +81,13 @@ public struct HTTPResponse: Sendable {
 
     /// A JSON body already written.
     public static func json(_ status: Int, bytes: [UInt8], headers: [(String, String)] = []) -> HTTPResponse {
-        HTTPResponse(status: status, headers: headers.isEmpty ? [("Content-Type", jsonContentType)] : [("Content-Type", jsonContentType)] + headers, body: bytes)
+        // Room for the headers every answer gets afterwards (X-Request-Id, CORS): adding them
+        // then needs no second allocation.
+        var all: [(String, String)] = []
+        all.reserveCapacity(headers.count + 4)
+        all.append(("Content-Type", jsonContentType))
+        all += headers
+        return HTTPResponse(status: status, headers: all, body: bytes)
     }
 
     public static func error(_ error: APIError) -> HTTPResponse {

@@ -21,7 +21,7 @@ struct Handlers: Sendable {
         switch command {
         case .health: return .now(.json(200, ["status": "ok", "version": .string(Self.version)]))
         case .ready: return .now(try ready())
-        case .openAPI: return .now(HTTPResponse(status: 200, headers: [("Content-Type", HTTPResponse.jsonContentType)], body: Self.openAPIBytes))
+        case .openAPI: return .now(.json(200, bytes: Self.openAPIBytes))
         case .docs: return .now(HTTPResponse(status: 200, headers: [
                 ("Content-Type", "text/html; charset=utf-8"),
                 ("Content-Security-Policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'"),
@@ -264,7 +264,7 @@ struct Handlers: Sendable {
 
     private func list(_ user: UserID) throws -> HTTPResponse {
         let records = try context.integrations.list(user: user)
-        return HTTPResponse(status: 200, headers: [("Content-Type", HTTPResponse.jsonContentType)], body: Self.listBody(records))
+        return .json(200, bytes: Self.listBody(records))
     }
 
     /// `{"integrations": [...], "count": n}`, written in place: this route is the hottest read.
