@@ -30,3 +30,15 @@ public enum CRMType: String, CaseIterable, Sendable, Hashable, Comparable {
         "Unsupported CRM type '\(value)'. Supported: \(supportedList)"
     }
 }
+
+extension JSONBytes {
+    /// A CRM type's name as a JSON string: a literal, nothing to escape.
+    public mutating func string(_ type: CRMType) {
+        switch type {
+        case .creatio: literal(#""creatio""#)
+        case .hubspot: literal(#""hubspot""#)
+        case .klaviyo: literal(#""klaviyo""#)
+        case .salesforce: literal(#""salesforce""#)
+        }
+    }
+}

@@ -69,8 +69,12 @@ public struct JSONBytes: ~Copyable {
     @inlinable public mutating func literal(_ text: StaticString) { append(text.utf8Start, count: text.utf8CodeUnitCount) }
 
     public mutating func string(_ value: String) {
-        var value = value
-        value.withUTF8 { writeEscaped($0) }
+        // Native and small strings are read in place (no copy of the String to make it
+        // mutable, with the reference that takes); others are made contiguous first.
+        if value.utf8.withContiguousStorageIfAvailable({ writeEscaped($0) }) == nil {
+            var value = value
+            value.withUTF8 { writeEscaped($0) }
+        }
     }
 
     /// The string, or `null`.

@@ -275,7 +275,7 @@ struct Handlers: Sendable {
         // each of its strings, and giving it back) cost ~220 instructions.
         for i in records.indices {
             out.literal(i == 0 ? #"{"crm_type":"# : #",{"crm_type":"#)
-            out.string(records[i].crmType.rawValue)
+            out.string(records[i].crmType)
             out.literal(#","is_active":"#)
             out.bool(records[i].isActive)
             out.literal(#","status":"#)
