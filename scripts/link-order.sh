@@ -40,8 +40,9 @@ BENCH_SKIP_BUILD=1 BENCH_SCENARIOS=list,event,slow BENCH_ROUNDS=1 BENCH_SECONDS=
 
 say "end-to-end tests under callgrind (log: $OUT/e2e.log)"
 started_pg=0
-scripts/pg.sh status >/dev/null || started_pg=1
-scripts/pg.sh start >&2
+pg_out="$(scripts/pg.sh start 2>&1)" || { echo "$pg_out" >&2; exit 1; }
+echo "$pg_out" >&2
+case "$pg_out" in *"starting PostgreSQL"*) started_pg=1 ;; esac  # only then stop it at the end
 TEST_DB_DSN="$(scripts/pg.sh dsn crm_test)" CRM_BINARY="$OUT/worker" \
     timeout --foreground --kill-after=30 1800 python3 -m pytest -q -o cache_dir="$OUT/pytest_cache" \
     tests/e2e >"$OUT/e2e.log" 2>&1 || say "the e2e tests under callgrind exited $? (coverage is what counts)"

@@ -80,8 +80,9 @@ install -d -m 0755 "$RUN"
 # Database: the given DB_DSN, else the private cluster under .run/pg.
 if [ -z "${DB_DSN:-}" ] && ! env_file_get DB_DSN >/dev/null && ! env_file_get INSTANCE_CONNECTION_NAME >/dev/null \
         && [ -z "${INSTANCE_CONNECTION_NAME:-}" ]; then
-    scripts/pg.sh status >/dev/null || started_pg=1
-    scripts/pg.sh start
+    pg_out="$(scripts/pg.sh start 2>&1)" || { echo "$pg_out" >&2; exit 1; }
+    echo "$pg_out"
+    case "$pg_out" in *"starting PostgreSQL"*) started_pg=1 ;; esac  # only then stop it at the end
     DB_DSN="$(scripts/pg.sh dsn)"
     export DB_DSN
 fi

@@ -65,10 +65,14 @@ if ! swift build --build-tests; then
     add "swift build" 1 0 1 0; finish 1
 fi
 
-scripts/pg.sh status >/dev/null || started_pg=1
-if ! scripts/pg.sh start >&2; then
+# Whether this run started PostgreSQL is what `pg.sh start` says (a `status` read before it
+# once said "running" for a cluster that start then had to start, and it was left running).
+if ! pg_out="$(scripts/pg.sh start 2>&1)"; then
+    echo "$pg_out" >&2
     add postgresql 1 0 1 0; finish 1
 fi
+echo "$pg_out" >&2
+case "$pg_out" in *"starting PostgreSQL"*) started_pg=1 ;; esac
 # The tests get their own database (crm_test) in the private cluster, so they never touch
 # the data of a `make run` (database crm) that shares the cluster.
 TEST_DB_DSN="$(scripts/pg.sh dsn crm_test)"
