@@ -55,6 +55,16 @@ final class TimestampTests: XCTestCase {
 
 /// CRM types read from stored bytes name exactly the types their raw values name.
 final class CRMTypeBytesTests: XCTestCase {
+    /// The list writes a type as a literal: the same bytes as its name escaped.
+    func testEachTypeIsWrittenAsItsNameIs() {
+        for type in CRMType.allCases {
+            var literal = JSONBytes(capacity: 0), escaped = JSONBytes(capacity: 0)
+            literal.string(type)
+            escaped.string(type.rawValue)
+            XCTAssertEqual(String(decoding: literal.bytes, as: UTF8.self), String(decoding: escaped.bytes, as: UTF8.self))
+        }
+    }
+
     func testEveryNameAndNothingElse() {
         func type(_ text: String) -> CRMType? { Array(text.utf8).withUnsafeBufferPointer { CRMType(utf8: $0) } }
         for t in CRMType.allCases { XCTAssertEqual(type(t.rawValue), t) }
