@@ -531,39 +531,33 @@ public struct DeliveryStore: Sendable {
     /// (the cast at the use site gives the element type).
     static func arrayLiteral(_ values: [String?]) -> String {
         // On bytes (quotes and backslashes are ASCII, so UTF-8 passes through untouched), in
-        // two passes: the exact size (quotes and backslashes get a backslash each), then every
-        // byte written straight into the string. A batch of JSON bodies is thousands of
-        // characters with a quote every few, so no per-run appends.
+        // one pass into room for the worst case (every byte escaped): a batch of JSON bodies is
+        // thousands of characters with a quote every few, so no per-run appends, and no pass
+        // that only counts (a third of the 202's statement-building time).
         let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
-        var size = 2 + Swift.max(0, values.count - 1)  // braces and commas
-        for var value in values {
-            guard value != nil else { size += 4; continue }  // NULL
-            value!.withUTF8 { bytes in
-                size += 2 + bytes.count
-                for b in bytes where b == quote || b == backslash { size += 1 }
-            }
-        }
-        return String(unsafeUninitializedCapacity: size) { buffer in
+        var capacity = 2 + Swift.max(0, values.count - 1)  // braces and commas
+        for value in values { capacity += value.map { 2 + 2 * $0.utf8.count } ?? 4 }  // NULL
+        return String(unsafeUninitializedCapacity: capacity) { buffer in
             let out = buffer.baseAddress!
             var n = 0
+            func escaped(_ bytes: UnsafeBufferPointer<UInt8>) {
+                for b in bytes {
+                    if b == quote || b == backslash { out[n] = backslash; n += 1 }
+                    out[n] = b; n += 1
+                }
+            }
             out[n] = UInt8(ascii: "{"); n += 1
             for i in values.indices {
                 if i > 0 { out[n] = UInt8(ascii: ","); n += 1 }
-                guard var value = values[i] else {
+                guard let value = values[i] else {
                     for b in "NULL".utf8 { out[n] = b; n += 1 }
                     continue
                 }
                 out[n] = quote; n += 1
-                value.withUTF8 { bytes in
-                    for b in bytes {
-                        if b == quote || b == backslash { out[n] = backslash; n += 1 }
-                        out[n] = b; n += 1
-                    }
-                }
+                if value.utf8.withContiguousStorageIfAvailable(escaped) == nil { Array(value.utf8).withUnsafeBufferPointer(escaped) }
                 out[n] = quote; n += 1
             }
             out[n] = UInt8(ascii: "}"); n += 1
-            assert(n == buffer.count, "the size counted is the size written")
             return n
         }
     }

@@ -47,6 +47,9 @@ final class DeliveryStoreTests: XCTestCase {
             }
             XCTAssertEqual(DeliveryStore.arrayLiteral(values), reference(values), "\(values)")
         }
+        // The worst case fills all the room the literal is written into: every byte escaped.
+        let worst: [String?] = [String(repeating: "\"\\", count: 700), "\"", nil, "\\"]
+        XCTAssertEqual(DeliveryStore.arrayLiteral(worst), reference(worst))
     }
 
     func testClaimTakesExpiredClaimsFirstThenDueRowsOldestFirstUpToTheLimit() throws {
