@@ -15,7 +15,7 @@ public struct Timestamp: Sendable, Equatable, CustomStringConvertible {
     /// The empty text.
     public init() {}
 
-    /// nil when `text` is longer than `capacity`.
+    /// nil when `text` is longer than `capacity` or not plain (see below).
     public init?(_ text: String) {
         var text = text
         guard let made = text.withUTF8({ source in Timestamp(count: source.count) { $0.update(fromContentsOf: source) } }) else { return nil }

@@ -65,7 +65,8 @@ extension SQL {
     /// list statement's text was ~1,700 of a list request's ~62,500 instructions), a fixed one
     /// only binds its values. The values are bound parameters all the same, never text.
     /// By convention the stores name one `…Statement`, and a function that builds an `SQL`
-    /// `…SQL`.
+    /// `…SQL`. Make each once (a `static let`): each connection keeps a table slot per
+    /// statement made, so one made per call would grow it without end.
     public struct Fixed: Sendable {
         public let text: String
         /// The highest placeholder in `text`: the number of values each call binds.
