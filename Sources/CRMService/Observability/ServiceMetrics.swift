@@ -137,21 +137,3 @@ public final class ServiceMetrics: Sendable {
         return registry.emitToBuffer()
     }
 }
-
-/// How metrics and the request log name a request's route: the matched route's pattern
-/// (`/crm/{crm_type}/status`), `preflight` (CORS) or `unmatched` (refused before any route).
-public struct RouteLabel: Sendable {
-    /// 0..<`count`: indexes the metrics' per-thread tables.
-    let index: Int
-    public let name: String
-
-    static let preflight = RouteLabel(index: RouteID.allCases.count, name: "preflight")
-    static let unmatched = RouteLabel(index: RouteID.allCases.count + 1, name: "unmatched")
-    static let count = RouteID.allCases.count + 2
-
-    /// The route's label (its pattern, as the contract writes it).
-    static func of(_ id: RouteID) -> RouteLabel { byRoute[id.rawValue] }
-    private static let byRoute: [RouteLabel] = RouteID.allCases.map { id in
-        RouteLabel(index: id.rawValue, name: Routes.all.first { $0.id == id }!.pattern)
-    }
-}
