@@ -35,12 +35,13 @@ public final class Application: Sendable {
         // on every request, also on the routes answered at once).
         let pending = Pending(request: request, requestID: requestID, started: started, respond: respond)
         if let preflight = corsPreflight(request) { return finish(preflight, route: .preflight, pending) }
+        let decoded = router.decode(request)
+        let route = decoded.route.map(RouteLabel.of) ?? .unmatched
         let command: Command
-        switch router.decode(request) {
-        case let .failure(error): return finish(.error(error), route: .unmatched, pending)
-        case let .success(decoded): command = decoded
+        switch decoded.command {
+        case let .failure(error): return finish(.error(error), route: route, pending)
+        case let .success(decodedCommand): command = decodedCommand
         }
-        let route = RouteLabel.of(Self.route(command))
         do {
             switch try handlers.answer(command) {
             case let .now(response):
@@ -120,29 +121,6 @@ public final class Application: Sendable {
         default:
             context.logger.error("unhandled error", metadata: ["request_id": "\(requestID)", "error": "\(error)"])
             return .json(500, .object([("detail", "Internal server error"), ("request_id", .string(requestID))]))
-        }
-    }
-
-    /// The route a decoded command came by.
-    static func route(_ command: Command) -> RouteID {
-        switch command {
-        case .health: .health
-        case .ready: .ready
-        case .openAPI: .openAPI
-        case .docs: .docs
-        case .metrics: .metrics
-        case .validate: .validate
-        case .connect: .connect
-        case .status: .status
-        case .disconnect: .disconnect
-        case .list: .list
-        case .syncContact: .syncContact
-        case .syncEvent: .syncEvent
-        case .listLogs: .listLogs
-        case .getLog: .getLog
-        case .retryLog: .retryLog
-        case .fieldMapping: .fieldMapping
-        case .fieldMappings: .fieldMappings
         }
     }
 

@@ -11,7 +11,7 @@ final class RouterRoutingTests: XCTestCase {
             covered.insert(id)
             guard let command = decode(request, line: line) else { return }
             XCTAssertTrue(verify(command), "\(request.method) \(request.path) decoded to \(command)", line: line)
-            XCTAssertEqual(Application.route(command), id, "metrics and logs name the route the command came by", line: line)
+            XCTAssertEqual(Router(apiKey: nil).decode(request).route, id, "metrics and logs name the route the command came by", line: line)
         }
         let user = UserID(testUser)!
 
@@ -60,6 +60,28 @@ final class RouterRoutingTests: XCTestCase {
         XCTAssertEqual(covered, Set(RouteID.allCases), "every RouteID needs a case here")
         XCTAssertEqual(Set(Routes.all.map(\.id)), Set(RouteID.allCases), "every RouteID has a route")
         XCTAssertEqual(Routes.all.count, Set(Routes.all.map { "\($0.method) \($0.pattern)" }).count, "no duplicate routes")
+    }
+
+    /// A request refused after its route matched is still counted and logged under that route;
+    /// only one that matched none is `unmatched`.
+    func testRefusedRequestsKeepTheirRoute() {
+        let router = Router(apiKey: Secret("k3y-Secret"))
+        let cases: [(HTTPRequest, RouteID?, Int)] = [
+            (request("POST", "/crm/sync/contact", headers: ["x-api-key": "k3y-Secret"], body: #"{"email":"not-an-email"}"#), .syncContact, 422),
+            (request("POST", "/crm/sync/event", headers: ["x-api-key": "k3y-Secret"], body: "{"), .syncEvent, 422),
+            (request("GET", "/crm/pipedrive/status", headers: ["x-api-key": "k3y-Secret"]), .status, 404),
+            (request("GET", "/crm/list", user: nil, headers: ["x-api-key": "k3y-Secret"]), .list, 401),
+            (request("GET", "/crm/list", headers: ["x-api-key": "wrong"]), .list, 401),
+            (request("GET", "/crm/sync/logs/0", headers: ["x-api-key": "k3y-Secret"]), .getLog, 422),
+            (request("GET", "/crm/nothing/here", headers: ["x-api-key": "k3y-Secret"]), nil, 404),
+            (request("DELETE", "/crm/list", headers: ["x-api-key": "k3y-Secret"]), nil, 405),
+        ]
+        for (request, route, status) in cases {
+            let decoded = router.decode(request)
+            XCTAssertEqual(decoded.route, route, "\(request.method) \(request.path)")
+            guard case let .failure(error) = decoded.command else { XCTFail("\(request.method) \(request.path) should fail"); continue }
+            XCTAssertEqual(error.status, status, "\(request.method) \(request.path): \(error)")
+        }
     }
 
     func testEveryCRMTypeInPaths() {

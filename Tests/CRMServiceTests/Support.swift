@@ -35,7 +35,7 @@ extension APIError {
 
 extension XCTestCase {
     func decode(_ request: HTTPRequest, apiKey: String? = nil, file: StaticString = #filePath, line: UInt = #line) -> Command? {
-        switch Router(apiKey: apiKey.map(Secret.init)).decode(request) {
+        switch Router(apiKey: apiKey.map(Secret.init)).decode(request).command {
         case let .success(command): return command
         case let .failure(error):
             XCTFail("\(request.method) \(request.path) should decode, got \(error)", file: file, line: line)
@@ -46,7 +46,7 @@ extension XCTestCase {
     @discardableResult
     func decodeError(_ request: HTTPRequest, apiKey: String? = nil, status: Int, detail: String? = nil,
                      file: StaticString = #filePath, line: UInt = #line) -> APIError? {
-        switch Router(apiKey: apiKey.map(Secret.init)).decode(request) {
+        switch Router(apiKey: apiKey.map(Secret.init)).decode(request).command {
         case let .success(command):
             XCTFail("\(request.method) \(request.path) should fail with \(status), decoded \(command)", file: file, line: line)
             return nil

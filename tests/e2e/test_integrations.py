@@ -427,6 +427,16 @@ def test_metrics_counts_requests_by_route_and_status(service, user_id):
     for _ in range(3):
         service.get("/crm/list", headers=hdr(user_id))
     assert count("/crm/list", 200) == before + 3
+    # Refused after matching: counted under the route's pattern; matching nothing: "unmatched".
+    status_404, unmatched_404 = count("/crm/{crm_type}/status", 404), count("unmatched", 404)
+    invalid_422 = count("/crm/sync/contact", 422)
+    assert status_404 >= 1, r.text
+    assert service.get("/crm/pipedrive/status", headers=hdr(user_id)).status == 404
+    assert service.get("/crm/nothing/here/at/all", headers=hdr(user_id)).status == 404
+    assert service.post("/crm/sync/contact", headers=hdr(user_id), json={"email": "nope"}).status == 422
+    assert count("/crm/{crm_type}/status", 404) == status_404 + 1
+    assert count("unmatched", 404) == unmatched_404 + 1
+    assert count("/crm/sync/contact", 422) == invalid_422 + 1
     assert "# TYPE crm_http_requests_total counter" in r.text
 
 

@@ -12,13 +12,22 @@ public struct Router: Sendable {
 
     public init(apiKey: Secret?) { self.apiKey = apiKey }
 
-    public func decode(_ request: HTTPRequest) -> Result<Command, APIError> {
-        let route: Route
-        let params: [String: String]
+    /// What a request decoded to, and by which route: `route` is nil only when no route
+    /// matched (404, 405), so metrics and the request log can name the route of a request
+    /// refused after matching (401, 422, …).
+    public struct Decoded: Sendable {
+        public let route: RouteID?
+        public let command: Result<Command, APIError>
+    }
+
+    public func decode(_ request: HTTPRequest) -> Decoded {
         switch Routes.resolve(method: request.method, path: request.path) {
-        case let .failure(error): return .failure(error)
-        case let .success(hit): (route, params) = hit
+        case let .failure(error): return Decoded(route: nil, command: .failure(error))
+        case let .success((route, params)): return Decoded(route: route.id, command: decode(request, route: route, params: params))
         }
+    }
+
+    private func decode(_ request: HTTPRequest, route: Route, params: [String: String]) -> Result<Command, APIError> {
         if let apiKey, !route.isPublic {
             guard let given = request.header("x-api-key"), Self.constantTimeEquals(given, apiKey.revealed) else {
                 return .failure(.unauthorized("Invalid or missing API key"))
