@@ -54,6 +54,8 @@ USERS = 10_000
 TYPES = ("klaviyo", "hubspot", "salesforce")
 # What the service writes (IntegrationStore.encryptionOptions): the seed must cost the same to decrypt.
 ENCRYPTION_OPTIONS = "cipher-algo=aes256, s2k-count=1024"
+# What POST /crm/connect stores for settings left at their defaults (IntegrationSettings.json).
+STORED_SETTINGS = '{"sync_contacts": true, "sync_events": true}'
 
 
 def env_int(name: str, default: int) -> int:
@@ -279,17 +281,18 @@ def prepare_database(binary: Path) -> dict:
         # One statement; the key is a psql variable (a throwaway benchmark key).
         psql("""
             INSERT INTO crm.crm_integrations (user_id, crm_type, credentials, settings)
-            SELECT 'bench_user_' || u, t, pgp_sym_encrypt('{"api_key":"pk_bench"}', :'key', :'options'), '{}'::jsonb
+            SELECT 'bench_user_' || u, t, pgp_sym_encrypt('{"api_key":"pk_bench"}', :'key', :'options'), :'settings'::jsonb
               FROM generate_series(1, %d) AS u, unnest(ARRAY['klaviyo', 'hubspot', 'salesforce']) AS t
-            """ % USERS, variables={"key": BENCH_KEY, "options": ENCRYPTION_OPTIONS}, timeout=900)
+            """ % USERS, variables={"key": BENCH_KEY, "options": ENCRYPTION_OPTIONS, "settings": STORED_SETTINGS}, timeout=900)
         seeded_s = round(time.monotonic() - started, 1)
-    # Every run starts from the same state: no logs, no last sync.
+    # Every run starts from the same state: no logs, no last sync, the settings a connect
+    # stores (a seed from before had '{}').
     psql("""
         TRUNCATE crm.crm_sync_logs, crm.crm_idempotency_keys;
         UPDATE crm.crm_integrations SET last_sync_at = NULL, last_sync_status = NULL, status = 'connected',
-               status_detail = NULL, is_active = true
-         WHERE last_sync_at IS NOT NULL OR status <> 'connected' OR NOT is_active;
-        """)
+               status_detail = NULL, is_active = true, settings = :'settings'::jsonb
+         WHERE last_sync_at IS NOT NULL OR status <> 'connected' OR NOT is_active OR settings <> :'settings'::jsonb;
+        """, variables={"settings": STORED_SETTINGS})
     if SYNC_COMMIT:
         psql(f"ALTER DATABASE {BENCH_DB} SET synchronous_commit = '{SYNC_COMMIT}'")
     else:

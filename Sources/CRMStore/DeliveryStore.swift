@@ -114,7 +114,7 @@ public struct DeliveryStore: Sendable {
               case let .success(credentials) = Credentials.decode(json, for: type, at: []) else {
             return .failure(DatabaseError(.decoding, message: "the stored \(type.rawValue) credentials are not readable (was CRM_ENCRYPTION_KEY changed?)"))
         }
-        return .success(DeliveryTarget(crmType: type, credentials: credentials, settings: IntegrationSettings.fromStored(row.json("settings") ?? .object([]), for: type),
+        return .success(DeliveryTarget(crmType: type, credentials: credentials, settings: row.withValue("settings") { IntegrationSettings.fromStored(utf8: $0, for: type) } ?? .defaults,
                                        credentialsStoredAt: row.string("credentials_at")))
     }
 

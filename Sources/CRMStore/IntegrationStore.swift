@@ -125,7 +125,7 @@ public struct IntegrationStore: Sendable {
             crmType: type,
             isActive: row.bool(at: 1) ?? true,
             status: row.string(at: 2) ?? "connected",
-            settings: IntegrationSettings.fromStored(row.json(at: 3) ?? .object([]), for: type),
+            settings: row.withValue(at: 3) { IntegrationSettings.fromStored(utf8: $0, for: type) } ?? .defaults,
             createdAt: row.timestamp(at: 4) ?? Timestamp(),
             updatedAt: row.timestamp(at: 5) ?? Timestamp(),
             lastSyncAt: row.timestamp(at: 6),

@@ -3,6 +3,7 @@ import Foundation
 import Synchronization
 import XCTest
 
+@testable import CRMCore
 @testable import CRMStore
 
 final class IntegrationStoreTests: XCTestCase {
@@ -77,6 +78,36 @@ final class IntegrationStoreTests: XCTestCase {
         XCTAssertNil(try c.scalar("SELECT status_detail FROM crm.crm_integrations WHERE user_id = \(alice)"))
         let found = try XCTUnwrap(try store.find(user: alice, type: .klaviyo))
         XCTAssertEqual(found.settings, second.settings)
+    }
+
+    /// What connect stores, as PostgreSQL gives it back (jsonb's own text), is read in one pass
+    /// (`StoredSettingsScanner`), not through a JSON tree.
+    func testStoredSettingsTextIsThePlainShape() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let store = IntegrationStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
+        var mapped = settings([("list_id", "L1")], syncEvents: false)
+        mapped.fieldMapping = [("phone", "phone_number"), ("company", "org.name")]
+        var salesforce = settings([("object", "Lead"), ("api_version", "v61.0"), ("events", "Order__e")])
+        salesforce.syncContacts = false
+        let saved = [
+            try store.save(user: alice, credentials: .klaviyo(apiKey: Secret("pk_1")), settings: mapped),
+            try store.save(user: alice, credentials: .hubspot(accessToken: Secret("pat-1")), settings: .defaults),
+            try store.save(user: alice, credentials: .salesforce(.password(clientID: "cid", clientSecret: Secret("cs"), username: "u@x.com",
+                                                                                   password: Secret("pw"), securityToken: Secret("st"), domain: "test")),
+                           settings: salesforce),
+        ]
+        let c = try db.connect()
+        for record in saved {
+            let text = try XCTUnwrap(try c.scalar("SELECT settings::text FROM crm.crm_integrations WHERE user_id = \(alice) AND crm_type = \(record.crmType)"))
+            let read = Array(text.utf8).withUnsafeBufferPointer { bytes in
+                var scanner = StoredSettingsScanner(bytes: bytes, type: record.crmType)
+                return scanner.read()
+            }
+            XCTAssertEqual(read, record.settings, "\(record.crmType): \(text)")
+        }
+        XCTAssertEqual(try store.list(user: alice).map(\.settings), [saved[1].settings, saved[0].settings, saved[2].settings])
+        XCTAssertEqual(saved[0].settings.fieldMapping?.map(\.1), ["phone_number", "org.name"])
+        XCTAssertEqual(saved[2].settings.string("events"), "Order__e")
     }
 
     func testCredentialsAreStoredOnlyEncrypted() throws {
