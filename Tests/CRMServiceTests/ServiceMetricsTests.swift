@@ -40,6 +40,27 @@ final class ServiceMetricsTests: XCTestCase {
         XCTAssertEqual(lines.filter { $0.hasPrefix("# TYPE crm_http_request_duration_seconds ") }, ["# TYPE crm_http_request_duration_seconds histogram"])
     }
 
+    /// The names README documents, each with its type and one `# HELP` line.
+    func testEverySeriesHasItsNameTypeAndHelp() {
+        let metrics = ServiceMetrics()
+        metrics.request(route: RouteLabel.of(.list), status: 200, duration: .milliseconds(1))
+        metrics.sync(crmType: "klaviyo", status: "success")
+        metrics.crmCall(.klaviyo, duration: .milliseconds(5))
+        metrics.databaseWriter("outcomes").batch(items: 3, duration: .milliseconds(2))
+        let lines = String(decoding: metrics.registry.emitToBuffer(), as: UTF8.self).split(separator: "\n").map(String.init)
+        let types = [
+            "crm_http_requests_total": "counter", "crm_http_request_duration_seconds": "histogram", "crm_syncs_total": "counter",
+            "crm_call_duration_seconds": "histogram", "crm_db_write_duration_seconds": "histogram", "crm_db_write_batch_size": "histogram",
+        ]
+        for (name, type) in types {
+            XCTAssertEqual(lines.filter { $0.hasPrefix("# TYPE \(name) ") }, ["# TYPE \(name) \(type)"], name)
+            XCTAssertEqual(lines.filter { $0.hasPrefix("# HELP \(name) ") }.count, 1, name)
+        }
+        XCTAssertEqual(Set(lines.filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] }), Set(types.keys.map { Substring($0) }))
+        XCTAssertTrue(lines.contains(#"crm_syncs_total{crm_type="klaviyo",status="success"} 1"#))
+        XCTAssertTrue(lines.contains(#"crm_db_write_batch_size_sum{writer="outcomes"} 3.0"#), lines.joined(separator: "\n"))
+    }
+
     func testEveryRouteIsLabelledByItsPattern() {
         for route in Routes.all { XCTAssertEqual(RouteLabel.of(route.id).name, route.pattern) }
         let indexes = RouteID.allCases.map { RouteLabel.of($0).index } + [RouteLabel.preflight.index, RouteLabel.unmatched.index]

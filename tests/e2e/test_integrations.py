@@ -438,6 +438,11 @@ def test_metrics_counts_requests_by_route_and_status(service, user_id):
     assert count("unmatched", 404) == unmatched_404 + 1
     assert count("/crm/sync/contact", 422) == invalid_422 + 1
     assert "# TYPE crm_http_requests_total counter" in r.text
+    # Every series, the gauges read at each scrape among them, says what it is.
+    typed = set(re.findall(r"^# TYPE (crm_\w+) ", r.text, re.M))
+    helped = set(re.findall(r"^# HELP (crm_\w+) \S", r.text, re.M))
+    assert {"crm_http_requests_in_progress", "crm_db_pool_connections", "crm_db_pool_size", "crm_outbound_calls_in_flight"} <= typed, typed
+    assert typed == helped, typed ^ helped
 
 
 def test_method_not_allowed_has_allow_header(service, user_id):

@@ -11,6 +11,25 @@ import Synchronization
 public final class ServiceMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
 
+    /// Every series' name and `# HELP` text (one text per name: the registry refuses two).
+    /// Computed: the descriptor type is not Sendable, and it is read only when a handle is made.
+    enum Names {
+        private static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+            MetricNameDescriptor(namespace: "crm", metricName: metric, unitName: unit, helpText: help)
+        }
+        static var requests: MetricNameDescriptor { name("http_requests", "total", "HTTP requests answered, by route pattern and status.") }
+        static var requestDuration: MetricNameDescriptor { name("http_request_duration", "seconds", "Time to answer an HTTP request inside the worker, by route pattern.") }
+        static var requestsInProgress: MetricNameDescriptor { name("http_requests_in_progress", "", "HTTP requests being answered now (compare with FCGI_MAX_REQUESTS).") }
+        static var syncs: MetricNameDescriptor { name("syncs", "total", "Delivery attempts to a CRM, by CRM type and outcome.") }
+        static var crmCall: MetricNameDescriptor { name("call_duration", "seconds", "One delivery attempt's HTTP calls to a CRM, by CRM type.") }
+        static var outboundCallsInFlight: MetricNameDescriptor { name("outbound_calls_in_flight", "", "Calls to CRMs waiting for an answer now.") }
+        static var retryBacklog: MetricNameDescriptor { name("sync_retry_backlog", "", "Sync log rows queued or waiting for a retry.") }
+        static var databaseWrite: MetricNameDescriptor { name("db_write_duration", "seconds", "One group-commit batch: its statement and commit, with the wait for a connection.") }
+        static var databaseWriteBatch: MetricNameDescriptor { name("db_write_batch_size", "", "Items written per group-commit batch.") }
+        static var poolConnections: MetricNameDescriptor { name("db_pool_connections", "", "Database connections of this worker, by state.") }
+        static var poolSize: MetricNameDescriptor { name("db_pool_size", "", "The most database connections this worker opens (DB_POOL_SIZE).") }
+    }
+
     /// Latency buckets (seconds), for requests, CRM calls and database writes alike.
     static let durationBuckets: [Duration] = [
         .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
@@ -23,7 +42,7 @@ public final class ServiceMetrics: Sendable {
         let registry = PrometheusCollectorRegistry()
         self.registry = registry
         crmCallHistograms = Dictionary(uniqueKeysWithValues: CRMType.allCases.map {
-            ($0, registry.makeDurationHistogram(name: "crm_call_duration_seconds", labels: [("crm_type", $0.rawValue)], buckets: Self.durationBuckets))
+            ($0, registry.makeDurationHistogram(descriptor: Names.crmCall, labels: [("crm_type", $0.rawValue)], buckets: Self.durationBuckets))
         })
     }
 
@@ -38,8 +57,8 @@ public final class ServiceMetrics: Sendable {
     /// The metrics of one group-commit writer (`writer`: what it writes).
     public func databaseWriter(_ writer: String) -> DatabaseWriterMetrics {
         DatabaseWriterMetrics(
-            duration: registry.makeDurationHistogram(name: "crm_db_write_duration_seconds", labels: [("writer", writer)], buckets: Self.durationBuckets),
-            batchSize: registry.makeValueHistogram(name: "crm_db_write_batch_size", labels: [("writer", writer)], buckets: Self.batchSizeBuckets))
+            duration: registry.makeDurationHistogram(descriptor: Names.databaseWrite, labels: [("writer", writer)], buckets: Self.durationBuckets),
+            batchSize: registry.makeValueHistogram(descriptor: Names.databaseWriteBatch, labels: [("writer", writer)], buckets: Self.batchSizeBuckets))
     }
 
     /// One batch written: how long its statement and commit took (with the wait for a pool
@@ -97,8 +116,8 @@ public final class ServiceMetrics: Sendable {
         if let known = requestCache.withLock({ $0[key] }) { return known }
         let made = RequestHandles(
             status: status,
-            count: registry.makeCounter(name: "crm_http_requests_total", labels: [("route", route.name), ("status", String(status))]),
-            latency: registry.makeDurationHistogram(name: "crm_http_request_duration_seconds", labels: [("route", route.name)], buckets: Self.durationBuckets))
+            count: registry.makeCounter(descriptor: Names.requests, labels: [("route", route.name), ("status", String(status))]),
+            latency: registry.makeDurationHistogram(descriptor: Names.requestDuration, labels: [("route", route.name)], buckets: Self.durationBuckets))
         requestCache.withLock { $0[key] = made }
         return made
     }
@@ -111,7 +130,7 @@ public final class ServiceMetrics: Sendable {
     public func sync(crmType: String, status: String) {
         let key = SyncKey(crmType: crmType, status: status)
         if let counter = syncCache.withLock({ $0[key] }) { return counter.increment() }
-        let counter = registry.makeCounter(name: "crm_syncs_total", labels: [("crm_type", crmType), ("status", status)])
+        let counter = registry.makeCounter(descriptor: Names.syncs, labels: [("crm_type", crmType), ("status", status)])
         syncCache.withLock { $0[key] = counter }
         counter.increment()
     }
@@ -125,15 +144,15 @@ public final class ServiceMetrics: Sendable {
     /// The Prometheus text, with the gauges read now (backlog, pool use).
     public func render(pool: Pool, backlog: Int?, crmCallsInFlight: Int) -> [UInt8] {
         let usage = pool.usage
-        func gauge(_ name: String, _ value: Int, labels: [(String, String)] = []) {
-            registry.makeGauge(name: name, labels: labels).set(to: Double(value))
+        func gauge(_ name: MetricNameDescriptor, _ value: Int, labels: [(String, String)] = []) {
+            registry.makeGauge(descriptor: name, labels: labels).set(to: Double(value))
         }
-        gauge("crm_http_requests_in_progress", requestsInProgress.load(ordering: .relaxed))
-        gauge("crm_outbound_calls_in_flight", crmCallsInFlight)
-        gauge("crm_db_pool_connections", usage.open, labels: [("state", "open")])
-        gauge("crm_db_pool_connections", usage.idle, labels: [("state", "idle")])
-        gauge("crm_db_pool_size", usage.size)
-        if let backlog { gauge("crm_sync_retry_backlog", backlog) }
+        gauge(Names.requestsInProgress, requestsInProgress.load(ordering: .relaxed))
+        gauge(Names.outboundCallsInFlight, crmCallsInFlight)
+        gauge(Names.poolConnections, usage.open, labels: [("state", "open")])
+        gauge(Names.poolConnections, usage.idle, labels: [("state", "idle")])
+        gauge(Names.poolSize, usage.size)
+        if let backlog { gauge(Names.retryBacklog, backlog) }
         return registry.emitToBuffer()
     }
 }
