@@ -2,7 +2,7 @@
 ///
 /// `GET /crm/list` reads one settings column per integration on every call. Parsing it into a
 /// JSON tree and decoding that through a `FieldReader` cost ~3,000 instructions per
-/// integration (a tenth of a list). What `POST /crm/connect` stores is a flat object of known
+/// integration (with three, a sixth of a list). What `POST /crm/connect` stores is a flat object of known
 /// keys with booleans, plain strings and the `field_mapping` object, written by jsonb as
 /// `{"sync_events": true, "sync_contacts": true}`: this reads exactly that shape in one pass.
 /// Anything else (an escape, a non-ASCII byte, a number or null, an unknown or repeated key, a
@@ -22,15 +22,14 @@ struct StoredSettingsScanner {
     let bytes: UnsafeBufferPointer<UInt8>
     let type: CRMType
     var at = 0
+    /// The keys seen so far, one bit each (see `Key`): a repeated key is left to the general
+    /// decoder, whose rule for repeats differs by field.
+    private var seen: UInt16 = 0
 
     init(bytes: UnsafeBufferPointer<UInt8>, type: CRMType) {
         self.bytes = bytes
         self.type = type
     }
-
-    /// The keys seen so far, one bit each (see `Key`): a repeated key is left to the general
-    /// decoder, whose rule for repeats differs by field.
-    private var seen: UInt16 = 0
 
     mutating func read() -> IntegrationSettings? {
         var settings = IntegrationSettings.defaults
@@ -62,7 +61,8 @@ struct StoredSettingsScanner {
         return settings
     }
 
-    /// The keys settings may have, for any type.
+    /// The keys settings may have, for any type. A key added to `IntegrationSettings` but not
+    /// here is still read right, by the general decoder (`key()` does not know it).
     enum Key: Int {
         case syncContacts, syncEvents, fieldMapping, listID, contactEntity, events, object, apiVersion, externalIDField
 

@@ -23,7 +23,7 @@ public final class ServiceMetrics: Sendable {
         static var syncs: MetricNameDescriptor { name("syncs", "total", "Delivery attempts to a CRM, by CRM type and outcome.") }
         static var crmCall: MetricNameDescriptor { name("call_duration", "seconds", "One delivery attempt's HTTP calls to a CRM, by CRM type.") }
         static var outboundCallsInFlight: MetricNameDescriptor { name("outbound_calls_in_flight", "", "Calls to CRMs waiting for an answer now.") }
-        static var retryBacklog: MetricNameDescriptor { name("sync_retry_backlog", "", "Sync log rows queued or waiting for a retry.") }
+        static var retryBacklog: MetricNameDescriptor { name("sync_retry_backlog", "", "Sync log rows not yet delivered: queued, waiting for a retry or in flight (all workers).") }
         static var databaseWrite: MetricNameDescriptor { name("db_write_duration", "seconds", "One group-commit batch: its statement and commit, with the wait for a connection.") }
         static var databaseWriteBatch: MetricNameDescriptor { name("db_write_batch_size", "", "Items written per group-commit batch.") }
         static var poolConnections: MetricNameDescriptor { name("db_pool_connections", "", "Database connections of this worker, by state.") }
