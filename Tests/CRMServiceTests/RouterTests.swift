@@ -73,6 +73,9 @@ final class RouterRoutingTests: XCTestCase {
             (request("GET", "/crm/list", user: nil, headers: ["x-api-key": "k3y-Secret"]), .list, 401),
             (request("GET", "/crm/list", headers: ["x-api-key": "wrong"]), .list, 401),
             (request("GET", "/crm/sync/logs/0", headers: ["x-api-key": "k3y-Secret"]), .getLog, 422),
+            (request("POST", "/crm/connect", headers: ["x-api-key": "k3y-Secret"], body: "{}", contentType: "text/plain"), .connect, 415),
+            (request("POST", "/crm/sync/event", headers: ["x-api-key": "k3y-Secret"],
+                     bytes: [UInt8](repeating: 0x20, count: Router.maxBodyBytes + 1)), .syncEvent, 413),
             (request("GET", "/crm/nothing/here", headers: ["x-api-key": "k3y-Secret"]), nil, 404),
             (request("DELETE", "/crm/list", headers: ["x-api-key": "k3y-Secret"]), nil, 405),
         ]

@@ -103,8 +103,18 @@ final class IntegrationStoreTests: XCTestCase {
                 var scanner = StoredSettingsScanner(bytes: bytes, type: record.crmType)
                 return scanner.read()
             }
+            // The general decoder's reading of the same text is the definition.
+            let general = IntegrationSettings.fromStored(try JSONParser.parse(Array(text.utf8)), for: record.crmType)
+            XCTAssertEqual(try XCTUnwrap(read, "\(record.crmType): \(text) should be read in one pass"), general, text)
             XCTAssertEqual(read, record.settings, "\(record.crmType): \(text)")
         }
+        // What was saved is what is read (flags, mapping, type-specific values).
+        XCTAssertFalse(saved[0].settings.syncEvents)
+        XCTAssertTrue(saved[0].settings.syncContacts)
+        XCTAssertFalse(saved[2].settings.syncContacts)
+        XCTAssertEqual(saved[0].settings.string("list_id"), "L1")
+        XCTAssertEqual(Set(saved[2].settings.specific.map { "\($0.0)=\($0.1.stringValue ?? "?")" }),
+                       ["object=Lead", "api_version=v61.0", "events=Order__e"])
         XCTAssertEqual(try store.list(user: alice).map(\.settings), [saved[1].settings, saved[0].settings, saved[2].settings])
         XCTAssertEqual(saved[0].settings.fieldMapping?.map(\.1), ["phone_number", "org.name"])
         XCTAssertEqual(saved[2].settings.string("events"), "Order__e")

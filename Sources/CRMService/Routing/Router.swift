@@ -14,7 +14,7 @@ public struct Router: Sendable {
 
     /// What a request decoded to, and by which route: `route` is nil only when no route
     /// matched (404, 405), so metrics and the request log can name the route of a request
-    /// refused after matching (401, 422, …).
+    /// refused after matching (401, 413, 415, 422, …).
     public struct Decoded: Sendable {
         public let route: RouteID?
         public let command: Result<Command, APIError>

@@ -108,8 +108,9 @@ public enum Routes {
 }
 
 /// How metrics and the request log name a request's route: the matched route's pattern
-/// (`/crm/{crm_type}/status`), also when the request was refused after matching it (401, 422,
-/// an unsupported `crm_type`'s 404), `preflight` (CORS) or `unmatched` (no route: 404, 405).
+/// (`/crm/{crm_type}/status`), also when the request was refused after matching it (401, 413,
+/// 415, 422, an unsupported `crm_type`'s 404), `preflight` (CORS) or `unmatched` (no route:
+/// 404, 405).
 public struct RouteLabel: Sendable {
     /// 0..<`count`: indexes the metrics' per-thread tables.
     let index: Int
