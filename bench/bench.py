@@ -736,21 +736,28 @@ class ActivitySampler(threading.Thread):
 
 
 def cancel_backlog() -> int:
-    """Cancels the queued deliveries and waits for those in flight: later rounds start with no drain beside them."""
+    """Cancels the queued deliveries and waits for those in flight, so that later rounds start with
+    no drain beside them; then vacuums the log table, so that the dead rows the cancel leaves do
+    not bring an autovacuum into the rounds that follow (the cancel is the bench's, not the load's)."""
     n = int(psql_retry("WITH c AS (UPDATE crm.crm_sync_logs SET status = 'cancelled', next_attempt_at = NULL "
                        "WHERE status IN ('queued', 'retrying') RETURNING 1) SELECT count(*) FROM c"))
     wait_for(lambda: backlog() == 0, 30, "the deliveries in flight to end")
+    started = time.monotonic()
+    psql("VACUUM crm.crm_sync_logs")
+    say(f"  cancelled {n} queued deliveries; VACUUM took {time.monotonic() - started:.1f} s")
     return n
 
 
 def async_rounds(worker: Target) -> dict:
-    """Scenario 4's 202s, each round held to list rounds (16 and 64 connections, the faster one
-    being that round's scenario-1 speed) run right before it on the same worker. Paired round by
-    round as the floor comparisons are: this machine's speed drifts by a third within minutes,
-    and by ~10 % within one. Each 202 round's backlog is cancelled before the next list rounds,
-    so no drain runs beside a list (at 16 connections the sweep is not held back for requests);
-    the 202s themselves have their drain beside them, held to an eighth. The last round's backlog
-    is left for the drain that follows."""
+    """Scenario 4's 202s, each round paired with list rounds (16 and 64 connections, the faster
+    one being that round's scenario-1 speed) run back to back with it on the same worker: paired
+    round by round as the floor comparisons are, since this machine's speed drifts by a third
+    within minutes and by ~10 % within one. The order alternates (lists first, then 202s first),
+    so that a drift within a pair favours neither. Every 202 round's backlog is cancelled before
+    the next round, so no drain runs beside a list (with 16 connections the sweep is not held
+    back for requests) and every 202 round starts from an empty queue; the 202s themselves run
+    with their drain beside them, held to an eighth. The last round puts its lists first, and
+    its backlog is left for the drain that follows."""
     for conns in (16, 64):
         wrk(worker.port, "list", conns, WARMUP)
     worker.proc.reset_peak()
@@ -758,32 +765,45 @@ def async_rounds(worker: Target) -> dict:
     cancel_backlog()
     lists: dict[int, list] = {16: [], 64: []}
     accepted: list[dict] = []
-    for i in range(ROUNDS):
+
+    def list_rounds(i: int):
         for conns in (16, 64):
             r = measure(worker, "list", conns, SECONDS, watch=WATCH)
             lists[conns].append(r)
-            say(f"  list c={conns} worker (reference {i + 1}/{ROUNDS}): {r['rps']:.0f} req/s p99 {r['p99_ms']} ms "
+            say(f"  list c={conns} worker (pair {i + 1}/{ROUNDS}): {r['rps']:.0f} req/s p99 {r['p99_ms']} ms "
                 f"cpu {r['cpu_us_per_request']} us/req steal {r['machine']['steal'] or 0:.0%}"
                 + (f" autovacuum {r['database']['autovacuums']}" if r['database']['autovacuums'] else ""))
             time.sleep(0.3)
+
+    def async_round(i: int):
         r = measure(worker, "contact", 256, SECONDS, True, watch=WATCH)
         accepted.append(r)
-        reference = max(lists[16][-1]["rps"], lists[64][-1]["rps"])
-        say(f"  contact async c=256 worker round {i + 1}/{ROUNDS}: {r['rps']:.0f} req/s ({r['rps'] / reference:.0%} of the lists "
-            f"just before) p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms errors {r['errors']} "
-            f"rss {r['rss_kib'] // 1024 if r['rss_kib'] else '?'} MiB cpu {r['cpu_us_per_request']} us/req "
+        say(f"  contact async c=256 worker round {i + 1}/{ROUNDS}: {r['rps']:.0f} req/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms "
+            f"errors {r['errors']} rss {r['rss_kib'] // 1024 if r['rss_kib'] else '?'} MiB cpu {r['cpu_us_per_request']} us/req "
             f"steal {r['machine']['steal'] or 0:.0%} wal {r['database']['wal_bytes_per_request']} B/req"
             + (f" autovacuum {r['database']['autovacuums']}" if r['database']['autovacuums'] else ""))
-        if i + 1 < ROUNDS:
-            cancel_backlog()
         time.sleep(0.3)
+
+    for i in range(ROUNDS):
+        lists_first = i % 2 == 0 or i == ROUNDS - 1
+        if lists_first:
+            list_rounds(i)
+            async_round(i)
+        else:
+            async_round(i)
+            cancel_backlog()
+            list_rounds(i)
+        if i + 1 < ROUNDS and backlog():
+            cancel_backlog()
+        reference = max(lists[16][-1]["rps"], lists[64][-1]["rps"])
+        say(f"  pair {i + 1}/{ROUNDS}: 202s at {accepted[-1]['rps'] / reference:.0%} of the faster list round")
     result = {"worker": summarize(accepted)}
     references = [max(a["rps"], b["rps"]) for a, b in zip(lists[16], lists[64])]
     ratios = [round(r["rps"] / ref, 3) for r, ref in zip(accepted, references) if ref]
     result["worker"]["ratio_by_round"] = ratios
     result["worker"]["ratio_median"] = round(statistics.median(ratios), 3) if ratios else None
     result["list_reference"] = {"rps": statistics.median(references), "by_round": references,
-                                "rounds": {str(c): [r["rps"] for r in rs] for c, rs in lists.items()}}
+                                "lists": {str(c): summarize(rs) for c, rs in lists.items()}}
     return result
 
 
