@@ -899,8 +899,8 @@ def render(report: dict) -> str:
             w = s[key]["worker"]
             growth = "yes" if (w.get("rss_growth") or {}).get("growing") else "no"
             ref = (s[key].get("list_reference") or {}).get("rps")
-            # Scenario 4's "floor" columns: the list rounds run just before each 202 round (the faster
-            # connection count; the median round, and the median of the round-by-round ratios).
+            # Scenario 4's "floor" columns: the list rounds paired with its 202 rounds (the faster
+            # connection count of each pair; the median, and the median of the pairs' ratios).
             against = f"{ref:.0f} (lists) | {pct(w.get('ratio_median') or w['rps'] / ref)}" if ref else "- | -"
             lines.append(f"| {label} | {s[key]['connections']} | {w['rps']:.0f} | {against} | {w['p50_ms']} | {w['p99_ms']} | "
                          f"{w['errors']} | {cpu(w)} | {mib(w['peak_rss_kib'])} [{mib(w['peak_rss_anon_kib'])}] | {growth} |")
@@ -1000,12 +1000,12 @@ def evaluate(report: dict) -> list[dict]:
         w = s["contact_async"]["worker"]
         s1 = max(p["worker"]["rps"] for p in s["list"].values()) if "list" in s else None
         ref = (s["contact_async"].get("list_reference") or {}).get("rps")
-        # Against the list rounds run just before the 202s (same machine state); scenario 1's
-        # own figure, minutes older, is shown beside it.
+        # Against the list rounds paired with the 202 rounds (the same minute's machine); scenario
+        # 1's own figure, minutes older, is shown beside it. Older reports: lists run just before.
         paired = w.get("ratio_median")
         if paired is not None:
-            # Round by round against the lists run right before each 202 round (async_rounds).
-            ok, detail = paired >= 0.9, (f"median of the round-by-round ratios to the lists just before (the faster of 16 and 64 "
+            # Pair by pair (async_rounds).
+            ok, detail = paired >= 0.9, (f"median of the pairs' ratios to the list rounds paired with them (the faster of 16 and 64 "
                                          f"connections) {paired:.0%} (" + ", ".join(f"{x:.0%}" for x in w["ratio_by_round"])
                                          + f"); median rounds {w['rps']:.0f} / {ref:.0f} req/s")
         elif ref:
@@ -1320,7 +1320,7 @@ def main() -> int:
                 say("scenario 4: contact with Prefer: respond-async, then the drain")
                 wait_for(lambda: backlog() == 0, 30, "an empty backlog before scenario 4")
                 # Scenario 1 ran minutes ago, and this machine's speed drifts by a third within
-                # minutes: each 202 round is held to list rounds run just before it (async_rounds).
+                # minutes: each 202 round is held to list rounds paired with it (async_rounds).
                 report["scenarios"]["contact_async"] = {"connections": 256, "threads": SLOW_THREADS, **async_rounds(worker)}
                 left = backlog()
                 say(f"  drain: {left} deliveries queued")
