@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 import HTTPClient
 import Synchronization
@@ -156,13 +157,26 @@ final class TestServer: @unchecked Sendable {
     var connections: Int { state.withLock { $0.connections } }
     var maxConcurrent: Int { state.withLock { $0.maxConcurrent } }
 
+    private let acceptEnded = DispatchSemaphore(value: 0)
+
     init(delaySeconds: Double = 0) throws {
         self.delaySeconds = delaySeconds
         (fd, port) = try Self.listen()
-        Threads.detach { [self] in acceptLoop() }
+        Threads.detach { [self] in
+            acceptLoop()
+            acceptEnded.signal()
+        }
     }
 
-    func stop() { shutdown(fd, Int32(SHUT_RDWR)); close(fd) }
+    /// Stops accepting. The socket is closed only once the accept thread has left: closed at
+    /// once, its number went to the next test's server while this thread, not yet in accept(),
+    /// could still take that server's connections and answer them with its own delay (a burst
+    /// then saw 10 of its 40 calls held together, not 35).
+    func stop() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        acceptEnded.wait()
+        close(fd)
+    }
 
     static func unusedPort() throws -> Int {
         let (fd, port) = try listen()
@@ -202,7 +216,7 @@ final class TestServer: @unchecked Sendable {
             var status = 200, reply = Array("ok".utf8)
             if path.hasPrefix("/slow") || path.hasPrefix("/hang") {
                 state.withLock { $0.concurrent += 1; $0.maxConcurrent = max($0.maxConcurrent, $0.concurrent) }
-                Self.hold(seconds: delaySeconds)
+                usleep(UInt32(delaySeconds * 1_000_000))
                 state.withLock { $0.concurrent -= 1 }
             } else if path.hasPrefix("/echo") {
                 status = 201
@@ -215,19 +229,6 @@ final class TestServer: @unchecked Sendable {
             let response = Array("HTTP/1.1 \(status) X\r\nContent-Length: \(reply.count)\r\nX-Echo-Method: \(method)\r\n\(closing ? "Connection: close\r\n" : "")\r\n".utf8) + reply
             guard writeAll(client, response), !closing else { return }
         }
-    }
-
-    /// Holds the calling thread for the whole delay, to an absolute deadline: a signal cuts
-    /// usleep short (EINTR), and then a burst's calls can finish one after another instead of
-    /// waiting together. (In one full `make test` run, 40 calls held "0.4 s" each ended within
-    /// 0.45 s with at most 10 at once, which only shortened holds explain.)
-    private static func hold(seconds: Double) {
-        var deadline = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &deadline)
-        let nanoseconds = Int(deadline.tv_nsec) + Int(seconds * 1e9)
-        deadline.tv_sec += nanoseconds / 1_000_000_000
-        deadline.tv_nsec = nanoseconds % 1_000_000_000
-        while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &deadline, nil) == EINTR {}
     }
 
     private func readRequest(_ client: Int32, _ buffer: inout [UInt8]) -> (String, [UInt8])? {
