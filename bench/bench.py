@@ -680,14 +680,16 @@ def summarize(rounds: list[dict]) -> dict:
 
 def run_rounds(targets: list[Target], route: str, conns: int, asynchronous: bool = False,
                rounds: int = ROUNDS, seconds: float = SECONDS, watch: list | None = None) -> dict:
-    """Warm-up each target, then `rounds` rounds alternating between targets."""
+    """Warm-up each target, then `rounds` rounds alternating between targets. The order within a
+    round alternates too (worker first, then the other first), so that the machine's drift
+    within a pair favours neither side of the round-by-round ratios."""
     for t in targets:
         t.proc.reset_peak()
         if WARMUP > 0:
             wrk(t.port, route, conns, WARMUP, asynchronous)
     per: dict[str, list] = {t.name: [] for t in targets}
     for i in range(rounds):
-        for t in targets:
+        for t in (targets if i % 2 == 0 else targets[::-1]):
             r = measure(t, route, conns, seconds, asynchronous, watch=WATCH + (watch or []))
             per[t.name].append(r)
             say(f"  {route}{' async' if asynchronous else ''} c={conns} {t.name} round {i + 1}/{rounds}: "
@@ -699,7 +701,7 @@ def run_rounds(targets: list[Target], route: str, conns: int, asynchronous: bool
             time.sleep(0.3)
     out = {name: summarize(rs) for name, rs in per.items()}
     if len(targets) > 1:
-        # Worker / other, round by round (each pair ran back to back), and its median.
+        # Worker / other, round by round (each pair ran back to back, in turn first), and its median.
         first = targets[0].name
         for t in targets[1:]:
             ratios = sorted(a["rps"] / b["rps"] for a, b in zip(per[first], per[t.name]) if b["rps"])
@@ -875,7 +877,7 @@ def render(report: dict) -> str:
         f"DB_POOL_SIZE={POOL}, CRM_SWEEP_CONCURRENCY={SWEEP}, LOG_LEVEL=warning"
         + "".join(f", {k}={v}" for k, v in (m.get("worker_overrides") or {}).items())
         + f". wrk -t{WRK_THREADS}, warm-up {WARMUP} s, then {ROUNDS} rounds x {SECONDS} s: "
-        f"the median round is shown; worker/floor is the median of the round-by-round ratios (each pair ran back to back); "
+        f"the median round is shown; worker/floor is the median of the round-by-round ratios (each pair ran back to back, worker and floor first in turn); "
         f"errors are summed over all rounds (non-2xx, socket errors, deliveries not `success`). "
         f"Floor values in parentheses. CPU: µs of CPU per request of the worker (or floor) process, + of all PostgreSQL "
         f"backends. RSS: VmHWM over the scenario [its anonymous part, RssAnon]; growth = VmRSS rising from the second "
