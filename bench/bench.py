@@ -678,6 +678,15 @@ def summarize(rounds: list[dict]) -> dict:
     }
 
 
+def describe(r: dict) -> str:
+    """One round on one line, for the progress log."""
+    return (f"{r['rps']:.0f} req/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms errors {r['errors']} "
+            f"rss {r['rss_kib'] // 1024 if r['rss_kib'] else '?'} MiB cpu {r['cpu_us_per_request']} us/req "
+            f"steal {r['machine']['steal'] or 0:.0%} wal {r['database']['wal_bytes_per_request']} B/req"
+            + (f" checkpoint {r['database']['checkpoints']}" if r['database']['checkpoints'] else "")
+            + (f" autovacuum {r['database']['autovacuums']}" if r['database']['autovacuums'] else ""))
+
+
 def run_rounds(targets: list[Target], route: str, conns: int, asynchronous: bool = False,
                rounds: int = ROUNDS, seconds: float = SECONDS, watch: list | None = None) -> dict:
     """Warm-up each target, then `rounds` rounds alternating between targets. The order within a
@@ -692,12 +701,7 @@ def run_rounds(targets: list[Target], route: str, conns: int, asynchronous: bool
         for t in (targets if i % 2 == 0 else targets[::-1]):
             r = measure(t, route, conns, seconds, asynchronous, watch=WATCH + (watch or []))
             per[t.name].append(r)
-            say(f"  {route}{' async' if asynchronous else ''} c={conns} {t.name} round {i + 1}/{rounds}: "
-                f"{r['rps']:.0f} req/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms errors {r['errors']} "
-                f"rss {r['rss_kib'] // 1024 if r['rss_kib'] else '?'} MiB cpu {r['cpu_us_per_request']} us/req "
-                f"steal {r['machine']['steal'] or 0:.0%} wal {r['database']['wal_bytes_per_request']} B/req"
-                + (f" checkpoint {r['database']['checkpoints']}" if r['database']['checkpoints'] else "")
-                + (f" autovacuum {r['database']['autovacuums']}" if r['database']['autovacuums'] else ""))
+            say(f"  {route}{' async' if asynchronous else ''} c={conns} {t.name} round {i + 1}/{rounds}: {describe(r)}")
             time.sleep(0.3)
     out = {name: summarize(rs) for name, rs in per.items()}
     if len(targets) > 1:
@@ -774,18 +778,13 @@ def async_rounds(worker: Target) -> dict:
         for conns in (16, 64):
             r = measure(worker, "list", conns, SECONDS, watch=WATCH)
             lists[conns].append(r)
-            say(f"  list c={conns} worker (pair {i + 1}/{ROUNDS}): {r['rps']:.0f} req/s p99 {r['p99_ms']} ms "
-                f"cpu {r['cpu_us_per_request']} us/req steal {r['machine']['steal'] or 0:.0%}"
-                + (f" autovacuum {r['database']['autovacuums']}" if r['database']['autovacuums'] else ""))
+            say(f"  list c={conns} worker (pair {i + 1}/{ROUNDS}): {describe(r)}")
             time.sleep(0.3)
 
     def async_round(i: int):
         r = measure(worker, "contact", 256, SECONDS, True, watch=WATCH)
         accepted.append(r)
-        say(f"  contact async c=256 worker round {i + 1}/{ROUNDS}: {r['rps']:.0f} req/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms "
-            f"errors {r['errors']} rss {r['rss_kib'] // 1024 if r['rss_kib'] else '?'} MiB cpu {r['cpu_us_per_request']} us/req "
-            f"steal {r['machine']['steal'] or 0:.0%} wal {r['database']['wal_bytes_per_request']} B/req"
-            + (f" autovacuum {r['database']['autovacuums']}" if r['database']['autovacuums'] else ""))
+        say(f"  contact async c=256 worker (pair {i + 1}/{ROUNDS}): {describe(r)}")
         time.sleep(0.3)
 
     for i in range(ROUNDS):
