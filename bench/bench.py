@@ -773,6 +773,7 @@ def async_rounds(worker: Target) -> dict:
     cancel_backlog()
     lists: dict[int, list] = {16: [], 64: []}
     accepted: list[dict] = []
+    references: list[float] = []   # per pair: the faster of its two list rounds
 
     def list_rounds(i: int):
         for conns in (16, 64):
@@ -798,10 +799,9 @@ def async_rounds(worker: Target) -> dict:
             list_rounds(i)
         if i + 1 < ROUNDS and backlog():
             cancel_backlog()
-        reference = max(lists[16][-1]["rps"], lists[64][-1]["rps"])
-        say(f"  pair {i + 1}/{ROUNDS}: 202s at {accepted[-1]['rps'] / reference:.0%} of the faster list round")
+        references.append(max(lists[16][-1]["rps"], lists[64][-1]["rps"]))
+        say(f"  pair {i + 1}/{ROUNDS}: 202s at {accepted[-1]['rps'] / references[-1]:.0%} of the faster list round")
     result = {"worker": summarize(accepted)}
-    references = [max(a["rps"], b["rps"]) for a, b in zip(lists[16], lists[64])]
     ratios = [round(r["rps"] / ref, 3) for r, ref in zip(accepted, references) if ref]
     result["worker"]["ratio_by_round"] = ratios
     result["worker"]["ratio_median"] = round(statistics.median(ratios), 3) if ratios else None
