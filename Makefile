@@ -1,7 +1,7 @@
 # crm-service: the two commands that matter are `make run` and `make test`.
 SHELL := /bin/bash
 
-.PHONY: deps build release run test bench clean distclean
+.PHONY: deps build release run test bench image-test clean distclean
 
 deps:
 	scripts/deps.sh
@@ -21,6 +21,10 @@ test:
 # Not part of `make test`: PostgreSQL + nginx + the release worker + a C floor + a fake CRM, under wrk (bench/README.md).
 bench:
 	bench/run.sh
+
+# Not part of `make test`: builds the Cloud Run image and runs tests/image against it (needs root; starts its own dockerd when none runs).
+image-test:
+	scripts/image-test.sh
 
 # Build products only; the local database in .run/pg survives (see distclean).
 clean:

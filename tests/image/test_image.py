@@ -1,0 +1,202 @@
+"""The Cloud Run image (deploy/cloudrun/Dockerfile), run as Cloud Run runs it: one container,
+its entrypoint, its nginx on $PORT and its worker, against the private PostgreSQL and the fake
+CRMs on the host's loopback (the container shares the host's network).
+
+Run by scripts/image-test.sh (`make image-test`), which builds the image and starts the engine
+and PostgreSQL: CRM_IMAGE names the image, TEST_DB_DSN the database (dropped and created
+afresh here, so the first container's MIGRATE_ON_START creates the schema).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+from crm_harness import PG, Fakes, free_port  # noqa: E402
+
+IMAGE = os.environ.get("CRM_IMAGE", "crm-service:image-test")
+API_KEY = "image-test-api-key-0123456789abcdef"
+ENCRYPTION_KEY = "image-test-encryption-key-012345"  # 32 characters, as required
+
+
+def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)}: {result.returncode}\n{result.stdout}{result.stderr}")
+    return result
+
+
+class Answer:
+    def __init__(self, status: int, headers, body: bytes):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"<{self.status} {self.body[:300]!r}>"
+
+
+def call(url: str, method: str = "GET", headers: dict | None = None, body=None, timeout: float = 10) -> Answer:
+    data = None if body is None else json.dumps(body).encode()
+    h = dict(headers or {})
+    if data is not None:
+        h["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, method=method, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return Answer(r.status, r.headers, r.read())
+    except urllib.error.HTTPError as e:
+        return Answer(e.code, e.headers, e.read())
+
+
+class Container:
+    """One container of the image: `docker run -d`, then waits until /health answers."""
+
+    def __init__(self, dsn: str, extra_env: dict | None = None):
+        self.name = "crm-image-test-" + uuid.uuid4().hex[:10]
+        self.port, self.metrics_port = free_port(), free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {"PORT": str(self.port), "METRICS_PORT": str(self.metrics_port), "ENVIRONMENT": "production",
+               "DB_DSN": dsn, "CRM_ENCRYPTION_KEY": ENCRYPTION_KEY, "API_KEY": API_KEY, **(extra_env or {})}
+        args = ["run", "-d", "--name", self.name, "--network", "host"]
+        for k, v in env.items():
+            args += ["-e", f"{k}={v}"]
+        docker(*args, IMAGE)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if call(self.base + "/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if not self.running() or time.monotonic() > deadline:
+                raise RuntimeError(f"the container did not serve /health; its log:\n{self.logs()}")
+            time.sleep(0.1)
+
+    def running(self) -> bool:
+        return docker("inspect", "-f", "{{.State.Running}}", self.name).stdout.strip() == "true"
+
+    def exit_code(self) -> int:
+        return int(docker("inspect", "-f", "{{.State.ExitCode}}", self.name).stdout.strip())
+
+    def logs(self) -> str:
+        r = docker("logs", self.name, check=False)
+        return r.stdout + r.stderr
+
+    def processes(self) -> list[tuple[int, str, str]]:
+        """(host pid, user, command line) of every process in the container."""
+        lines = docker("top", self.name, "-eo", "pid,user,args").stdout.splitlines()[1:]
+        return [(int(p), u, a) for p, u, a in (line.split(None, 2) for line in lines)]
+
+    def wait_exit(self, timeout: float) -> float:
+        start = time.monotonic()
+        while self.running():
+            if time.monotonic() - start > timeout:
+                raise AssertionError(f"still running after {timeout} s; its log:\n{self.logs()}")
+            time.sleep(0.05)
+        return time.monotonic() - start
+
+    def remove(self):
+        docker("rm", "-f", self.name, check=False)
+
+
+@pytest.fixture(scope="module")
+def database():
+    admin = PG(re.sub(r"dbname=\S+", "dbname=postgres", os.environ["TEST_DB_DSN"]))
+    name = re.search(r"dbname=(\S+)", os.environ["TEST_DB_DSN"]).group(1)
+    admin.sql(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.sql(f'CREATE DATABASE "{name}"')
+    return PG(os.environ["TEST_DB_DSN"])
+
+
+@pytest.fixture(scope="module")
+def fakes():
+    f = Fakes()
+    yield f
+    f.close()
+
+
+@pytest.fixture(scope="module")
+def first(database, fakes):
+    """The first container: it migrates the new database (MIGRATE_ON_START), as a first deploy does."""
+    c = Container(database.dsn, {"MIGRATE_ON_START": "true", "CRM_ALLOW_PRIVATE_URLS": "true",
+                                 "CRM_KLAVIYO_BASE_URL": fakes.urls["klaviyo"]})
+    yield c
+    c.remove()
+
+
+@pytest.fixture
+def container(first, database):
+    """A container of its own (the schema is there: no migration)."""
+    c = Container(database.dsn)
+    yield c
+    c.remove()
+
+
+def test_the_first_start_migrates_and_serves_the_api_through_its_nginx(first, database):
+    assert "migrating the database" in first.logs()
+    assert database.sql("SELECT count(*) > 0 FROM information_schema.tables WHERE table_schema = 'crm'") == [["t"]]
+
+    health = call(first.base + "/health")
+    assert health.status == 200 and health.json()["status"] == "ok", health
+    assert health.headers["X-Request-Id"]
+    user = {"X-API-Key": API_KEY, "X-User-Id": "image_user_" + uuid.uuid4().hex[:8]}
+    listed = call(first.base + "/crm/list", headers=user)
+    assert listed.status == 200 and listed.json() == {"integrations": [], "count": 0}, listed
+    assert call(first.base + "/crm/list", headers={"X-User-Id": "image_user"}).status == 401
+    # /metrics is not public; the instance-local port serves it (with the API key).
+    assert call(first.base + "/metrics", headers={"X-API-Key": API_KEY}).status in (403, 404)
+    metrics = call(f"http://127.0.0.1:{first.metrics_port}/metrics", headers={"X-API-Key": API_KEY})
+    assert metrics.status == 200 and b"crm_http_requests_total" in metrics.body, metrics
+
+
+def test_a_sync_from_the_image_reaches_the_crm(first, fakes):
+    user = {"X-API-Key": API_KEY, "X-User-Id": "image_user_" + uuid.uuid4().hex[:8]}
+    connected = call(first.base + "/crm/connect", "POST", user,
+                     {"crm_type": "klaviyo", "credentials": {"api_key": "pk_test_valid_key"}})
+    assert connected.status == 200, connected
+    before = len(fakes.state("klaviyo")["events"])
+    synced = call(first.base + "/crm/sync/event", "POST", user, {"event": "Image Test", "email": "image@example.com"})
+    assert synced.status == 200, synced
+    assert [r["status"] for r in synced.json()["results"]] == ["success"], synced
+    assert len(fakes.state("klaviyo")["events"]) == before + 1
+    assert "pk_test_valid_key" not in first.logs()
+
+
+def test_the_worker_runs_as_its_own_user_and_nginx_workers_unprivileged(container):
+    processes = container.processes()
+    workers = [u for _, u, a in processes if a.endswith("crm-service serve")]
+    assert workers and all(u not in ("root", "0") for u in workers), processes
+    nginx_workers = [u for _, u, a in processes if a.startswith("nginx: worker")]
+    assert nginx_workers and all(u not in ("root", "0") for u in nginx_workers), processes
+
+
+def test_sigterm_stops_nginx_and_the_worker_and_exits_0(container):
+    start = time.monotonic()
+    docker("stop", "-t", "10", container.name, timeout=30)
+    # Cloud Run sends SIGKILL 10 s after SIGTERM: an idle instance must be gone long before.
+    assert time.monotonic() - start < 5
+    assert container.exit_code() == 0, container.logs()
+    log = container.logs()
+    assert re.search(r'"msg":"worker stopped".*"drained":"true"', log), log
+
+
+def test_a_worker_that_dies_takes_the_container_down_with_a_failure(container):
+    [worker] = [p for p, _, a in container.processes() if a.endswith("crm-service serve")]
+    os.kill(worker, signal.SIGKILL)
+    container.wait_exit(10)
+    assert container.exit_code() != 0
+    assert "crm-service exited" in container.logs()
