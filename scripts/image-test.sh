@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# `make image-test`: builds the Cloud Run image (deploy/cloudrun/Dockerfile) as its header
-# says, then runs tests/image against it: the container, its nginx and its worker, with the
-# private PostgreSQL and the fake CRMs on the host's loopback. Not part of `make test` (CI
-# machines have no container engine; this needs root and takes a few minutes).
+# `make image-test`: builds two images and runs tests/image against them. Not part of `make
+# test` (CI machines have no container engine; this needs root and takes a few minutes).
+#   - the Cloud Run image (deploy/cloudrun/Dockerfile), built as its header says:
+#     tests/image/test_image.py runs its container, nginx and worker, with the private
+#     PostgreSQL and the fake CRMs on the host's loopback;
+#   - a Debian 12 host with systemd as PID 1 (tests/image/host.Dockerfile: PostgreSQL, nginx,
+#     crm-service installed by deploy/install.sh): tests/image/test_host.py runs the systemd
+#     units in it, hardening and all.
 #
 # The Docker engine: the one `docker info` reaches, if any; otherwise Debian's docker.io is
 # installed and a private dockerd is started here (its own data root under .run/image, no
@@ -14,14 +18,16 @@
 # from the host's Debian mirror and tagged debian:12-slim: the same Debian 12 packages, without
 # the official image's trimming of docs and locales. It is kept for later runs.
 #
-# Environment: IMAGE (default crm-service:image-test), IMAGE_SKIP_BUILD=1 (use
-# .build/release/crm-service as it is), PYTEST_ARGS.
+# Environment: IMAGE (default crm-service:image-test), HOST_IMAGE (default
+# crm-service-host:image-test), IMAGE_SKIP_BUILD=1 (use .build/release/crm-service as it is),
+# PYTEST_ARGS.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 RUN="$REPO/.run/image"
 IMAGE="${IMAGE:-crm-service:image-test}"
+HOST_IMAGE="${HOST_IMAGE:-crm-service-host:image-test}"
 BASE=debian:12-slim
 export PYTHONDONTWRITEBYTECODE=1
 
@@ -108,6 +114,8 @@ binary="$(realpath --relative-to="$REPO" "$(readlink -f .build/release)/crm-serv
 say "docker build -f deploy/cloudrun/Dockerfile -t $IMAGE (binary $binary)"
 # The host's network: the build's apt-get reaches the mirror the host uses.
 docker build --network host -f deploy/cloudrun/Dockerfile --build-arg "BINARY=$binary" -t "$IMAGE" . >&2
+say "docker build -f tests/image/host.Dockerfile -t $HOST_IMAGE"
+docker build --network host -f tests/image/host.Dockerfile --build-arg "BINARY=$binary" -t "$HOST_IMAGE" . >&2
 
 if ! pg_out="$(scripts/pg.sh start 2>&1)"; then echo "$pg_out" >&2; exit 1; fi
 echo "$pg_out" >&2
@@ -115,5 +123,5 @@ case "$pg_out" in *"starting PostgreSQL"*) started_pg=1 ;; esac
 
 say "pytest tests/image"
 # shellcheck disable=SC2086  # PYTEST_ARGS is split on purpose
-CRM_IMAGE="$IMAGE" TEST_DB_DSN="$(scripts/pg.sh dsn crm_image_test)" \
+CRM_IMAGE="$IMAGE" CRM_HOST_IMAGE="$HOST_IMAGE" TEST_DB_DSN="$(scripts/pg.sh dsn crm_image_test)" \
     python3 -m pytest -q -o cache_dir="$RUN/pytest_cache" ${PYTEST_ARGS:-} tests/image
