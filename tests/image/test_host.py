@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from docker_cli import docker
+
 IMAGE = os.environ.get("CRM_HOST_IMAGE", "")
 pytestmark = pytest.mark.skipif(not IMAGE, reason="needs CRM_HOST_IMAGE: run by scripts/image-test.sh (make image-test)")
 
@@ -39,11 +41,6 @@ CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", 
                 "CHECKPOINT_RESTORE"]
 
 
-def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"docker {' '.join(args)}: {result.returncode}\n{result.stdout}{result.stderr}")
-    return result
 
 
 class Host:
@@ -232,3 +229,11 @@ def test_a_configuration_error_is_reported_and_given_up_on(host):
     finally:
         host.set_env("CRM_ENCRYPTION_KEY", ENCRYPTION_KEY)
         host.sh("systemctl reset-failed crm-service", check=False)
+
+
+def test_the_worker_units_exposure_is_what_deploy_readme_says(host):
+    # deploy/README.md, "What the units do": `systemd-analyze security` rates the worker 1.4 ("OK").
+    for unit in ("crm-service.service", "crm-service-socket.service", "crm-service@2.service"):
+        out = host.sh(f"systemd-analyze security --no-pager {unit}").stdout
+        level = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\w+)", out)
+        assert level and float(level.group(1)) <= 1.4 and level.group(2) == "OK", (unit, out[-600:])

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -25,6 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from crm_harness import PG, Fakes, free_port  # noqa: E402
+from docker_cli import docker  # noqa: E402
 
 IMAGE = os.environ.get("CRM_IMAGE", "")
 # Collected by a bare `pytest tests`: without the image and engine that the script provides, skip.
@@ -33,11 +33,6 @@ API_KEY = "image-test-api-key-0123456789abcdef"
 ENCRYPTION_KEY = "image-test-encryption-key-012345"  # 32 characters, as required
 
 
-def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"docker {' '.join(args)}: {result.returncode}\n{result.stdout}{result.stderr}")
-    return result
 
 
 class Answer:
