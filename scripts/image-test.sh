@@ -123,5 +123,5 @@ case "$pg_out" in *"starting PostgreSQL"*) started_pg=1 ;; esac
 
 say "pytest tests/image"
 # shellcheck disable=SC2086  # PYTEST_ARGS is split on purpose
-CRM_IMAGE="$IMAGE" CRM_HOST_IMAGE="$HOST_IMAGE" TEST_DB_DSN="$(scripts/pg.sh dsn crm_image_test)" \
+CRM_IMAGE="$IMAGE" CRM_HOST_IMAGE="$HOST_IMAGE" TEST_DB_DSN="$(scripts/pg.sh dsn crm_image_test)" TEST_DB_SOCKET_DIR="$REPO/.run/pg/sock" \
     python3 -m pytest -q -o cache_dir="$RUN/pytest_cache" ${PYTEST_ARGS:-} tests/image

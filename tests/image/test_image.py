@@ -62,13 +62,15 @@ def call(url: str, method: str = "GET", headers: dict | None = None, body=None, 
 class Container:
     """One container of the image: `docker run -d`, then waits until /health answers."""
 
-    def __init__(self, dsn: str, extra_env: dict | None = None):
+    def __init__(self, dsn: str, extra_env: dict | None = None, mounts: tuple[str, ...] = ()):
         self.name = "crm-image-test-" + uuid.uuid4().hex[:10]
         self.port, self.metrics_port = free_port(), free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {"PORT": str(self.port), "METRICS_PORT": str(self.metrics_port), "ENVIRONMENT": "production",
                "DB_DSN": dsn, "CRM_ENCRYPTION_KEY": ENCRYPTION_KEY, "API_KEY": API_KEY, **(extra_env or {})}
         args = ["run", "-d", "--name", self.name, "--network", "host"]
+        for mount in mounts:
+            args += ["--mount", mount]
         for k, v in env.items():
             args += ["-e", f"{k}={v}"]
         docker(*args, IMAGE)
@@ -197,3 +199,26 @@ def test_a_worker_that_dies_takes_the_container_down_with_a_failure(container):
     container.wait_exit(10)
     assert container.exit_code() != 0
     assert "crm-service exited" in container.logs()
+
+
+def test_cloud_sql_through_its_unix_socket_by_instance_connection_name(first, database):
+    # Cloud Run mounts a Cloud SQL instance's socket directory at /cloudsql/<instance>; here,
+    # the private PostgreSQL's socket directory stands in for it. DB_DSN names no host: the
+    # worker adds host=/cloudsql/<instance> (the port only because this cluster's is not 5432).
+    socket_dir = os.environ.get("TEST_DB_SOCKET_DIR")
+    if not socket_dir:
+        pytest.skip("TEST_DB_SOCKET_DIR (the private PostgreSQL's socket directory) is not set")
+    instance = "crm-project:europe-west1:crm-db"
+    port = re.search(r"port=(\d+)", database.dsn).group(1)
+    dbname = re.search(r"dbname=(\S+)", database.dsn).group(1)
+    c = Container(f"dbname={dbname} user=postgres port={port}", {"INSTANCE_CONNECTION_NAME": instance},
+                  mounts=(f"type=bind,source={socket_dir},target=/cloudsql/{instance}",))
+    try:
+        user = {"X-API-Key": API_KEY, "X-User-Id": "image_user_" + uuid.uuid4().hex[:8]}
+        listed = call(c.base + "/crm/list", headers=user)
+        assert listed.status == 200 and listed.json() == {"integrations": [], "count": 0}, (listed, c.logs())
+        # The connection came through the socket: no TCP session from the worker at all.
+        assert database.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'crm-service' "
+                            "AND datname = $1 AND client_port = -1", dbname)[0][0] != "0"
+    finally:
+        c.remove()
