@@ -115,6 +115,9 @@ public final class HTTPClient: Sendable {
         let sinkPointer = Unmanaged.passUnretained(transfer.sink).toOpaque()
 
         crm_curl_setopt_str(h, CURLOPT_URL, request.url)
+        // curl's own account of a failure ("SSL certificate problem: unable to get local issuer
+        // certificate") says more than its error code's text ("SSL peer certificate ... was not OK").
+        crm_curl_setopt_ptr(h, CURLOPT_ERRORBUFFER, transfer.errorText)
         crm_curl_setopt_str(h, CURLOPT_PROTOCOLS_STR, "http,https")
         crm_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1)
         // Small buffers (default 16 KiB in, 64 KiB out, per handle, kept while pooled): CRM
@@ -182,6 +185,9 @@ final class Transfer: @unchecked Sendable {
     let sink: ResponseSink
     let timeoutMS: Int
     let blockPrivateAddresses: Bool
+    /// curl's message for a failed call (CURLOPT_ERRORBUFFER); the handle is reset before it
+    /// goes back to the pool, so curl never writes here after this transfer.
+    let errorText = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE))
     var completion: (@Sendable (Result<HTTPClientResponse, HTTPClientError>) -> Void)?
 
     init(handle: UnsafeMutableRawPointer, headerList: UnsafeMutablePointer<curl_slist>?, sink: ResponseSink, timeoutMS: Int, blockPrivateAddresses: Bool) {
@@ -190,14 +196,18 @@ final class Transfer: @unchecked Sendable {
         self.sink = sink
         self.timeoutMS = timeoutMS
         self.blockPrivateAddresses = blockPrivateAddresses
+        errorText[0] = 0  // a call that never ran (CURLE_FAILED_INIT) leaves it untouched
     }
 
-    deinit { curl_slist_free_all(headerList) }
+    deinit {
+        curl_slist_free_all(headerList)
+        errorText.deallocate()
+    }
 
     /// The response, or the error for curl's result `code`.
     func result(_ code: CURLcode) -> Result<HTTPClientResponse, HTTPClientError> {
         guard code == CURLE_OK else {
-            var message = String(cString: curl_easy_strerror(code))
+            var message = errorText[0] != 0 ? String(cString: errorText) : String(cString: curl_easy_strerror(code))
             // The system's reason (refused, no route, out of descriptors...) says what to fix.
             var osErrno = 0
             crm_curl_getinfo_long(handle, CURLINFO_OS_ERRNO, &osErrno)

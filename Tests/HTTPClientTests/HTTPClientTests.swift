@@ -57,6 +57,8 @@ final class HTTPClientTests: XCTestCase {
         let error = await failure(of: HTTPClientRequest(method: "GET", url: "http://127.0.0.1:\(port)/"), on: client)
         XCTAssertEqual(error?.kind, .connect, error?.message ?? "expected a connect error")
         XCTAssertTrue(error?.message.contains("refused") == true, "the system's reason is part of the message: \(error?.message ?? "")")
+        // curl's own account (its error buffer), not only its code's text, says where it tried.
+        XCTAssertTrue(error?.message.contains("127.0.0.1 port \(port)") == true, error?.message ?? "")
     }
 
     func testPrivateAddressesAreRefusedWhenBlocked() async throws {

@@ -13,6 +13,8 @@ import json
 import os
 import re
 import signal
+import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -31,8 +33,6 @@ IMAGE = os.environ.get("CRM_IMAGE", "")
 pytestmark = pytest.mark.skipif(not IMAGE, reason="needs CRM_IMAGE: run by scripts/image-test.sh (make image-test)")
 API_KEY = "image-test-api-key-0123456789abcdef"
 ENCRYPTION_KEY = "image-test-encryption-key-012345"  # 32 characters, as required
-
-
 
 
 class Answer:
@@ -62,7 +62,7 @@ def call(url: str, method: str = "GET", headers: dict | None = None, body=None, 
 class Container:
     """One container of the image: `docker run -d`, then waits until /health answers."""
 
-    def __init__(self, dsn: str, extra_env: dict | None = None, mounts: tuple[str, ...] = ()):
+    def __init__(self, dsn: str, extra_env: dict | None = None, mounts: tuple[str, ...] = (), image: str = IMAGE):
         self.name = "crm-image-test-" + uuid.uuid4().hex[:10]
         self.port, self.metrics_port = free_port(), free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -73,7 +73,7 @@ class Container:
             args += ["--mount", mount]
         for k, v in env.items():
             args += ["-e", f"{k}={v}"]
-        docker(*args, IMAGE)
+        docker(*args, image)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -222,3 +222,89 @@ def test_cloud_sql_through_its_unix_socket_by_instance_connection_name(first, da
                             "AND datname = $1 AND client_port = -1", dbname)[0][0] != "0"
     finally:
         c.remove()
+
+
+# The fake Klaviyo behind TLS: nginx on the host's loopback, with a certificate for localhost
+# from a CA made for the test.
+TLS_PROXY_CONF = """\
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir};
+    proxy_temp_path {dir};
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {dir}/server.crt;
+        ssl_certificate_key {dir}/server.key;
+        location / {{
+            proxy_pass {upstream};
+            proxy_http_version 1.1;
+        }}
+    }}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def tls_crm(fakes, tmp_path_factory):
+    """(the fake Klaviyo's https:// URL, the image with the test CA added to its trust store)."""
+    d = tmp_path_factory.mktemp("tls")
+    os.chmod(d, 0o755)
+
+    def openssl(*args: str):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=crm-service test CA",
+            "-keyout", "ca.key", "-out", "ca.crt")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr")
+    (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+            "-extfile", "san.ext", "-out", "server.crt")
+    port = free_port()
+    (d / "nginx.conf").write_text(TLS_PROXY_CONF.format(dir=d, port=port, upstream=fakes.urls["klaviyo"]))
+    proxy = subprocess.Popen(["nginx", "-p", f"{d}/", "-c", str(d / "nginx.conf"), "-g", "daemon off;"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trusting = IMAGE + "-test-ca"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proxy.poll() is None and time.monotonic() < deadline, (d / "error.log").read_text()
+                time.sleep(0.05)
+        (d / "Dockerfile").write_text(f"FROM {IMAGE}\nCOPY ca.crt /usr/local/share/ca-certificates/crm-service-test-ca.crt\n"
+                                      "RUN update-ca-certificates\n")
+        docker("build", "-t", trusting, str(d), timeout=300)
+        yield f"https://localhost:{port}", trusting
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+        docker("rmi", "-f", trusting, check=False)
+
+
+def test_crm_calls_from_the_image_verify_tls_with_the_system_trust_store(first, database, tls_crm):
+    url, trusting_image = tls_crm
+    env = {"CRM_ALLOW_PRIVATE_URLS": "true", "CRM_KLAVIYO_BASE_URL": url}
+    connect = {"crm_type": "klaviyo", "credentials": {"api_key": "pk_test_valid_key"}}
+    user = {"X-API-Key": API_KEY, "X-User-Id": "image_user_" + uuid.uuid4().hex[:8]}
+    # The image as built does not trust the test CA: the certificate is refused.
+    plain = Container(database.dsn, env)
+    try:
+        refused = call(plain.base + "/crm/connect", "POST", user, connect)
+        assert refused.status == 502 and "unable to get local issuer certificate" in refused.json()["detail"], refused
+    finally:
+        plain.remove()
+    # With the CA in the system's trust store (update-ca-certificates), the same call goes through.
+    trusting = Container(database.dsn, env, image=trusting_image)
+    try:
+        connected = call(trusting.base + "/crm/connect", "POST", user, connect)
+        assert connected.status == 200, connected
+        synced = call(trusting.base + "/crm/sync/event", "POST", user, {"event": "TLS Test", "email": "tls@example.com"})
+        assert [r["status"] for r in synced.json()["results"]] == ["success"], synced
+    finally:
+        trusting.remove()
