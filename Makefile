@@ -22,7 +22,7 @@ test:
 bench:
 	bench/run.sh
 
-# Not part of `make test`: builds the Cloud Run image and runs tests/image against it (needs root; starts its own dockerd when none runs).
+# Not part of `make test`: runs the Cloud Run image and the systemd units in containers (tests/image; needs root; starts its own dockerd when none runs).
 image-test:
 	scripts/image-test.sh
 

@@ -18,6 +18,8 @@
 # from the host's Debian mirror and tagged debian:12-slim: the same Debian 12 packages, without
 # the official image's trimming of docs and locales. It is kept for later runs.
 #
+# The private PostgreSQL's port is the one `make test` and `make bench` use: run one at a time.
+#
 # Environment: IMAGE (default crm-service:image-test), HOST_IMAGE (default
 # crm-service-host:image-test), IMAGE_SKIP_BUILD=1 (use .build/release/crm-service as it is),
 # PYTEST_ARGS.
@@ -59,9 +61,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# docker.io brings the client and the engine: needed unless both are here (or an engine answers).
 packages=()
-command -v docker >/dev/null || packages+=(docker.io)
-docker info >/dev/null 2>&1 || command -v dockerd >/dev/null || packages+=(docker.io)
+{ command -v docker && { docker info || command -v dockerd; }; } >/dev/null 2>&1 || packages+=(docker.io)
 command -v debootstrap >/dev/null || packages+=(debootstrap)
 scripts/deps.sh "${packages[@]}" >&2
 
