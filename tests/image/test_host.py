@@ -237,3 +237,40 @@ def test_the_worker_units_exposure_is_what_deploy_readme_says(host):
         out = host.sh(f"systemd-analyze security --no-pager {unit}").stdout
         level = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\w+)", out)
         assert level and float(level.group(1)) <= 1.4 and level.group(2) == "OK", (unit, out[-600:])
+
+
+INSTALL = "/opt/crm-service-deploy/install.sh --binary /opt/crm-service-deploy/crm-service --no-build"
+
+
+def test_rerunning_install_sh_upgrades_in_place_and_switches_variants(worker):
+    # An upgrade, as deploy/README.md says: the same command again, with systemd running.
+    user = "host_user_" + uuid.uuid4().hex[:8]
+    status, _ = worker.curl("/crm/connect", "POST", {"crm_type": "klaviyo", "credentials": {"api_key": "pk_test_valid_key"}}, user)
+    assert status == 200
+    env_before = worker.sh(f"sha256sum {ENV_FILE}").stdout
+    before = worker.unit("crm-service", "MainPID")["MainPID"]
+    nginx_before = worker.unit("nginx", "MainPID")["MainPID"]
+    migrations_before = worker.journal("crm-service-migrate").count("Finished crm-service-migrate.service")
+
+    out = worker.sh(INSTALL, timeout=120).stderr
+    assert "restarted crm-service.service" in out and "reloaded nginx" in out, out
+    assert worker.unit("crm-service", "MainPID")["MainPID"] not in (before, "0")
+    assert worker.sh("systemctl is-enabled crm-service").stdout.strip() == "enabled"
+    assert worker.journal("crm-service-migrate").count("Finished crm-service-migrate.service") == migrations_before + 1
+    assert worker.unit("nginx", "MainPID")["MainPID"] == nginx_before   # reloaded, not restarted
+    assert worker.sh(f"sha256sum {ENV_FILE}").stdout == env_before      # the secrets are never touched
+    status, body = worker.curl("/crm/list", user=user)
+    assert status == 200 and json.loads(body)["count"] == 1, body
+
+    # To the socket-activated variant and back.
+    out = worker.sh(INSTALL + " --socket-activation", timeout=120).stderr
+    assert "restarted crm-service-socket.service" in out, out
+    assert worker.sh("systemctl is-enabled crm-service", check=False).stdout.strip() == "disabled"
+    assert worker.sh("systemctl is-active crm-service", check=False).stdout.strip() == "inactive"
+    assert worker.sh("systemctl is-active crm-service.socket crm-service-socket").stdout.split() == ["active", "active"]
+    assert worker.curl("/crm/list", user=user)[0] == 200
+    out = worker.sh(INSTALL, timeout=120).stderr
+    assert "restarted crm-service.service" in out, out
+    assert worker.sh("systemctl is-enabled crm-service.socket", check=False).stdout.strip() == "disabled"
+    assert worker.sh("systemctl is-active crm-service.socket", check=False).stdout.strip() == "inactive"
+    assert worker.curl("/crm/list", user=user)[0] == 200
