@@ -41,8 +41,6 @@ CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", 
                 "CHECKPOINT_RESTORE"]
 
 
-
-
 class Host:
     """The container: commands run in it as root (`sh`), units and the journal read through it."""
 
@@ -83,8 +81,8 @@ class Host:
     def journal(self, unit: str) -> str:
         return self.sh(f"journalctl --no-pager -o cat -u {unit}").stdout
 
-    def curl(self, path: str, method: str = "GET", body=None, user: str | None = None, key: bool = True,
-             url: str = "http://localhost") -> tuple[int, str]:
+    def curl(self, path: str, method: str = "GET", body=None, user: str | None = None, key: bool = True) -> tuple[int, str]:
+        """The status and body of a request to this host's nginx (the site on port 80)."""
         args = ["curl", "-s", "-o", "/tmp/body", "-w", "%{http_code}", "-X", method]
         if key:
             args += ["-H", f"X-API-Key: {API_KEY}"]
@@ -92,7 +90,7 @@ class Host:
             args += ["-H", f"X-User-Id: {user}"]
         if body is not None:
             args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
-        status = self.sh(shlex.join(args + [url + path]) + "; echo; cat /tmp/body")
+        status = self.sh(shlex.join(args + ["http://localhost" + path]) + "; echo; cat /tmp/body")
         code, _, text = status.stdout.partition("\n")
         return int(code), text
 
