@@ -687,6 +687,31 @@ def describe(r: dict) -> str:
             + (f" autovacuum {r['database']['autovacuums']}" if r['database']['autovacuums'] else ""))
 
 
+IN_PROGRESS_RE = re.compile(r"^crm_http_requests_in_progress (\S+)$", re.M)
+
+
+def settle(target: Target, timeout: float = 10):
+    """Waits until the load before has left the target: wrk's connections close at once, but
+    requests nginx has passed on may still be waiting on the CRM (~200 of them for 0.2 s after
+    scenario 3's warm-up). A round that began beside them would carry more requests than its
+    connections, and count their memory in its peak. The worker says how many requests it has
+    in progress (the scrape itself is one); the floor gets the 0.3 s a worker needs at most
+    after the fast scenarios."""
+    time.sleep(0.3)
+    if target.kind != "worker":
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        status, text = target.request("GET", "/metrics")
+        m = IN_PROGRESS_RE.search(text) if status == 200 and isinstance(text, str) else None
+        if m is None or float(m.group(1)) <= 1:
+            return
+        if time.monotonic() > deadline:
+            say(f"  {target.name}: {float(m.group(1)):.0f} requests still in progress after {timeout:.0f} s")
+            return
+        time.sleep(0.05)
+
+
 def run_rounds(targets: list[Target], route: str, conns: int, asynchronous: bool = False,
                rounds: int = ROUNDS, seconds: float = SECONDS, watch: list | None = None) -> dict:
     """Warm-up each target, then `rounds` rounds alternating between targets. The order within a
@@ -696,13 +721,14 @@ def run_rounds(targets: list[Target], route: str, conns: int, asynchronous: bool
         t.proc.reset_peak()
         if WARMUP > 0:
             wrk(t.port, route, conns, WARMUP, asynchronous)
+        settle(t)
     per: dict[str, list] = {t.name: [] for t in targets}
     for i in range(rounds):
         for t in (targets if i % 2 == 0 else targets[::-1]):
             r = measure(t, route, conns, seconds, asynchronous, watch=WATCH + (watch or []))
             per[t.name].append(r)
             say(f"  {route}{' async' if asynchronous else ''} c={conns} {t.name} round {i + 1}/{rounds}: {describe(r)}")
-            time.sleep(0.3)
+            settle(t)
     out = {name: summarize(rs) for name, rs in per.items()}
     if len(targets) > 1:
         # Worker / other, round by round (each pair ran back to back, in turn first), and its median.
@@ -770,6 +796,7 @@ def async_rounds(worker: Target) -> dict:
         wrk(worker.port, "list", conns, WARMUP)
     worker.proc.reset_peak()
     wrk(worker.port, "contact", 256, WARMUP, True)
+    settle(worker)
     cancel_backlog()
     lists: dict[int, list] = {16: [], 64: []}
     accepted: list[dict] = []
@@ -780,13 +807,13 @@ def async_rounds(worker: Target) -> dict:
             r = measure(worker, "list", conns, SECONDS, watch=WATCH)
             lists[conns].append(r)
             say(f"  list c={conns} worker (pair {i + 1}/{ROUNDS}): {describe(r)}")
-            time.sleep(0.3)
+            settle(worker)
 
     def async_round(i: int):
         r = measure(worker, "contact", 256, SECONDS, True, watch=WATCH)
         accepted.append(r)
         say(f"  contact async c=256 worker (pair {i + 1}/{ROUNDS}): {describe(r)}")
-        time.sleep(0.3)
+        settle(worker)
 
     for i in range(ROUNDS):
         lists_first = i % 2 == 0 or i == ROUNDS - 1
