@@ -52,6 +52,20 @@ public enum JSON: Sendable, Equatable {
         }
     }
 
+    /// The same value with every U+0000 in its strings and keys replaced by U+FFFD: PostgreSQL
+    /// stores no text or jsonb that holds U+0000 (see `JSONParser.parse(_:containsNUL:)`).
+    public func replacingNUL() -> JSON {
+        func clean(_ s: String) -> String {
+            s.utf8.contains(0) ? String(String.UnicodeScalarView(s.unicodeScalars.map { $0 == "\u{0}" ? "\u{FFFD}" : $0 })) : s
+        }
+        switch self {
+        case let .string(s): return .string(clean(s))
+        case let .array(items): return .array(items.map { $0.replacingNUL() })
+        case let .object(pairs): return .object(pairs.map { (clean($0.0), $0.1.replacingNUL()) })
+        default: return self
+        }
+    }
+
     /// The JSON type name FastAPI-style messages use.
     public var typeName: String {
         switch self {

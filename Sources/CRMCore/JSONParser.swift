@@ -13,11 +13,19 @@ public enum JSONParser {
     }
 
     public static func parse(_ bytes: UnsafeBufferPointer<UInt8>) throws(JSONParseError) -> JSON {
+        var containsNUL = false
+        return try parse(bytes, containsNUL: &containsNUL)
+    }
+
+    /// The same, also saying whether a string or a key holds U+0000. Only a `\u0000` escape can
+    /// put one there (a raw NUL byte is refused), and PostgreSQL stores no text that holds one.
+    public static func parse(_ bytes: UnsafeBufferPointer<UInt8>, containsNUL: inout Bool) throws(JSONParseError) -> JSON {
         var parser = Parser(bytes: bytes)
         parser.skipWhitespace()
         let value = try parser.parseValue(depth: 0)
         parser.skipWhitespace()
         guard parser.index == bytes.count else { throw parser.error("Extra data after the JSON value") }
+        containsNUL = parser.sawNUL
         return value
     }
 
@@ -31,6 +39,8 @@ public enum JSONParser {
 private struct Parser {
     let bytes: UnsafeBufferPointer<UInt8>
     var index = 0
+    /// A `\u0000` was decoded.
+    var sawNUL = false
 
     init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
@@ -175,6 +185,7 @@ private struct Parser {
                         throw error("Invalid \\u escape (lone surrogate)")
                     }
                     guard let unicode = Unicode.Scalar(scalar) else { throw error("Invalid \\u escape") }
+                    if scalar == 0 { sawNUL = true }
                     out.append(contentsOf: Array(String(Character(unicode)).utf8))
                 default: throw error("Invalid escape")
                 }

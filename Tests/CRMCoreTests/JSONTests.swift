@@ -32,6 +32,23 @@ final class JSONParserTests: XCTestCase {
         XCTAssertEqual(parse("\"日本語 ✓ 😀\""), .string("日本語 ✓ 😀"), "raw UTF-8 passes through")
     }
 
+    func testAParseSaysWhetherAStringOrKeyHoldsNUL() {
+        func containsNUL(_ text: String) -> Bool {
+            var found = false
+            XCTAssertNoThrow(try Array(text.utf8).withUnsafeBufferPointer { _ = try JSONParser.parse($0, containsNUL: &found) }, text)
+            return found
+        }
+        XCTAssertTrue(containsNUL(#"{"a":"x\u0000"}"#))
+        XCTAssertTrue(containsNUL(#"[{"\u0000":1}]"#))
+        XCTAssertFalse(containsNUL(#"{"a":"x\\u0000","b":"\u0001"}"#), "an escaped backslash, then u0000")
+    }
+
+    func testReplacingNULReachesEveryStringAndKey() {
+        let value: JSON = .object([("a\u{0}", .array([.string("\u{0}x\u{0}"), .int(1)])), ("b", .string("ok"))])
+        XCTAssertEqual(value.replacingNUL(), .object([("a\u{FFFD}", .array([.string("\u{FFFD}x\u{FFFD}"), .int(1)])), ("b", .string("ok"))]))
+        XCTAssertFalse(value.replacingNUL().jsonString.contains(#"\u0000"#))
+    }
+
     func testNumbers() {
         XCTAssertEqual(parse("0"), .int(0))
         XCTAssertEqual(parse("-0"), .int(0))

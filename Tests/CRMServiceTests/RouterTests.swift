@@ -267,6 +267,21 @@ final class RouterBodyTests: XCTestCase {
         assertIssues(request("POST", "/crm/validate", body: "{"), [(["body", 1], "json_invalid")])
     }
 
+    /// Valid JSON, but PostgreSQL stores no U+0000: refused where it is, before anything is logged.
+    func testANULCharacterInABodyIs422AtItsPlace() {
+        let issues = assertIssues(request("POST", "/crm/sync/contact", body: #"{"email":"a@b.co","first_name":"A\u0000"}"#),
+                                  [(["body", "first_name"], "string_nul")])
+        XCTAssertTrue(issues.first?.msg.contains("U+0000") ?? false)
+        assertIssues(request("POST", "/crm/sync/event", body: #"{"event":"e","email":"a@b.co","properties":{"a":[1,{"k\u0000":2}]}}"#),
+                     [(["body", "properties", "a", 1, "k\u{0}"], "string_nul")])
+        assertIssues(request("POST", "/crm/connect", body: #"{"crm_type":"klaviyo","credentials":{"api_key":"pk"},"settings":{"x":"\u0000"}}"#),
+                     [(["body", "settings", "x"], "string_nul")])
+        // An escaped backslash followed by "u0000" is no NUL.
+        let escaped = Router(apiKey: nil).decode(request("POST", "/crm/sync/contact", body: #"{"email":"a@b.co","first_name":"A\\u0000"}"#))
+        guard case let .success(.syncContact(_, contact, _, _)) = escaped.command else { return XCTFail("\(escaped.command)") }
+        XCTAssertEqual(contact.firstName, #"A\u0000"#)
+    }
+
     func testBodyThatIsNotAnObjectIs422() {
         for body in ["[]", "\"x\"", "1", "null", "true"] {
             assertIssues(request("POST", "/crm/sync/contact", body: body), [(["body"], "model_attributes_type")])

@@ -701,3 +701,50 @@ def test_manual_retry_of_a_failed_log_after_the_crm_is_fixed(svc, fakes, user_id
     assert_contact_fields("klaviyo", contact_mapping(svc, user_id, "klaviyo"), contact, records[0], "stored record")
     # Succeeded now: a second retry is refused.
     assert svc.post(f"/crm/sync/logs/{res['log_id']}/retry", headers=hdr(user_id)).status == 409
+
+
+# U+0000 ("\u0000" in JSON) is valid JSON, but PostgreSQL cannot store it in text or jsonb: a
+# sync carrying one could not be logged, and settings carrying one could not be saved. Found by
+# `make fuzz` (fuzz/README.md). Each is refused up front with 422 at the string's place.
+NUL_BODIES = [
+    ("/crm/sync/contact", {"email": "nul@example.com", "first_name": "A\x00B"}, ["body", "first_name"]),
+    ("/crm/sync/contact", {"email": "nul@example.com", "address": {"city": "\x00"}}, ["body", "address", "city"]),
+    ("/crm/sync/event", {"event": "Order\x00", "email": "nul@example.com"}, ["body", "event"]),
+    ("/crm/sync/event", {"event": "Order", "email": "nul@example.com", "properties": {"items": [{"sku": "A\x001"}]}},
+     ["body", "properties", "items", 0, "sku"]),
+    ("/crm/sync/event", {"event": "Order", "email": "nul@example.com", "properties": {"k\x00": 1}}, ["body", "properties", "k\x00"]),
+    ("/crm/connect", {"crm_type": "klaviyo", "credentials": {"api_key": "pk_test_valid_key"},
+                      "settings": {"field_mapping": {"first_name": "given\x00name"}}}, ["body", "settings", "field_mapping", "first_name"]),
+]
+
+
+@pytest.mark.parametrize("route,body,loc", NUL_BODIES, ids=[f"{r} {'.'.join(map(str, l[1:]))}" for r, _, l in NUL_BODIES])
+def test_a_nul_character_in_a_body_is_refused_with_422_at_its_place(svc, fakes, user_id, route, body, loc):
+    connect(svc, fakes, user_id, "klaviyo")
+    before = len(fakes.requests("klaviyo"))
+    r = svc.post(route, headers=hdr(user_id), json=body)
+    assert r.status == 422, r
+    detail = r.json()["detail"]
+    assert [issue["loc"] for issue in detail] == [loc], detail
+    assert "U+0000" in detail[0]["msg"], detail
+    # Nothing was logged or sent, and the worker goes on serving.
+    assert svc.get("/crm/sync/logs", headers=hdr(user_id)).json()["logs"] == []
+    assert len(fakes.requests("klaviyo")) == before
+    assert svc.get("/crm/klaviyo/status", headers=hdr(user_id)).status == 200
+
+
+def test_a_crm_answer_holding_a_nul_character_is_logged(svc, fakes, user_id):
+    """A CRM's error body is kept in the log's `response` (jsonb) and its message in `error`
+    (text): neither takes U+0000, so the worker writes U+FFFD in its place. The outcome is
+    logged, not lost (a row left in flight would be delivered again and again)."""
+    connect(svc, fakes, user_id, "klaviyo")
+    fakes.faults("klaviyo", [{"status": 400, "body": {"errors": [{"status": 400, "code": "invalid", "title": "Bad\x00value",
+                                                                   "detail": "first_name \x00 is not allowed"}]}}],
+                 match="/api/profile-import")
+    body = sync_contact(svc, user_id, {"email": email_for("nulreply"), "first_name": "Ada"}).json()
+    res = by_type(body)["klaviyo"]
+    assert res["status"] == "failed", body
+    log = get_log(svc, user_id, res["log_id"])
+    assert log["status"] == "failed" and log["attempts"] == 1 and log["http_status"] == 400, log
+    assert "\x00" not in json.dumps(log, ensure_ascii=False) and "\\u0000" not in json.dumps(log), log
+    assert "\ufffd" in json.dumps(log["response"], ensure_ascii=False), log

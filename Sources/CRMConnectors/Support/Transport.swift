@@ -25,7 +25,14 @@ struct Transport: Sendable {
         return response
     }
 
-    func json(_ response: HTTPClientResponse) -> JSON? { try? JSONParser.parse(response.body) }
+    /// The body as JSON, U+0000 replaced (U+FFFD): what a CRM answers is logged, and PostgreSQL
+    /// stores no text holding U+0000 (the outcome would not be written, nor a record id or
+    /// message taken from it).
+    func json(_ response: HTTPClientResponse) -> JSON? {
+        var containsNUL = false
+        guard let json = try? response.body.withUnsafeBufferPointer({ try JSONParser.parse($0, containsNUL: &containsNUL) }) else { return nil }
+        return containsNUL ? json.replacingNUL() : json
+    }
 }
 
 enum FormEncoding {

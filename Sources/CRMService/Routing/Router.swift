@@ -125,11 +125,39 @@ public struct Router: Sendable {
             return .failure(.http(status: 415, detail: "Unsupported media type '\(mediaType.prefix(100))': send application/json"))
         }
         if request.body.isEmpty { return .failure(.invalid(["body"], "Field required", type: "missing")) }
-        do {
-            return .success(try JSONParser.parse(request.body))
-        } catch {
-            return .failure(.validation([ValidationIssue(["body", .index(error.offset)], "JSON decode error: \(error.message)", type: "json_invalid")]))
+        let parsed = request.body.withUnsafeBufferPointer { bytes in
+            Result { () throws(JSONParseError) in
+                var containsNUL = false
+                let body = try JSONParser.parse(bytes, containsNUL: &containsNUL)
+                return (body, containsNUL)
+            }
         }
+        switch parsed {
+        case let .failure(error):
+            return .failure(.validation([ValidationIssue(["body", .index(error.offset)], "JSON decode error: \(error.message)", type: "json_invalid")]))
+        case let .success((body, containsNUL)):
+            // Valid JSON, but no sync holding it could be logged, nor settings holding it saved.
+            if containsNUL, let loc = nulLocation(body, at: ["body"]) {
+                return .failure(.invalid(loc, "String should not contain U+0000 (NUL): it cannot be stored", type: "string_nul"))
+            }
+            return .success(body)
+        }
+    }
+
+    /// Where the first string or key holding U+0000 is.
+    static func nulLocation(_ value: JSON, at loc: [ValidationIssue.Loc]) -> [ValidationIssue.Loc]? {
+        switch value {
+        case let .string(s): return s.utf8.contains(0) ? loc : nil
+        case let .array(items):
+            for (i, item) in items.enumerated() { if let found = nulLocation(item, at: loc + [.index(i)]) { return found } }
+        case let .object(pairs):
+            for (key, item) in pairs {
+                if key.utf8.contains(0) { return loc + [.key(key)] }
+                if let found = nulLocation(item, at: loc + [.key(key)]) { return found }
+            }
+        default: break
+        }
+        return nil
     }
 
     /// The media type of a Content-Type, lower-cased without parameters or surrounding blanks
