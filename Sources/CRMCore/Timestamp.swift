@@ -54,21 +54,33 @@ public struct Timestamp: Sendable, Equatable, CustomStringConvertible {
     public var text: String { withUTF8 { String(decoding: $0, as: UTF8.self) } }
     public var description: String { text }
 
-    /// `YYYY-MM-DDTHH:MM[:SS[.fff]][Z|±HH:MM]` or a bare date.
+    /// `YYYY-MM-DDTHH:MM[:SS[.fff]][Z|±HH:MM]` or a bare date, naming a real date and time (no
+    /// 13th month, 30 February or 24:00): CRMs refuse those, so a sync carrying one is refused
+    /// up front rather than failing at every CRM.
     public static func isISO8601(_ s: String) -> Bool {
         let b = Array(s.utf8)
         func digits(_ range: Range<Int>) -> Bool { range.upperBound <= b.count && range.allSatisfy { b[$0] >= 0x30 && b[$0] <= 0x39 } }
-        guard digits(0..<4), b.count >= 10, b[4] == 0x2D, digits(5..<7), b[7] == 0x2D, digits(8..<10) else { return false }
+        /// The number the digits at `start` spell, when they are digits and it lies in `range`.
+        func number(_ start: Int, _ count: Int, in range: ClosedRange<Int>) -> Bool {
+            guard digits(start..<start + count) else { return false }
+            return range.contains(b[start..<start + count].reduce(0) { $0 * 10 + Int($1 - 0x30) })
+        }
+        guard digits(0..<4), b.count >= 10, b[4] == 0x2D, b[7] == 0x2D, number(5, 2, in: 1...12) else { return false }
+        let year = b[0..<4].reduce(0) { $0 * 10 + Int($1 - 0x30) }, month = Int(b[5] - 0x30) * 10 + Int(b[6] - 0x30)
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+        let days = month == 2 ? (leap ? 29 : 28) : [4, 6, 9, 11].contains(month) ? 30 : 31
+        guard number(8, 2, in: 1...days) else { return false }
         if b.count == 10 { return true }
-        guard b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: " "), digits(11..<13), b.count >= 16, b[13] == 0x3A, digits(14..<16) else { return false }
+        guard b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: " "), number(11, 2, in: 0...23), b.count >= 16, b[13] == 0x3A,
+              number(14, 2, in: 0...59) else { return false }
         var i = 16
-        if i < b.count, b[i] == 0x3A { guard digits(i + 1..<i + 3) else { return false }; i += 3 }
+        if i < b.count, b[i] == 0x3A { guard number(i + 1, 2, in: 0...59) else { return false }; i += 3 }
         if i < b.count, b[i] == 0x2E { i += 1; let start = i; while i < b.count, b[i] >= 0x30, b[i] <= 0x39 { i += 1 }; guard i > start else { return false } }
         if i == b.count { return true }
         if b[i] == UInt8(ascii: "Z") { return i + 1 == b.count }
-        guard b[i] == 0x2B || b[i] == 0x2D, digits(i + 1..<i + 3), i + 3 < b.count else { return false }
-        if b[i + 3] == 0x3A { return digits(i + 4..<i + 6) && i + 6 == b.count }
-        return digits(i + 3..<i + 5) && i + 5 == b.count
+        guard b[i] == 0x2B || b[i] == 0x2D, number(i + 1, 2, in: 0...23), i + 3 < b.count else { return false }
+        if b[i + 3] == 0x3A { return number(i + 4, 2, in: 0...59) && i + 6 == b.count }
+        return number(i + 3, 2, in: 0...59) && i + 5 == b.count
     }
 
     public static func == (lhs: Timestamp, rhs: Timestamp) -> Bool {

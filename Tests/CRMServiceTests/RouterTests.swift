@@ -347,6 +347,15 @@ final class RouterValidationTests: XCTestCase {
         for ts in ["2025-01-02", "2025-01-02T03:04", "2025-01-02T03:04:05.123Z", "2025-01-02T03:04:05+02:00", "2025-01-02 03:04:05-0500"] {
             XCTAssertNotNil(decode(body(#"{"event":"e","email":"a@b.co","timestamp":"\#(ts)"}"#)), ts)
         }
+        for ts in ["2024-02-29", "2000-02-29T23:59:59Z", "2025-12-31T00:00:00.5-23:59", "2025-04-30T12:00+1400"] {
+            XCTAssertNotNil(decode(body(#"{"event":"e","email":"a@b.co","timestamp":"\#(ts)"}"#)), ts)
+        }
+        // Digits in the right places, but no such date or time.
+        for ts in ["2025-13-01", "2025-00-10", "2025-01-00", "2025-02-29", "1900-02-29", "2025-04-31", "2025-01-32",
+                   "2025-01-02T24:00", "2025-01-02T03:60", "2025-01-02T03:04:60Z", "2025-01-02T03:04+24:00", "2025-01-02T03:04-05:60",
+                   "2025-01-02T03:04+0560"] {
+            assertIssues(body(#"{"event":"e","email":"a@b.co","timestamp":"\#(ts)"}"#), [(["body", "timestamp"], "datetime_parsing")])
+        }
     }
 
     func testUnknownCRMTypeInBodyIs422Enum() {
