@@ -1,7 +1,7 @@
 # crm-service: the two commands that matter are `make run` and `make test`.
 SHELL := /bin/bash
 
-.PHONY: deps build release run test bench image-test clean distclean
+.PHONY: deps build release run test bench image-test fuzz clean distclean
 
 deps:
 	scripts/deps.sh
@@ -27,8 +27,12 @@ image-test:
 	scripts/image-test.sh
 
 # Build products only; the local database in .run/pg survives (see distclean).
+# Not part of `make test`: libFuzzer + AddressSanitizer on the parsers and the router (fuzz/README.md; FUZZ_SECONDS, FUZZ_TARGETS).
+fuzz:
+	scripts/fuzz.sh
+
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz
 
 # Everything generated: build products, the local PostgreSQL cluster, logs and dev key.
 distclean: clean

@@ -71,6 +71,16 @@ let package = Package(
     swiftLanguageModes: [.v6]
 )
 
+// `make fuzz` only (scripts/fuzz.sh): the libFuzzer harness. It links only with
+// -sanitize=fuzzer, so other builds leave it out.
+if Context.environment["CRM_FUZZ"] == "1" {
+    package.targets += [
+        .systemLibrary(name: "CFuzzer", path: "fuzz/CFuzzer"),
+        .executableTarget(name: "crm-fuzz", dependencies: ["CFuzzer", "CRMCore", "CRMService", "FastCGI"], path: "fuzz/crm-fuzz"),
+    ]
+    package.products.append(.executable(name: "crm-fuzz", targets: ["crm-fuzz"]))
+}
+
 for target in package.targets where target.type == .regular || target.type == .executable {
     target.swiftSettings = (target.swiftSettings ?? []) + functionSections
 }
