@@ -107,8 +107,9 @@ struct StoredSettingsScanner {
         var pairs: [(String, String)] = []
         if take(UInt8(ascii: "}")) { return pairs }
         repeat {
+            // A repeated field is left to the general decoder too (jsonb never stores one).
             guard let field = plainString(), take(UInt8(ascii: ":")), let target = plainString(),
-                  IntegrationSettings.isFieldName(target) else { return nil }
+                  IntegrationSettings.isFieldName(target), !pairs.contains(where: { $0.0 == field }) else { return nil }
             pairs.append((field, target))
         } while take(UInt8(ascii: ","))
         return take(UInt8(ascii: "}")) ? pairs : nil

@@ -57,6 +57,7 @@ final class StoredSettingsTests: XCTestCase {
             (.klaviyo, #"{"field_mapping": null}"#),
             (.klaviyo, #"{"sync_events": false, "sync_events": true}"#),    // a repeated key
             (.salesforce, #"{"events": "task", "events": "Order__e"}"#),
+            (.klaviyo, #"{"field_mapping": {"city": "town", "city": "town2"}}"#),  // a repeated field (found by make fuzz)
             (.klaviyo, #"{"unknown": true}"#),                               // unknown and foreign keys
             (.klaviyo, #"{"events": "note"}"#),
             (.hubspot, #"{"events": "webhook"}"#),                           // a value the checks refuse

@@ -15,6 +15,8 @@ enum FuzzTarget: String, CaseIterable {
     case fastcgi
     /// A CRM's `Retry-After` header.
     case retryAfter = "retry-after"
+    /// Text read back from the database: settings, a logged request, credentials.
+    case stored
 
     nonisolated(unsafe) static var selected = FuzzTarget.json
 
@@ -23,6 +25,7 @@ enum FuzzTarget: String, CaseIterable {
         case .json: Self.json(data)
         case .request: Self.decode(Self.request(data))
         case .fastcgi: Self.decode(Self.fastCGI(data))
+        case .stored: Self.stored(data)
         case .retryAfter:
             if let seconds = RetryPolicy.retryAfterSeconds(String(decoding: data, as: UTF8.self)) {
                 check(seconds.isFinite && seconds >= 0 && seconds <= 24 * 3600, "Retry-After gave \(seconds) s")
@@ -37,6 +40,29 @@ enum FuzzTarget: String, CaseIterable {
         guard let again = try? JSONParser.parse(text) else { fail("its serialisation does not parse", text) }
         check(again == value, "its serialisation parses to another value", text)
         check(again.serialized() == text, "its serialisation is not stable", text)
+    }
+
+    /// Whatever the database holds (a row written by an older version, or edited by hand), the
+    /// worker reads it without trapping: settings by the one-pass scanner exactly as by the
+    /// general decoder, a logged request (the sweep retries from it) and credentials.
+    static func stored(_ data: UnsafeBufferPointer<UInt8>) {
+        let json = try? JSONParser.parse(data)
+        for type in CRMType.allCases {
+            let general = json.map { IntegrationSettings.fromStored($0, for: type) } ?? .defaults
+            check(IntegrationSettings.fromStored(utf8: data, for: type) == general, "the settings scanner and the decoder disagree (\(type))",
+                  Array(data))
+            _ = Credentials.decode(json, for: type, at: [])
+        }
+        guard let json, var reader = FieldReader(json, at: []) else { return }
+        var again = reader
+        if let contact = Contact.read(&reader) {
+            guard var copy = FieldReader(contact.json, at: []) else { fail("a contact's JSON is no object", []) }
+            check(Contact.read(&copy) == contact, "a logged contact reads back differently", contact.json.serialized())
+        }
+        if let event = Event.read(&again) {
+            guard var copy = FieldReader(event.json, at: []) else { fail("an event's JSON is no object", []) }
+            check(Event.read(&copy) == event, "a logged event reads back differently", event.json.serialized())
+        }
     }
 
     /// `METHOD URI`, header lines `name: value`, an empty line, the body (all lines end in LF).
