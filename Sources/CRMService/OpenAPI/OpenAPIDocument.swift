@@ -2495,7 +2495,7 @@ public enum OpenAPIDocument {
               "null"
             ],
             "format": "date-time",
-            "description": "When it happened (default: now)."
+            "description": "When it happened (default: now): ISO 8601, a date alone or with a time and an optional offset, naming a real date and time."
           },
           "unique_id": {
             "type": [
@@ -2873,7 +2873,8 @@ public enum OpenAPIDocument {
             "type": "string"
           },
           "type": {
-            "type": "string"
+            "type": "string",
+            "description": "The kind of problem, by pydantic's names (`missing`, `string_type`, `extra_forbidden`, `json_invalid`, `datetime_parsing`, ...), and `string_nul`: a string or key holding U+0000, which valid JSON may carry but PostgreSQL cannot store."
           }
         }
       },
