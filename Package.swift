@@ -76,7 +76,8 @@ let package = Package(
 if Context.environment["CRM_FUZZ"] == "1" {
     package.targets += [
         .systemLibrary(name: "CFuzzer", path: "fuzz/CFuzzer"),
-        .executableTarget(name: "crm-fuzz", dependencies: ["CFuzzer", "CRMCore", "CRMService", "FastCGI"], path: "fuzz/crm-fuzz"),
+        .executableTarget(name: "crm-fuzz", dependencies: ["CFuzzer", "CRMCore", "CRMService", "CRMConnectors", "FastCGI", "HTTPClient", "Threads"],
+                          path: "fuzz/crm-fuzz"),
     ]
     package.products.append(.executable(name: "crm-fuzz", targets: ["crm-fuzz"]))
 }

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-targets=(${FUZZ_TARGETS:-json request fastcgi stored retry-after})
+targets=(${FUZZ_TARGETS:-json request fastcgi stored retry-after crm-replies})
 seconds=${FUZZ_SECONDS:-60}
 scripts/deps.sh
 

@@ -17,6 +17,8 @@ enum FuzzTarget: String, CaseIterable {
     case retryAfter = "retry-after"
     /// Text read back from the database: settings, a logged request, credentials.
     case stored
+    /// What a CRM answers, through a connector's whole flow (`CRMReplies`).
+    case crmReplies = "crm-replies"
 
     nonisolated(unsafe) static var selected = FuzzTarget.json
 
@@ -26,6 +28,7 @@ enum FuzzTarget: String, CaseIterable {
         case .request: Self.decode(Self.request(data))
         case .fastcgi: Self.decode(Self.fastCGI(data))
         case .stored: Self.stored(data)
+        case .crmReplies: CRMReplies.run(data)
         case .retryAfter:
             if let seconds = RetryPolicy.retryAfterSeconds(String(decoding: data, as: UTF8.self)) {
                 check(seconds.isFinite && seconds >= 0 && seconds <= 24 * 3600, "Retry-After gave \(seconds) s")
