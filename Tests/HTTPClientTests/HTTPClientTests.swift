@@ -61,6 +61,25 @@ final class HTTPClientTests: XCTestCase {
         XCTAssertTrue(error?.message.contains("127.0.0.1 port \(port)") == true, error?.message ?? "")
     }
 
+    /// A handle whose transfer failed is freed, not reused: libcurl 7.88 reads the next answer
+    /// on it past the end of its receive buffer (see `TransferLoop.complete`).
+    func testAHandleWhoseTransferFailedIsNotReused() async throws {
+        let server = try TestServer()
+        defer { server.stop() }
+        let client = HTTPClient(timeoutSeconds: 5, blockPrivateAddresses: false)
+        _ = try await client.send(HTTPClientRequest(method: "GET", url: server.url + "/read"))
+        XCTAssertEqual(client.idleHandles, 1)
+        for url in ["http://[::1/", "http://host.invalid/"] {
+            let error = await failure(of: HTTPClientRequest(method: "GET", url: url), on: client)
+            XCTAssertNotNil(error)
+            XCTAssertEqual(client.idleHandles, 0, "the handle of the failed call \(url) was freed")
+        }
+        let body = (0..<12_000).map { UInt8(ascii: "a") + UInt8($0 % 26) }
+        let echoed = try await client.send(HTTPClientRequest(method: "POST", url: server.url + "/echo", body: body))
+        XCTAssertEqual(echoed.body, body, "an answer of 12 KB arrives intact")
+        XCTAssertEqual(client.idleHandles, 1)
+    }
+
     func testPrivateAddressesAreRefusedWhenBlocked() async throws {
         try await assertRefusedUnsent(as: .connect, blockPrivateAddresses: true) { HTTPClientRequest(method: "GET", url: $0 + "/") }
     }
