@@ -153,11 +153,11 @@ final class TransferLoop: @unchecked Sendable {
 
     private func complete(_ transfer: Transfer, code: CURLcode) {
         let result = transfer.result(code)
-        // Only a handle whose transfer succeeded is kept. After one that failed (a name that
-        // does not resolve, a malformed URL) libcurl 7.88 keeps its 1 KiB receive buffer
-        // through `curl_easy_reset` while the size goes back to 16 KiB, and the handle's next
-        // answer is read past the buffer's end (found by `make fuzz`, shown with a C program
-        // under AddressSanitizer). Only this thread adds handles, so the count cannot grow
+        // Only a handle whose transfer succeeded is kept. With libcurl 7.88, after a transfer
+        // that failed (a name that does not resolve, a malformed URL), `curl_easy_reset` and
+        // our 1 KiB CURLOPT_BUFFERSIZE, the handle's next answer is written past the end of its
+        // 1 KiB receive buffer (found by `make fuzz`; a C program under AddressSanitizer shows
+        // it without this code). Only this thread adds handles, so the count cannot grow
         // between the check and the append.
         if code == CURLE_OK, idleHandles.withLock({ $0.count }) < Self.maxIdleHandles {
             curl_easy_reset(transfer.handle)
