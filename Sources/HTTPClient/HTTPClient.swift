@@ -167,6 +167,9 @@ public final class HTTPClient: Sendable {
 
     private static func isForbidden(_ byte: UInt8) -> Bool { byte == 0x0D || byte == 0x0A || byte == 0 }
 
+    /// Whether `send` will carry `value` in a header (it refuses CR, LF and NUL).
+    public static func canSendInAHeader(_ value: String) -> Bool { !value.utf8.contains(where: isForbidden) }
+
     /// Resolves `host`: nil when every address is public, else why it is refused.
     public static func privateAddressProblem(host: String) -> String? {
         switch crm_host_is_private(host) {

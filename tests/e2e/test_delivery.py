@@ -111,6 +111,28 @@ def test_429_with_retry_after_is_not_retried_before_that_many_seconds(svc, fakes
     assert len(crm_records(fakes, "klaviyo", contact["email"])) == 1
 
 
+@pytest.mark.parametrize("broken", ["token", "instance_url"])
+def test_an_unusable_salesforce_token_answer_is_retried_not_kept(svc, fakes, user_id, broken):
+    """A renewed session whose token no header can carry, or whose instance_url is no URL, is
+    a CRM failure (retried), and not kept: kept, it failed every later call until a restart.
+    Found by reading the connectors while writing `make fuzz`'s crm-replies seeds."""
+    connect(svc, fakes, user_id, "salesforce")
+    contact = {"email": email_for(f"sftoken{broken}"), "last_name": "Token"}
+    answer = {"access_token": "00Dfuzz!AQ\r\nX-Injected: 1" if broken == "token" else "00Dfuzz!AQgood",
+              "instance_url": fakes.urls["salesforce"] if broken == "token" else "not a url",
+              "id": "https://login.salesforce.com/id/00D/005", "token_type": "Bearer"}
+    fakes.faults("salesforce", [{"status": 401}], match="/services/data/")       # the session expires
+    fakes.faults("salesforce", [{"status": 200, "body": answer}], match="/services/oauth2/token")
+    res = by_type(sync_contact(svc, user_id, contact).json())["salesforce"]
+    assert res["status"] == "retrying", res
+    assert ("no header can carry" if broken == "token" else "usable instance_url") in res["detail"], res
+    log = wait_log(svc, user_id, res["log_id"], timeout=15)
+    assert log["status"] == "success" and log["attempts"] == 2, log
+    assert len(crm_records(fakes, "salesforce", contact["email"])) == 1
+    assert not any("X-Injected" in json.dumps(q["headers"]) or "x-injected" in q["headers"] for q in fakes.requests("salesforce"))
+    assert integration_status(svc, user_id, "salesforce")["status"] == "connected"
+
+
 def test_salesforce_request_limit_exceeded_403_is_retried_not_an_auth_error(svc, fakes, user_id):
     connect(svc, fakes, user_id, "salesforce")
     contact = {"email": email_for("sflimit"), "last_name": "Limit"}

@@ -38,7 +38,7 @@ public struct CreatioConnector: Connector {
                 return .rejected(message)
             }
             let cookies = Self.cookies(response.headers(named: "Set-Cookie"))
-            guard let csrf = cookies.first(where: { $0.0 == "BPMCSRF" })?.1 else { return .rejected("login set no BPMCSRF cookie") }
+            guard let csrf = cookies.first(where: { $0.0 == "BPMCSRF" })?.1, !csrf.isEmpty else { return .rejected("login set no BPMCSRF cookie") }
             return .session(Session(headers: [
                 ("Cookie", cookies.map { "\($0.0)=\($0.1)" }.joined(separator: "; ")), ("BPMCSRF", csrf), ("ForceUseSession", "true"),
             ]))
@@ -50,6 +50,10 @@ public struct CreatioConnector: Connector {
             let json = transport.json(response)
             guard response.status == 200, let token = json?["access_token"]?.stringValue else {
                 return .rejected(json?["error"]?.stringValue ?? "token endpoint answered HTTP \(response.status)")
+            }
+            // Kept for later calls (as Salesforce's): a token no header can carry is not kept.
+            guard HTTPClient.canSendInAHeader(token) else {
+                throw ConnectorError(.crmFailure, httpStatus: response.status, detail: "Creatio answered an access token that no header can carry")
             }
             return .session(Session(headers: [("Authorization", "Bearer \(token)")]))
         }

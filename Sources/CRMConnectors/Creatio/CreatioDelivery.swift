@@ -19,7 +19,8 @@ extension CreatioConnector {
             }
             let detail = dropped.isEmpty ? nil : "not sent (Creatio custom columns start with Usr): \(dropped.joined(separator: ", "))"
             if let id = try await findContact(target, entity: entity, email: contact.email) {
-                let response = try await call(target, method: "PATCH", path: "/\(entity)(\(id))", body: .object(fields))
+                // The id is the CRM's: encoded, so that an odd one cannot name another path.
+                let response = try await call(target, method: "PATCH", path: "/\(entity)(\(FormEncoding.percent(id)))", body: .object(fields))
                 guard response.status == 204 || response.status == 200 else { throw refused(response) }
                 return .success(action: "updated", recordID: id, httpStatus: response.status, detail: detail, response: nil)
             }

@@ -83,8 +83,16 @@ struct SalesforceAuth: Sendable {
             let description = body?["error_description"]?.stringValue.map { ": \($0)" } ?? ""
             return .rejected("\(error)\(description)")
         }
-        return .session(SalesforceSession(accessToken: Secret(token), instanceURL: CRMURL(instance)?.base ?? instance,
-                                          identityURL: body?["id"]?.stringValue))
+        // The session is kept and sent with every call: an instance_url that is no URL, or a
+        // token no header can carry, would fail each call until the worker restarts. Refused
+        // here, nothing is kept, and the next attempt asks again.
+        guard let instanceURL = CRMURL(instance) else {
+            throw ConnectorError(.crmFailure, httpStatus: response.status, detail: "Salesforce answered a token without a usable instance_url")
+        }
+        guard HTTPClient.canSendInAHeader(token) else {
+            throw ConnectorError(.crmFailure, httpStatus: response.status, detail: "Salesforce answered an access token that no header can carry")
+        }
+        return .session(SalesforceSession(accessToken: Secret(token), instanceURL: instanceURL.base, identityURL: body?["id"]?.stringValue))
     }
 }
 

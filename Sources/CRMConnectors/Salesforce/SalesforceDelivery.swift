@@ -31,7 +31,8 @@ extension SalesforceConnector {
             }
 
             if let id = try await findRecord(target, object: object, email: contact.email) {
-                let response = try await call(target, method: "PATCH", path: "/sobjects/\(object)/\(id)", body: .object(fields))
+                // The id is the CRM's: encoded, so that an odd one cannot name another path.
+                let response = try await call(target, method: "PATCH", path: "/sobjects/\(object)/\(FormEncoding.percent(id))", body: .object(fields))
                 guard response.status == 204 || response.status == 200 else { throw refusedWithCode(response, transport.json(response)) }
                 return .success(action: "updated", recordID: id, httpStatus: response.status, detail: detail, response: nil)
             }
