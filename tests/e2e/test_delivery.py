@@ -133,6 +133,21 @@ def test_an_unusable_salesforce_token_answer_is_retried_not_kept(svc, fakes, use
     assert integration_status(svc, user_id, "salesforce")["status"] == "connected"
 
 
+def test_hubspot_account_details_without_a_portal_id_are_retried_not_kept(svc, fakes, user_id):
+    """Custom events are named after the portal id. Account details without one are HubSpot's
+    failure: retried, and not kept (kept for five minutes, every event failed for good)."""
+    connect(svc, fakes, user_id, "hubspot")
+    fakes.config("hubspot", {"events": ["order_placed"]})  # the portal's custom event definition
+    fakes.faults("hubspot", [{"status": 200, "body": {"accountType": "STANDARD", "timeZone": "US/Eastern"}}], match="/account-info/")
+    event = {"event": "Order Placed", "email": email_for("hsportal"), "properties": {"sku": "A1"}}
+    res = by_type(sync_event(svc, user_id, event).json())["hubspot"]
+    assert res["status"] == "retrying" and "portalId" in res["detail"], res
+    log = wait_log(svc, user_id, res["log_id"], timeout=15)
+    assert log["status"] == "success" and log["attempts"] == 2, (log["error"], log)
+    sent = fake_requests(fakes, "hubspot", "POST", "/events/")
+    assert len(sent) == 1 and sent[0]["body"]["eventName"].startswith("pe"), sent
+
+
 def test_salesforce_request_limit_exceeded_403_is_retried_not_an_auth_error(svc, fakes, user_id):
     connect(svc, fakes, user_id, "salesforce")
     contact = {"email": email_for("sflimit"), "last_name": "Limit"}

@@ -4,7 +4,7 @@ import HTTPClient
 
 /// What a portal accepts, fetched once and reused.
 struct PortalInfo: Sendable {
-    var portalID: String?
+    var portalID: String
     var contactProperties: Set<String>
     var fetchedAt: Date
 }
@@ -75,10 +75,7 @@ extension HubSpotConnector {
                 guard response.status == 201 || response.status == 200 else { throw refused(response, json) }
                 return .success(action: "sent", recordID: Self.idString(json?["id"]), httpStatus: response.status, detail: nil, response: json)
             }
-            let portal = try await portalInfo(target, token: token)
-            guard let portalID = portal.portalID else {
-                throw Finished(outcome: .permanent(httpStatus: nil, error: "HubSpot did not tell the portal id", authFailure: false, response: nil))
-            }
+            let portalID = try await portalInfo(target, token: token).portalID
             let eventsPath = "/events/\(endpoints.hubspotAPIVersion)/send"
             let body: JSON = .object([
                 ("eventName", .string("pe\(portalID)_\(Self.propertyName(event.name))")), ("email", .string(event.email)),
@@ -116,7 +113,12 @@ extension HubSpotConnector {
         let json = transport.json(response)
         guard response.status == 200 else { throw refused(response, json) }
         let names = (json?["results"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }
-        let info = PortalInfo(portalID: Self.idString(transport.json(account)?["portalId"]), contactProperties: Set(names), fetchedAt: Date())
+        // HubSpot always tells it: without it no event can be named, but that is HubSpot's
+        // failure, retried, and nothing is kept for five minutes of failed events.
+        guard let portalID = Self.idString(transport.json(account)?["portalId"]) else {
+            throw ConnectorError(.crmFailure, httpStatus: account.status, detail: "HubSpot's account details gave no portalId")
+        }
+        let info = PortalInfo(portalID: portalID, contactProperties: Set(names), fetchedAt: Date())
         portals.set(key, info)
         return info
     }
