@@ -225,7 +225,7 @@ final class ReplyServer: Sendable {
                 bodyStart = i + end.count
                 let head = String(decoding: received[..<i], as: UTF8.self).lowercased()
                 for line in head.split(separator: "\r\n") where line.hasPrefix("content-length:") {
-                    wanted = Int(line.dropFirst("content-length:".count).trimmingCharacters(in: " ")) ?? 0
+                    wanted = Int(line.dropFirst("content-length:".count).trimming()) ?? 0
                 }
             }
         }
@@ -256,8 +256,4 @@ final class ReplyServer: Sendable {
         head += "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
         return Array(head.utf8) + body
     }
-}
-
-extension Substring {
-    func trimmingCharacters(in blank: Character) -> String { String(drop { $0 == blank }.reversed().drop { $0 == blank }.reversed()) }
 }
