@@ -26,11 +26,12 @@ bench:
 image-test:
 	scripts/image-test.sh
 
-# Build products only; the local database in .run/pg survives (see distclean).
-# Not part of `make test`: libFuzzer + AddressSanitizer on the parsers and the router (fuzz/README.md; FUZZ_SECONDS, FUZZ_TARGETS).
+# libFuzzer + AddressSanitizer on the parsers, the router and the connectors (fuzz/README.md;
+# FUZZ_SECONDS, FUZZ_TARGETS). `make test` only replays the seeds (scripts/fuzz.sh --replay).
 fuzz:
 	scripts/fuzz.sh
 
+# Build products only; the local database in .run/pg survives (see distclean).
 clean:
 	rm -rf .build .build-fuzz
 

@@ -5,8 +5,8 @@
 # targets check: fuzz/README.md.
 #   FUZZ_TARGETS="json request"   only these targets
 #   FUZZ_SECONDS=600              longer runs
-# A finding stops its target's run and the script (exit 1); libFuzzer's input is kept in
-# .run/fuzz/findings/<target>/. Replay one: CRM_FUZZ_TARGET=<target> .build-fuzz/release/crm-fuzz FILE
+# A finding stops its target's run (the other targets still run, then the script exits 1);
+# libFuzzer's input is kept in .run/fuzz/findings/<target>/, its output in .run/fuzz/<target>.log. Replay one: CRM_FUZZ_TARGET=<target> .build-fuzz/release/crm-fuzz FILE
 #
 # `scripts/fuzz.sh --replay` (part of `make test`): each target's seeds run once under
 # AddressSanitizer, no fuzzing; the last line is "fuzz replay: N passed, M failed" (targets).

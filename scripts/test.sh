@@ -5,7 +5,8 @@
 #   3. the OpenAPI check     tests/openapi/check_openapi.py
 #   4. the fuzz replay       scripts/fuzz.sh --replay (each fuzz target's seeds once, under ASan)
 # Every step runs even when an earlier one fails; the exit status is non-zero if any failed.
-# The last line is "N passed, M failed" over all of them (the OpenAPI check counts as one).
+# The last line is "N passed, M failed" over all of them (the OpenAPI check counts as one, the
+# fuzz replay one per target).
 #
 # Environment: CRM_BINARY (default .build/debug/crm-service), SWIFT_TEST_TIMEOUT_S (default 1200), PYTEST_TIMEOUT_S (default 1800),
 # PYTEST_ARGS (extra pytest arguments, e.g. "-k smoke -x"), PGPORT (see scripts/pg.sh).
