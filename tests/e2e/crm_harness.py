@@ -276,12 +276,15 @@ class Fakes:
         """The requests this vendor's fake has received, oldest first."""
         return self._call(vendor, "GET", "requests")
 
-    def faults(self, vendor: str, responses: list, match=None, clear: bool = False):
-        """Answer the next requests whose path starts with `match` (any, if None) with these
-        canned responses, in order (see tests/fakes/README.md for the response objects)."""
+    def faults(self, vendor: str, responses: list, match=None, clear: bool = False, method=None):
+        """Answer the next requests whose path starts with `match` (any, if None), and whose
+        method is `method` (any, if None), with these canned responses, in order (see
+        tests/fakes/README.md for the response objects)."""
         body = {"responses": responses, "clear": clear}
         if match is not None:
             body["match"] = match
+        if method is not None:
+            body["method"] = method
         return self._call(vendor, "POST", "faults", body)
 
     def down(self, vendor: str, down: bool = True, status: int | None = None,

@@ -261,6 +261,93 @@ def test_event_after_an_ambiguous_timeout_is_not_doubled(svc, fakes, user_id):
     assert len(state["events"]) == 1 and state["duplicate_events"] == 1, state
 
 
+def lookup_path(fakes, crm_type: str) -> str:
+    """The path of the connector's contact lookup, as the fake recorded it."""
+    part = "/query" if crm_type == "salesforce" else "/0/odata/Contact"
+    return next(q["path"] for q in fake_requests(fakes, crm_type, "GET", part))
+
+
+NO_MATCH = {"salesforce": {"totalSize": 0, "done": True, "records": []},
+            "creatio": {"@odata.context": "http://creatio/0/odata/$metadata#Contact(Id)", "value": []}}
+
+
+@pytest.mark.parametrize("crm_type", ["salesforce", "creatio"])
+def test_several_contacts_with_one_email_every_update_and_event_goes_to_the_oldest(svc, fakes, user_id, crm_type):
+    """Salesforce and Creatio let several contacts share an email, and answer a lookup in no
+    promised order (the fakes: newest first). Every sync must land on one of them, the oldest,
+    and say that there were several."""
+    connect(svc, fakes, user_id, crm_type)
+    email = email_for(f"twins{crm_type}")
+    first = by_type(sync_contact(svc, user_id, {"email": email, "first_name": "Ada1", "last_name": "Old"}).json())[crm_type]
+    assert first["status"] == "success" and first["action"] == "created", first
+    # A second contact with that email appears (made in the CRM's UI, or by a lookup that lagged):
+    # here the lookup answers "no match" once, so the connector creates it.
+    fakes.faults(crm_type, [{"status": 200, "body": NO_MATCH[crm_type]}], match=lookup_path(fakes, crm_type), method="GET")
+    second = by_type(sync_contact(svc, user_id, {"email": email, "first_name": "Ada2", "last_name": "New"}).json())[crm_type]
+    assert second["action"] == "created" and second["crm_record_id"] != first["crm_record_id"], second
+    assert len(crm_records(fakes, crm_type, email)) == 2
+
+    given = "FirstName" if crm_type == "salesforce" else "GivenName"
+    for n in (3, 4):
+        res = by_type(sync_contact(svc, user_id, {"email": email, "first_name": f"Ada{n}"}).json())[crm_type]
+        assert res["status"] == "success" and res["action"] == "updated", res
+        assert res["crm_record_id"] == first["crm_record_id"], (n, res, first)
+        assert "several" in res["detail"] and "oldest" in res["detail"], res
+        records = {r["Id"]: r for r in crm_records(fakes, crm_type, email)}
+        assert records[first["crm_record_id"]][given] == f"Ada{n}", records
+        assert records[second["crm_record_id"]][given] == "Ada2", records
+
+    res = by_type(sync_event(svc, user_id, {"event": "Placed Order", "email": email}).json())[crm_type]
+    assert res["status"] == "success" and "several" in res["detail"], res
+    state = fakes.state(crm_type)
+    if crm_type == "salesforce":
+        assert [t["WhoId"] for t in state["tasks"]] == [first["crm_record_id"]], state["tasks"]
+    else:
+        assert [a["ContactId"] for a in state["activities"]] == [first["crm_record_id"]], state["activities"]
+
+
+@pytest.mark.parametrize("odd_id", ["00000000-0000-0000-0000-000000000000 or true", "x)/Activity(y", ""])
+def test_a_creatio_contact_id_that_is_not_a_guid_goes_into_no_url(svc, fakes, user_id, odd_id):
+    """Creatio writes a GUID unquoted into a key and a filter: an Id that is not one must not
+    reach either, whatever the lookup answered."""
+    connect(svc, fakes, user_id, "creatio")
+    email = email_for("oddid")
+    sync_contact(svc, user_id, {"email": email, "first_name": "Ada"})
+    body = {"@odata.context": "http://creatio/0/odata/$metadata#Contact(Id)", "value": [{"Id": odd_id}]}
+    fakes.faults("creatio", [{"status": 200, "body": body}] * 2, match="/0/odata/Contact", method="GET")
+    for res in (by_type(sync_contact(svc, user_id, {"email": email, "first_name": "Bob"}).json())["creatio"],
+                by_type(sync_event(svc, user_id, {"event": "Placed Order", "email": email}).json())["creatio"]):
+        assert res["status"] == "failed" and "not a GUID" in res["detail"], res
+    assert fake_requests(fakes, "creatio", "PATCH") == []
+    assert fake_requests(fakes, "creatio", None, "/0/odata/Activity") == []
+
+
+@pytest.mark.parametrize("crm_type, write_path", [("salesforce", "/sobjects/Task"), ("creatio", "/0/odata/Activity")])
+def test_an_event_whose_answer_was_lost_is_found_on_retry_not_recorded_twice(svc, fakes, user_id, crm_type, write_path):
+    """The CRM stores the Task (Activity) but its answer never arrives: the retry finds it by the
+    event id it carries, among the contact's records with that subject, and adds no second one."""
+    connect(svc, fakes, user_id, crm_type)
+    email = email_for(f"lost{crm_type}")
+    # Another event of the same name on the same contact: the lookup must tell them apart.
+    assert by_type(sync_event(svc, user_id, {"event": "Placed Order", "email": email,
+                                             "unique_id": "order-1"}).json())[crm_type]["status"] == "success"
+    match = write_path
+    if crm_type == "salesforce":
+        match = next(q["path"] for q in fake_requests(fakes, crm_type, "POST", write_path))
+    fakes.faults(crm_type, [{"lost": True}], match=match, method="POST")
+    res = by_type(sync_event(svc, user_id, {"event": "Placed Order", "email": email, "unique_id": "order-2",
+                                            "properties": {"total": 12}}).json())[crm_type]
+    assert res["status"] == "retrying", res
+    log = wait_log(svc, user_id, res["log_id"], timeout=15)
+    assert log["status"] == "success" and log["attempts"] == 2, log
+    state = fakes.state(crm_type)
+    records = state["tasks"] if crm_type == "salesforce" else state["activities"]
+    text = "Description" if crm_type == "salesforce" else "DetailedResult"
+    assert len(records) == 2, records
+    assert sum("order-2" in r[text] for r in records) == 1 and sum("order-1" in r[text] for r in records) == 1, records
+    assert log["crm_record_id"] == next(r["Id"] for r in records if "order-2" in r[text]), (log, records)
+
+
 @pytest.mark.parametrize("crm_type, data_path", [("salesforce", "/services/data/"), ("creatio", "/0/odata/")])
 def test_one_expired_session_is_renewed_transparently(svc, fakes, user_id, crm_type, data_path):
     connect(svc, fakes, user_id, crm_type)

@@ -270,11 +270,13 @@ class BaseHandler(BaseHTTPRequestHandler):
                                  "raw_query": req.raw_query, "headers": headers,
                                  "body": req.recorded_body(), "at": time.time()})
             del srv.requests[:-MAX_RECORDED]
-            fault = next((f for f in srv.faults if req.raw_path.startswith(f["match"] or "")), None)
+            fault = next((f for f in srv.faults if req.raw_path.startswith(f["match"] or "")
+                          and f.get("method") in (None, self.command)), None)
             if fault:
                 srv.faults.remove(fault)
             down, latency = srv.down, float(self.cfg.get("latency_s") or 0)
-        if fault:
+        lost = bool(fault and fault["response"].get("lost"))
+        if fault and not lost:
             self._apply_fault(fault["response"], req)
             return
         if down:
@@ -291,6 +293,9 @@ class BaseHandler(BaseHTTPRequestHandler):
         except Exception:  # a bug in the fake: answer like the vendor's 500, log to stderr
             sys.stderr.write(traceback.format_exc())
             reply = self.error(500, "Internal server error in fake", "internal")
+        if lost:  # the request took effect; its answer never arrives
+            self._apply_fault({"close": True}, req)
+            return
         self._send(reply, req)
 
     def _apply_fault(self, spec: dict, req: Req) -> None:
@@ -361,7 +366,8 @@ class BaseHandler(BaseHTTPRequestHandler):
                 responses = body.get("responses", [])
                 if not isinstance(responses, list) or not all(isinstance(r, dict) for r in responses):
                     return Reply(400, {"error": "responses must be a list of objects"})
-                srv.faults.extend({"match": body.get("match"), "response": r} for r in responses)
+                srv.faults.extend({"match": body.get("match"), "method": body.get("method"), "response": r}
+                                  for r in responses)
                 return Reply(200, {"pending": len(srv.faults)})
             if (req.method, action) == ("POST", "down"):
                 srv.down = bool(body.get("down", True))
@@ -770,9 +776,15 @@ SF_RESOURCES = ["tooling", "metadata", "eclair", "folders", "prechatForms", "jso
                 "serviceTemplates", "recent", "connect", "licensing", "limits", "process", "async-queries",
                 "query", "match", "emailConnect", "compactLayouts", "knowledgeManagement", "sobjects",
                 "actions", "support"]
-SOQL_RE = re.compile(r"^\s*SELECT\s+(?P<fields>\w+(?:\s*,\s*\w+)*)\s+FROM\s+(?P<obj>\w+)\s+WHERE\s+"
-                     r"(?P<field>\w+)\s*=\s*'(?P<val>(?:[^'\\]|\\.)*)'\s*(?:LIMIT\s+(?P<limit>\d+))?\s*$",
-                     re.I | re.S)
+# SOQL as the fake understands it: SELECT f1, f2 FROM Object WHERE F = 'v' [AND G = 'w' ...]
+# [ORDER BY f [ASC|DESC], ...] [LIMIT n].
+SOQL_RE = re.compile(r"^\s*SELECT\s+(?P<fields>\w+(?:\s*,\s*\w+)*)\s+FROM\s+(?P<obj>\w+)\s+WHERE\s+", re.I | re.S)
+SOQL_TERM = re.compile(r"(?P<field>\w+)\s*=\s*'(?P<val>(?:[^'\\]|\\.)*)'\s*", re.S)
+SOQL_AND = re.compile(r"AND\s+", re.I)
+SOQL_TAIL = re.compile(r"(?:ORDER\s+BY\s+(?P<order>\w+(?:\s+(?:ASC|DESC))?(?:\s*,\s*\w+(?:\s+(?:ASC|DESC))?)*)\s*)?"
+                       r"(?:LIMIT\s+(?P<limit>\d+))?\s*$", re.I)
+# Long text areas: Salesforce can neither filter nor sort on them.
+SF_LONG_TEXT = {"Description"}
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
@@ -1158,19 +1170,72 @@ class SalesforceHandler(BaseHandler):
         q = req.q("q")
         if not q:
             return self.error(400, "A query string has to be specified", "MALFORMED_QUERY")
+        parsed = self._parse_soql(q)
+        if isinstance(parsed, Reply):
+            return parsed
+        obj, fields, terms, order, limit = parsed
+        rows = list(self.st["records"][obj].values())
+        for field, value in terms:
+            rows = [r for r in rows if str(r.get(field) or "").lower() == value.lower()]
+        if order:
+            for field, descending in reversed(order):  # a stable sort per key, the last key first
+                rows.sort(key=lambda r: str(r.get(field) or ""), reverse=descending)
+        else:
+            # Salesforce promises no order without ORDER BY: newest first here, so a client that
+            # takes "the first match" as the oldest is caught.
+            rows.reverse()
+        if limit is not None:
+            rows = rows[:limit]
+        records = [self._record_out(obj, r, fields, ver) for r in rows]
+        return Reply(200, {"totalSize": len(records), "done": True, "records": records})
+
+    def _parse_soql(self, q):
+        """(object, fields, [(field, value)], [(field, descending)], limit), or an error Reply."""
+        def malformed():
+            return self.error(400, f"\n{q}\n^\nERROR at Row:1:Column:1\nunexpected token (only \"SELECT f1, f2 FROM "
+                              "Object WHERE Field = 'value' [AND Field = 'value' ...] [ORDER BY f [ASC|DESC], ...] "
+                              "[LIMIT n]\" is supported by the fake)", "MALFORMED_QUERY")
         m = SOQL_RE.match(q)
         if not m:
-            return self.error(400, f"\n{q}\n^\nERROR at Row:1:Column:1\nunexpected token (only "
-                              "\"SELECT f1, f2 FROM Object WHERE Field = 'value' [LIMIT n]\" is supported by the fake)",
-                              "MALFORMED_QUERY")
+            return malformed()
         obj = next((o for o in SF_FIELDS if o.lower() == m["obj"].lower()), None)
         if obj is None:
             return self.error(400, f"sObject type '{m['obj']}' is not supported.", "INVALID_TYPE")
         fields = [f.strip() for f in m["fields"].split(",")]
-        for name in fields + [m["field"]]:
+        terms, pos = [], m.end()
+        while True:
+            t = SOQL_TERM.match(q, pos)
+            if not t:
+                return malformed()
+            value = self._soql_literal(t["val"])
+            if isinstance(value, Reply):
+                return value
+            terms.append((t["field"], value))
+            pos = t.end()
+            a = SOQL_AND.match(q, pos)
+            if not a:
+                break
+            pos = a.end()
+        tail = SOQL_TAIL.match(q, pos)
+        if not tail:
+            return malformed()
+        order = []
+        for part in (tail["order"] or "").split(","):
+            if part.strip():
+                name, _, direction = part.strip().partition(" ")
+                order.append((name, direction.strip().upper() == "DESC"))
+        for name in fields + [f for f, _ in terms] + [f for f, _ in order]:
             if self._canon(obj, name) is None:
                 return self.error(400, f"No such column '{name}' on entity '{obj}'.", "INVALID_FIELD")
-        raw, value, i = m["val"], "", 0
+        for name, verb in [(f, "filtered") for f, _ in terms] + [(f, "sorted") for f, _ in order]:
+            if self._canon(obj, name) in SF_LONG_TEXT:
+                return self.error(400, f"field '{self._canon(obj, name)}' can not be {verb} in a query call",
+                                  "INVALID_FIELD")
+        return (obj, fields, [(self._canon(obj, f), v) for f, v in terms],
+                [(self._canon(obj, f), d) for f, d in order], None if tail["limit"] is None else int(tail["limit"]))
+
+    def _soql_literal(self, raw):
+        value, i = "", 0
         while i < len(raw):
             if raw[i] == "\\":
                 nxt = raw[i + 1]
@@ -1182,12 +1247,7 @@ class SalesforceHandler(BaseHandler):
             else:
                 value += raw[i]
                 i += 1
-        where = self._canon(obj, m["field"])
-        rows = [r for r in self.st["records"][obj].values() if str(r.get(where) or "").lower() == value.lower()]
-        if m["limit"] is not None:
-            rows = rows[:int(m["limit"])]
-        records = [self._record_out(obj, r, fields, ver) for r in rows]
-        return Reply(200, {"totalSize": len(records), "done": True, "records": records})
+        return value
 
     def _publish(self, obj, body):
         allowed = self.cfg["platform_events"][obj]
@@ -1445,10 +1505,18 @@ class CreatioHandler(BaseHandler):
                     rows = [r for r in rows if str(r.get(col)).lower() == lit.lower()]
         order = req.q("$orderby")
         if order:
-            col, _, direction = order.strip().partition(" ")
-            if not self._known(entity, col) or direction.strip().lower() not in ("", "asc", "desc"):
-                return self.error(400, f"Invalid $orderby '{order}'.")
-            rows.sort(key=lambda r: str(r.get(col) or ""), reverse=direction.strip().lower() == "desc")
+            keys = []
+            for part in order.split(","):
+                col, _, direction = part.strip().partition(" ")
+                if not self._known(entity, col) or direction.strip().lower() not in ("", "asc", "desc"):
+                    return self.error(400, f"Invalid $orderby '{order}'.")
+                keys.append((col, direction.strip().lower() == "desc"))
+            for col, descending in reversed(keys):  # a stable sort per key, the last key first
+                rows.sort(key=lambda r: str(r.get(col) or ""), reverse=descending)
+        else:
+            # No order is promised without $orderby: newest first here, so a client that takes
+            # "the first match" as the oldest is caught.
+            rows.reverse()
         try:
             skip, top = int(req.q("$skip", 0)), req.q("$top")
             top = None if top is None else int(top)

@@ -441,6 +441,38 @@ def test_salesforce_contact_lifecycle(u):
     assert [c["Title"] for c in state["contacts"]] == ["CEO"] and state["tasks"][0]["WhoId"] == cid
 
 
+def test_salesforce_query_terms_order_and_unfilterable_fields(u):
+    base, h = u["salesforce"], sf_headers(sf_token(u))
+    api = "/services/data/v62.0"
+
+    def query(q):
+        return call(base, "GET", f"{api}/query/?q=" + urllib.parse.quote(q), headers=h)
+
+    ids = [call(base, "POST", f"{api}/sobjects/Contact/", headers=h,
+                json_body={"LastName": name, "Email": "twin@example.com"}).json["id"] for name in ("Old", "New")]
+    # No ORDER BY: no order is promised, and the fake answers newest first.
+    assert [r["Id"] for r in query("SELECT Id FROM Contact WHERE Email = 'twin@example.com'").json["records"]] == ids[::-1]
+    r = query("SELECT Id FROM Contact WHERE Email = 'twin@example.com' ORDER BY CreatedDate ASC, Id ASC LIMIT 2")
+    assert r.status == 200 and [x["Id"] for x in r.json["records"]] == ids
+    r = query("SELECT Id FROM Contact WHERE Email = 'twin@example.com' ORDER BY Id DESC LIMIT 1")
+    assert [x["Id"] for x in r.json["records"]] == ids[1:]
+    r = query("SELECT Id, LastName FROM Contact WHERE Email = 'twin@example.com' AND LastName = 'old'")
+    assert [x["Id"] for x in r.json["records"]] == ids[:1]
+    for task in ("Call", "Call", "Email"):
+        call(base, "POST", f"{api}/sobjects/Task/", headers=h, json_body={"WhoId": ids[0], "Subject": task})
+    r = query(f"SELECT Id, Description FROM Task WHERE WhoId = '{ids[0]}' AND Subject = 'Call'")
+    assert r.status == 200 and r.json["totalSize"] == 2
+    # Long text areas can be selected, not filtered or sorted.
+    r = query(f"SELECT Id FROM Task WHERE WhoId = '{ids[0]}' AND Description = 'x'")
+    assert r.status == 400 and r.json == [{"message": "field 'Description' can not be filtered in a query call",
+                                           "errorCode": "INVALID_FIELD", "fields": []}]
+    assert query(f"SELECT Id FROM Task WHERE WhoId = '{ids[0]}' ORDER BY Description").json[0]["errorCode"] == "INVALID_FIELD"
+    assert query("SELECT Id FROM Contact WHERE Email = 'x' ORDER BY Nope").json[0]["errorCode"] == "INVALID_FIELD"
+    for bad in ("SELECT Id FROM Contact WHERE Email = 'x' AND", "SELECT Id FROM Contact WHERE Email = 'x' OR Id = 'y'",
+                "SELECT Id FROM Contact WHERE Email = 'x' ORDER BY", "SELECT Id FROM Contact WHERE Email = 'x' LIMIT"):
+        assert query(bad).json[0]["errorCode"] == "MALFORMED_QUERY", bad
+
+
 def test_salesforce_upsert_by_external_id_and_platform_event(u):
     base, h = u["salesforce"], sf_headers(sf_token(u))
     api = "/services/data/v59.0/sobjects"
@@ -529,6 +561,27 @@ def test_creatio_contact_crud_and_filter(u):
 
 
 # ---- HubSpot ------------------------------------------------------------------------------------
+def test_creatio_order_is_newest_first_unless_asked(u):
+    base = u["creatio"]
+    h = creatio_headers(creatio_login(u))
+    h_json = dict(h, **{"Content-Type": "application/json; charset=utf-8; IEEE754Compatible=true"})
+    ids = []
+    for name in ("Old", "New"):
+        time.sleep(0.01)  # CreatedOn has millisecond resolution; the Id (random) breaks a tie
+        ids.append(call(base, "POST", "/0/odata/Contact", headers=h_json,
+                        json_body={"Name": name, "Email": "twin@example.com"}).json["Id"])
+    flt = urllib.parse.quote("Email eq 'twin@example.com'")
+    r = call(base, "GET", f"/0/odata/Contact?$filter={flt}&$select=Id", headers=h)
+    assert [x["Id"] for x in r.json["value"]] == ids[::-1]
+    order = urllib.parse.quote("CreatedOn asc,Id asc")
+    r = call(base, "GET", f"/0/odata/Contact?$filter={flt}&$select=Id&$orderby={order}&$top=2", headers=h)
+    assert r.status == 200 and [x["Id"] for x in r.json["value"]] == ids
+    r = call(base, "GET", f"/0/odata/Contact?$select=Id&$orderby=" + urllib.parse.quote("Name desc"), headers=h)
+    assert [x["Id"] for x in r.json["value"]] == ids  # descending by Name: "Old" before "New"
+    bad = urllib.parse.quote("CreatedOn asc,Nope")
+    assert call(base, "GET", f"/0/odata/Contact?$orderby={bad}", headers=h).status == 400
+
+
 def test_hubspot_auth(u):
     for headers in ({"Authorization": "Bearer pat-na1-wrong"}, {}):
         r = call(u["hubspot"], "GET", "/account-info/v3/details", headers=headers)
@@ -664,6 +717,17 @@ def test_fault_close_and_hang(u):
     started = time.time()
     r = call(base, "GET", "/account-info/v3/details", headers=HS_HEADERS)
     assert r.status == 200 and r.json == {"ok": 1} and time.time() - started >= 0.2
+
+
+def test_fault_lost_answer_keeps_the_effect(u):
+    base, h = u["salesforce"], sf_headers(sf_token(u))
+    api = "/services/data/v62.0"
+    control(base, "faults", {"responses": [{"lost": True}], "match": f"{api}/sobjects/Contact", "method": "POST"})
+    assert call(base, "GET", f"{api}/sobjects/Contact/003FAKE00000999AAA", headers=h).status == 404  # not a POST
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+        call(base, "POST", f"{api}/sobjects/Contact/", headers=h, json_body={"LastName": "Lost"})
+    assert [c["LastName"] for c in control(base, "state")["contacts"]] == ["Lost"]
+    assert call(base, "POST", f"{api}/sobjects/Contact/", headers=h, json_body={"LastName": "Kept"}).status == 201
 
 
 def test_down_mode(u):

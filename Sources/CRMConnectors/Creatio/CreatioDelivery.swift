@@ -17,19 +17,20 @@ extension CreatioConnector {
                     dropped.append(name)
                 }
             }
-            let detail = dropped.isEmpty ? nil : "not sent (Creatio custom columns start with Usr): \(dropped.joined(separator: ", "))"
-            if let id = try await findContact(target, entity: entity, email: contact.email) {
-                // The id is the CRM's: encoded, so that an odd one cannot name another path.
-                let response = try await call(target, method: "PATCH", path: "/\(entity)(\(FormEncoding.percent(id)))", body: .object(fields))
+            var notes: [String] = []
+            if !dropped.isEmpty { notes.append("not sent (Creatio custom columns start with Usr): \(dropped.joined(separator: ", "))") }
+            if let found = try await findContact(target, entity: entity, email: contact.email) {
+                if found.isOneOfSeveral { notes.insert("several \(entity) records have this email: the oldest was updated", at: 0) }
+                let response = try await call(target, method: "PATCH", path: "/\(entity)(\(found.id))", body: .object(fields))
                 guard response.status == 204 || response.status == 200 else { throw refused(response) }
-                return .success(action: "updated", recordID: id, httpStatus: response.status, detail: detail, response: nil)
+                return .success(action: "updated", recordID: found.id, httpStatus: response.status, detail: notes.joinedDetail, response: nil)
             }
             let name = [contact.firstName, contact.lastName].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: " ")
             fields.insert(("Name", .string(name.isEmpty ? contact.email : name)), at: 0)
             let response = try await call(target, method: "POST", path: "/\(entity)", body: .object(fields))
             let json = transport.json(response)
             guard response.status == 201, let id = json?["Id"]?.stringValue else { throw refused(response) }
-            return .success(action: "created", recordID: id, httpStatus: 201, detail: detail, response: json)
+            return .success(action: "created", recordID: id, httpStatus: 201, detail: notes.joinedDetail, response: json)
         }
     }
 
@@ -37,49 +38,77 @@ extension CreatioConnector {
         await deliver {
             let entity = target.settings.string("contact_entity") ?? "Contact"
             let contactID: String
+            var detail: String?
             if let found = try await findContact(target, entity: entity, email: event.email) {
-                contactID = found
+                contactID = found.id
+                if found.isOneOfSeveral { detail = "several \(entity) records have this email: the Activity is on the oldest" }
             } else {
                 let response = try await call(target, method: "POST", path: "/\(entity)", body: ["Name": .string(event.email), "Email": .string(event.email)])
                 guard response.status == 201, let id = transport.json(response)?["Id"]?.stringValue else { throw refused(response) }
+                guard Self.isGUID(id) else { throw refused(response, "a contact Id that is not a GUID") }
                 contactID = id
             }
-            // The event id travels in DetailedResult: a retry finds the Activity instead of adding a second one.
-            let existing = try await call(target, method: "GET",
-                                    path: "/Activity?" + query([("$filter", "ContactId eq \(contactID)"), ("$select", "Id,DetailedResult")]), body: nil)
+            // The event id travels in DetailedResult: a retry finds the Activity instead of adding a
+            // second one. The lookup narrows to the contact's Activities with this title. The id is
+            // a GUID (checked), which OData writes unquoted.
+            let title = String(event.name.prefix(250))
+            let filter = "ContactId eq \(contactID) and Title eq '\(title.replacingQuotes())'"
+            let existing = try await call(target, method: "GET", path: "/Activity?" + query([("$filter", filter), ("$select", "Id,DetailedResult")]), body: nil)
             guard existing.status == 200 else { throw refused(existing) }
             let marker = "\"event_id\":" + JSON.string(uniqueID).jsonString
             if let done = transport.json(existing)?["value"]?.arrayValue?.first(where: { $0["DetailedResult"]?.stringValue?.contains(marker) == true }) {
-                return .success(action: "sent", recordID: done["Id"]?.stringValue, httpStatus: 200, detail: "already recorded", response: nil)
+                return .success(action: "sent", recordID: done["Id"]?.stringValue, httpStatus: 200,
+                                detail: ["already recorded", detail].compactMap { $0 }.joinedDetail, response: nil)
             }
             var details: [(String, JSON)] = [("event_id", .string(uniqueID)), ("properties", .object(event.properties))]
             if let value = event.value { details.append(("value", .double(value))) }
             let time = Clock.eventTime(event.timestamp)
             let response = try await call(target, method: "POST", path: "/Activity", body: .object([
-                ("Title", .string(String(event.name.prefix(250)))), ("ContactId", .string(contactID)),
+                ("Title", .string(title)), ("ContactId", .string(contactID)),
                 ("StartDate", .string(time)), ("DueDate", .string(time)), ("DetailedResult", .string(JSON.object(details).jsonString)),
             ]))
             let json = transport.json(response)
             guard response.status == 201 else { throw refused(response) }
-            return .success(action: "sent", recordID: json?["Id"]?.stringValue, httpStatus: 201, detail: nil, response: json)
+            return .success(action: "sent", recordID: json?["Id"]?.stringValue, httpStatus: 201, detail: detail, response: json)
         }
     }
 
     // MARK: - Helpers
 
-    func findContact(_ target: SyncTarget, entity: String, email: String) async throws -> String? {
-        let escaped = email.replacingQuotes()
-        let response = try await call(target, method: "GET", path: "/\(entity)?" + query([("$filter", "Email eq '\(escaped)'"), ("$select", "Id"), ("$top", "2")]), body: nil)
+    /// The contact an email names. Several may share one, and OData promises no order without
+    /// `$orderby`: the oldest is chosen (then the lowest Id), so that every update and every
+    /// Activity lands on the same one. Its Id must be a GUID, as Creatio's are: it goes unquoted
+    /// into a key (`Contact(<id>)`) and a filter.
+    func findContact(_ target: SyncTarget, entity: String, email: String) async throws -> EmailMatch? {
+        let filter = "Email eq '\(email.replacingQuotes())'"
+        let response = try await call(target, method: "GET", path: "/\(entity)?" + query([("$filter", filter), ("$select", "Id"), ("$orderby", "CreatedOn asc,Id asc"), ("$top", "2")]), body: nil)
         guard response.status == 200 else { throw refused(response) }
-        return transport.json(response)?["value"]?.arrayValue?.first?["Id"]?.stringValue
+        let values = transport.json(response)?["value"]?.arrayValue ?? []
+        guard let id = values.first?["Id"]?.stringValue else { return nil }
+        guard Self.isGUID(id) else { throw refused(response, "a contact Id that is not a GUID") }
+        return EmailMatch(id: id, isOneOfSeveral: values.count > 1)
+    }
+
+    /// 8-4-4-4-12 hexadecimal digits.
+    static func isGUID(_ s: String) -> Bool {
+        let bytes = Array(s.utf8)
+        guard bytes.count == 36 else { return false }
+        for (i, b) in bytes.enumerated() {
+            if i == 8 || i == 13 || i == 18 || i == 23 {
+                guard b == UInt8(ascii: "-") else { return false }
+            } else {
+                guard (b >= 0x30 && b <= 0x39) || (b | 0x20 >= 0x61 && b | 0x20 <= 0x66) else { return false }
+            }
+        }
+        return true
     }
 
     func query(_ pairs: [(String, String)]) -> String {
         pairs.map { "\(FormEncoding.percent($0.0))=\(FormEncoding.percent($0.1))" }.joined(separator: "&")
     }
 
-    func refused(_ response: HTTPClientResponse) -> Finished {
-        transport.refused(response, transport.json(response)?["error"]?["message"]?.stringValue ?? "unexpected answer")
+    func refused(_ response: HTTPClientResponse, _ message: String? = nil) -> Finished {
+        transport.refused(response, message ?? transport.json(response)?["error"]?["message"]?.stringValue ?? "unexpected answer")
     }
 
     /// An OData call with the cached session; an expired session (401, or a redirect to the

@@ -16,7 +16,8 @@ extension SalesforceConnector {
             for (name, value) in contact.customProperties {
                 if Self.isCustomFieldName(name) { fields.append((name, value)) } else { dropped.append(name) }
             }
-            let detail = dropped.isEmpty ? nil : "not sent (Salesforce custom fields end in __c): \(dropped.joined(separator: ", "))"
+            var notes: [String] = []
+            if !dropped.isEmpty { notes.append("not sent (Salesforce custom fields end in __c): \(dropped.joined(separator: ", "))") }
 
             if let externalField = target.settings.string("external_id_field") {
                 // PATCH …/sobjects/Contact/{Field}/{value}: 201 created, 200 updated, 300 several matches.
@@ -27,19 +28,20 @@ extension SalesforceConnector {
                 guard response.status == 200 || response.status == 201 else { throw refusedWithCode(response, json) }
                 let created = json?["created"]?.boolValue ?? (response.status == 201)
                 return .success(action: created ? "created" : "updated", recordID: json?["id"]?.stringValue,
-                                httpStatus: response.status, detail: detail, response: json)
+                                httpStatus: response.status, detail: notes.joinedDetail, response: json)
             }
 
-            if let id = try await findRecord(target, object: object, email: contact.email) {
+            if let found = try await findRecord(target, object: object, email: contact.email) {
+                if found.isOneOfSeveral { notes.insert("several \(object)s have this email: the oldest was updated", at: 0) }
                 // The id is the CRM's: encoded, so that an odd one cannot name another path.
-                let response = try await call(target, method: "PATCH", path: "/sobjects/\(object)/\(FormEncoding.percent(id))", body: .object(fields))
+                let response = try await call(target, method: "PATCH", path: "/sobjects/\(object)/\(FormEncoding.percent(found.id))", body: .object(fields))
                 guard response.status == 204 || response.status == 200 else { throw refusedWithCode(response, transport.json(response)) }
-                return .success(action: "updated", recordID: id, httpStatus: response.status, detail: detail, response: nil)
+                return .success(action: "updated", recordID: found.id, httpStatus: response.status, detail: notes.joinedDetail, response: nil)
             }
             let response = try await call(target, method: "POST", path: "/sobjects/\(object)/", body: .object(withRequiredDefaults(fields, object: object)))
             let json = transport.json(response)
             guard response.status == 201, let id = json?["id"]?.stringValue else { throw refusedWithCode(response, json) }
-            return .success(action: "created", recordID: id, httpStatus: response.status, detail: detail, response: json)
+            return .success(action: "created", recordID: id, httpStatus: response.status, detail: notes.joinedDetail, response: json)
         }
     }
 
@@ -63,8 +65,10 @@ extension SalesforceConnector {
             }
             let object = target.settings.string("object") ?? "Contact"
             let whoID: String
+            var detail: String?
             if let found = try await findRecord(target, object: object, email: event.email) {
-                whoID = found
+                whoID = found.id
+                if found.isOneOfSeveral { detail = "several \(object)s have this email: the Task is on the oldest" }
             } else {
                 // The event's contact does not exist yet: create a minimal one so the Task has a WhoId.
                 let body = withRequiredDefaults([("Email", .string(event.email))], object: object)
@@ -73,22 +77,26 @@ extension SalesforceConnector {
                 guard response.status == 201, let id = json?["id"]?.stringValue else { throw refusedWithCode(response, json) }
                 whoID = id
             }
-            // The event id is stored on the Task: a retry after an ambiguous failure finds it instead of adding a second one.
+            // The event id is stored on the Task: a retry after an ambiguous failure finds it instead
+            // of adding a second one. Description cannot be filtered in SOQL (a long text area), so
+            // the query narrows to the contact's Tasks with this subject and the marker is looked for in those.
             let marker = "[event-id: \(uniqueID)]"
-            let existing = try await query(target, "SELECT Id, Description FROM Task WHERE WhoId = '\(Self.soqlEscape(whoID))'")
+            let subject = String(event.name.prefix(255))
+            let existing = try await query(target, "SELECT Id, Description FROM Task WHERE WhoId = '\(Self.soqlEscape(whoID))' AND Subject = '\(Self.soqlEscape(subject))'")
             if let done = existing.first(where: { $0["Description"]?.stringValue?.contains(marker) == true }) {
-                return .success(action: "sent", recordID: done["Id"]?.stringValue, httpStatus: 200, detail: "already recorded", response: nil)
+                return .success(action: "sent", recordID: done["Id"]?.stringValue, httpStatus: 200,
+                                detail: ["already recorded", detail].compactMap { $0 }.joinedDetail, response: nil)
             }
             let description = JSON.object(payload).jsonString + "\n" + marker
             let body: JSON = .object([
-                ("WhoId", .string(whoID)), ("Subject", .string(String(event.name.prefix(255)))), ("Status", "Completed"),
+                ("WhoId", .string(whoID)), ("Subject", .string(subject)), ("Status", "Completed"),
                 ("Priority", "Normal"), ("ActivityDate", .string(String(time.prefix(10)))),
                 ("Description", .string(String(description.suffix(32_000)))), ("TaskSubtype", "Task"),
             ])
             let response = try await call(target, method: "POST", path: "/sobjects/Task/", body: body)
             let json = transport.json(response)
             guard response.status == 201 else { throw refusedWithCode(response, json) }
-            return .success(action: "sent", recordID: json?["id"]?.stringValue, httpStatus: response.status, detail: nil, response: json)
+            return .success(action: "sent", recordID: json?["id"]?.stringValue, httpStatus: response.status, detail: detail, response: json)
         }
     }
 
@@ -108,8 +116,13 @@ extension SalesforceConnector {
         return out
     }
 
-    func findRecord(_ target: SyncTarget, object: String, email: String) async throws -> String? {
-        try await query(target, "SELECT Id FROM \(object) WHERE Email = '\(Self.soqlEscape(email))' LIMIT 2").first?["Id"]?.stringValue
+    /// The record an email names. Salesforce lets several records share an email, and promises
+    /// no order without ORDER BY: the oldest is chosen (then the lowest Id), so that every update
+    /// and every Task lands on the same one.
+    func findRecord(_ target: SyncTarget, object: String, email: String) async throws -> EmailMatch? {
+        let records = try await query(target, "SELECT Id FROM \(object) WHERE Email = '\(Self.soqlEscape(email))' ORDER BY CreatedDate ASC, Id ASC LIMIT 2")
+        guard let id = records.first?["Id"]?.stringValue else { return nil }
+        return EmailMatch(id: id, isOneOfSeveral: records.count > 1)
     }
 
     func query(_ target: SyncTarget, _ soql: String) async throws -> [JSON] {
@@ -119,12 +132,18 @@ extension SalesforceConnector {
         return json?["records"]?.arrayValue ?? []
     }
 
-    /// A string literal for SOQL: `\` and `'` escaped.
+    /// A string literal for SOQL: `\` and `'` escaped, and line breaks and tabs written as SOQL's
+    /// escape sequences.
     static func soqlEscape(_ s: String) -> String {
         var out = ""
-        for c in s {
-            if c == "\\" || c == "'" { out.append("\\") }
-            out.append(c)
+        for c in s.unicodeScalars {
+            switch c {
+            case "\\", "'": out += "\\" + String(c)
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default: out.unicodeScalars.append(c)
+            }
         }
         return out
     }

@@ -55,3 +55,15 @@ enum Clock {
         return timestamp.count == 10 ? timestamp + "T00:00:00Z" : timestamp
     }
 }
+
+/// The record an email names, for CRMs where several records may share an email.
+struct EmailMatch {
+    let id: String
+    /// More than one record has the email; `id` is the one the connector chose.
+    let isOneOfSeveral: Bool
+}
+
+extension Array where Element == String {
+    /// Notes for a result's `detail`, joined; nil when there are none.
+    var joinedDetail: String? { isEmpty ? nil : joined(separator: "; ") }
+}
