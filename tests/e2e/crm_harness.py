@@ -276,11 +276,11 @@ class Fakes:
         """The requests this vendor's fake has received, oldest first."""
         return self._call(vendor, "GET", "requests")
 
-    def faults(self, vendor: str, responses: list, match=None, clear: bool = False, method=None):
-        """Answer the next requests whose path starts with `match` (any, if None), and whose
-        method is `method` (any, if None), with these canned responses, in order (see
-        tests/fakes/README.md for the response objects)."""
-        body = {"responses": responses, "clear": clear}
+    def faults(self, vendor: str, responses: list, match=None, clear: bool = False, method=None, exact=False):
+        """Answer the next requests whose path starts with `match` (any, if None; is `match`, if
+        exact), and whose method is `method` (any, if None), with these canned responses, in
+        order (see tests/fakes/README.md for the response objects)."""
+        body = {"responses": responses, "clear": clear, "exact": exact}
         if match is not None:
             body["match"] = match
         if method is not None:

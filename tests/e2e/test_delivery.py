@@ -322,30 +322,33 @@ def test_a_creatio_contact_id_that_is_not_a_guid_goes_into_no_url(svc, fakes, us
     assert fake_requests(fakes, "creatio", None, "/0/odata/Activity") == []
 
 
-@pytest.mark.parametrize("crm_type, write_path", [("salesforce", "/sobjects/Task"), ("creatio", "/0/odata/Activity")])
+@pytest.mark.parametrize("crm_type, write_path", [
+    ("salesforce", "/sobjects/Task/"), ("creatio", "/0/odata/Activity"), ("hubspot", "/notes"),
+])
 def test_an_event_whose_answer_was_lost_is_found_on_retry_not_recorded_twice(svc, fakes, user_id, crm_type, write_path):
-    """The CRM stores the Task (Activity) but its answer never arrives: the retry finds it by the
-    event id it carries, among the contact's records with that subject, and adds no second one."""
-    connect(svc, fakes, user_id, crm_type)
+    """The CRM stores the Task (Activity, HubSpot note) but its answer never arrives: the retry
+    finds it by the event id it carries, among the contact's records, and adds no second one."""
+    connect(svc, fakes, user_id, crm_type, {"events": "note"} if crm_type == "hubspot" else None)
     email = email_for(f"lost{crm_type}")
     # Another event of the same name on the same contact: the lookup must tell them apart.
     assert by_type(sync_event(svc, user_id, {"event": "Placed Order", "email": email,
                                              "unique_id": "order-1"}).json())[crm_type]["status"] == "success"
-    match = write_path
-    if crm_type == "salesforce":
-        match = next(q["path"] for q in fake_requests(fakes, crm_type, "POST", write_path))
-    fakes.faults(crm_type, [{"lost": True}], match=match, method="POST")
+    create = next(q["path"] for q in fake_requests(fakes, crm_type, "POST") if q["path"].endswith(write_path))
+    fakes.faults(crm_type, [{"lost": True}], match=create, method="POST", exact=True)
     res = by_type(sync_event(svc, user_id, {"event": "Placed Order", "email": email, "unique_id": "order-2",
                                             "properties": {"total": 12}}).json())[crm_type]
     assert res["status"] == "retrying", res
     log = wait_log(svc, user_id, res["log_id"], timeout=15)
     assert log["status"] == "success" and log["attempts"] == 2, log
     state = fakes.state(crm_type)
-    records = state["tasks"] if crm_type == "salesforce" else state["activities"]
-    text = "Description" if crm_type == "salesforce" else "DetailedResult"
+    records, text = {"salesforce": (state.get("tasks"), "Description"), "creatio": (state.get("activities"), "DetailedResult"),
+                     "hubspot": ([n["properties"] for n in state.get("notes", [])], "hs_note_body")}[crm_type]
     assert len(records) == 2, records
-    assert sum("order-2" in r[text] for r in records) == 1 and sum("order-1" in r[text] for r in records) == 1, records
-    assert log["crm_record_id"] == next(r["Id"] for r in records if "order-2" in r[text]), (log, records)
+    assert [sum(f"order-{n}" in r[text] for r in records) for n in (1, 2)] == [1, 1], records
+    created = [r for r in records if "order-2" in r[text]][0]
+    assert log["crm_record_id"] == created.get("Id", created.get("hs_object_id")), (log, records)
+    # Two creates (the first event's, and the second's whose answer was lost), no third.
+    assert len([q for q in fake_requests(fakes, crm_type, "POST") if q["path"] == create]) == 2
 
 
 @pytest.mark.parametrize("crm_type, data_path", [("salesforce", "/services/data/"), ("creatio", "/0/odata/")])

@@ -270,8 +270,8 @@ class BaseHandler(BaseHTTPRequestHandler):
                                  "raw_query": req.raw_query, "headers": headers,
                                  "body": req.recorded_body(), "at": time.time()})
             del srv.requests[:-MAX_RECORDED]
-            fault = next((f for f in srv.faults if req.raw_path.startswith(f["match"] or "")
-                          and f.get("method") in (None, self.command)), None)
+            fault = next((f for f in srv.faults if f.get("method") in (None, self.command) and (
+                req.raw_path == f["match"] if f.get("exact") else req.raw_path.startswith(f["match"] or ""))), None)
             if fault:
                 srv.faults.remove(fault)
             down, latency = srv.down, float(self.cfg.get("latency_s") or 0)
@@ -366,8 +366,8 @@ class BaseHandler(BaseHTTPRequestHandler):
                 responses = body.get("responses", [])
                 if not isinstance(responses, list) or not all(isinstance(r, dict) for r in responses):
                     return Reply(400, {"error": "responses must be a list of objects"})
-                srv.faults.extend({"match": body.get("match"), "method": body.get("method"), "response": r}
-                                  for r in responses)
+                srv.faults.extend({"match": body.get("match"), "exact": bool(body.get("exact")),
+                                   "method": body.get("method"), "response": r} for r in responses)
                 return Reply(200, {"pending": len(srv.faults)})
             if (req.method, action) == ("POST", "down"):
                 srv.down = bool(body.get("down", True))
@@ -1836,9 +1836,16 @@ class HubSpotHandler(BaseHandler):
             return self.error(404, "resource not found", "OBJECT_NOT_FOUND")
         if req.method == "GET":
             wanted = [p for p in (req.q("properties") or "").split(",") if p]
-            return Reply(200, self._contact_out(rec, set(wanted) | {"hs_object_id", "createdate", "lastmodifieddate",
-                                                                     "email", "firstname", "lastname"}
-                                               if wanted else None))
+            out = self._contact_out(rec, set(wanted) | {"hs_object_id", "createdate", "lastmodifieddate",
+                                                         "email", "firstname", "lastname"} if wanted else None)
+            for kind in [k for k in (req.q("associations") or "").split(",") if k]:
+                if kind not in ("notes", "0-46"):
+                    return self.error(400, f"Unable to infer object type from: {kind}")
+                ids = sorted((n["id"] for n in self.st["notes"].values() if rec["id"] in n["associations"]), key=int)
+                if ids:  # HubSpot leaves out an association type with no records
+                    out.setdefault("associations", {})["notes"] = {
+                        "results": [{"id": i, "type": "contact_to_note"} for i in ids]}
+            return Reply(200, out)
         if req.method == "PATCH":
             body = req.json
             if set(body) - {"properties", "objectWriteTraceId"} or "properties" not in body:
@@ -2017,6 +2024,8 @@ class HubSpotHandler(BaseHandler):
 
     # -- notes
     def _notes(self, req, sub):
+        if sub == ["batch", "read"]:
+            return self._read_notes(req.json) if req.method == "POST" else self._method(req)
         if sub:
             note = self.st["notes"].get(sub[0]) if len(sub) == 1 else None
             if req.method != "GET":
@@ -2057,6 +2066,35 @@ class HubSpotHandler(BaseHandler):
                 "associations": [str(a["to"]["id"]) for a in assocs]}
         self.st["notes"][nid] = note
         return Reply(201, {k: v for k, v in note.items() if k != "associations"})
+
+    def _read_notes(self, body):
+        extra = set(body) - {"properties", "propertiesWithHistory", "idProperty", "inputs"}
+        if extra:
+            return self.error(400, f'Invalid input JSON: Unrecognized field "{sorted(extra)[0]}"')
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list) or not inputs or len(inputs) > 100 or not all(
+                isinstance(i, dict) and set(i) == {"id"} and isinstance(i["id"], str) for i in inputs):
+            return self.error(400, "inputs must hold 1 to 100 objects of the form {\"id\": \"<string>\"}")
+        props = body.get("properties") or []
+        if not isinstance(props, list) or not all(isinstance(p, str) for p in props):
+            return self.error(400, "properties must be a list of property names")
+        found, missing, started = [], [], now_iso()
+        for i in inputs:
+            note = self.st["notes"].get(i["id"])
+            if note is None:
+                missing.append(i["id"])
+                continue
+            base = {"hs_object_id", "hs_createdate", "hs_lastmodifieddate"}
+            found.append({"id": note["id"], "properties": {k: v for k, v in note["properties"].items()
+                                                            if k in base or k in props},
+                          "createdAt": note["createdAt"], "updatedAt": note["updatedAt"], "archived": False})
+        out = {"status": "COMPLETE", "results": found, "startedAt": started, "completedAt": now_iso()}
+        if not missing:
+            return Reply(200, out)
+        out.update(numErrors=1, errors=[{"status": "error", "category": "OBJECT_NOT_FOUND",
+                                         "message": "Could not get some NOTE objects, they may be deleted or not "
+                                                    "exist. Check that ids are valid.", "context": {"ids": missing}}])
+        return Reply(207, out)
 
     def dump_state(self):
         return {"contacts": list(self.st["contacts"].values()), "notes": list(self.st["notes"].values()),

@@ -676,6 +676,31 @@ def test_hubspot_events_and_notes(u):
     assert len(state["events"]) == 2 and len(state["notes"]) == 1 and state["notes"][0]["associations"] == [cid]
 
 
+def test_hubspot_a_contacts_notes_are_listed_and_read_back(u):
+    base = u["hubspot"]
+    cid = upsert(u, [{"idProperty": "email", "id": "jane@example.com", "properties": {}}]).json["results"][0]["id"]
+    r = call(base, "GET", f"/crm/objects/2026-03/contacts/{cid}?associations=notes", headers=HS_HEADERS)
+    assert r.status == 200 and "associations" not in r.json  # no notes yet: no key at all
+    assoc = [{"to": {"id": cid}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 202}]}]
+    ids = [call(base, "POST", "/crm/v3/objects/notes", headers=HS_HEADERS, json_body={
+        "properties": {"hs_note_body": f"<p>note {n}</p>", "hs_timestamp": "2026-11-28T19:59:00Z"},
+        "associations": assoc}).json["id"] for n in (1, 2)]
+    r = call(base, "GET", f"/crm/v3/objects/contacts/{cid}?associations=notes&properties=email", headers=HS_HEADERS)
+    assert r.json["associations"] == {"notes": {"results": [{"id": i, "type": "contact_to_note"} for i in ids]}}
+    assert call(base, "GET", f"/crm/v3/objects/contacts/{cid}?associations=widgets", headers=HS_HEADERS).status == 400
+    read = {"properties": ["hs_note_body"], "propertiesWithHistory": [], "inputs": [{"id": ids[1]}, {"id": ids[0]}]}
+    r = call(base, "POST", "/crm/objects/2026-03/notes/batch/read", headers=HS_HEADERS, json_body=read)
+    assert r.status == 200 and r.json["status"] == "COMPLETE"
+    assert [(x["id"], x["properties"]["hs_note_body"]) for x in r.json["results"]] == [(ids[1], "<p>note 2</p>"),
+                                                                                      (ids[0], "<p>note 1</p>")]
+    r = call(base, "POST", "/crm/v3/objects/notes/batch/read", headers=HS_HEADERS,
+             json_body=dict(read, inputs=[{"id": ids[0]}, {"id": "999999"}]))
+    assert r.status == 207 and [x["id"] for x in r.json["results"]] == [ids[0]]
+    assert r.json["errors"][0]["category"] == "OBJECT_NOT_FOUND" and r.json["errors"][0]["context"] == {"ids": ["999999"]}
+    for bad in ({"inputs": []}, {"inputs": [{"id": 1}]}, {"inputs": [{"id": "1"}] * 101}, dict(read, limit=1)):
+        assert call(base, "POST", "/crm/v3/objects/notes/batch/read", headers=HS_HEADERS, json_body=bad).status == 400, bad
+
+
 # ---- control API --------------------------------------------------------------------------------
 def test_requests_are_recorded_including_rejected(u):
     base = u["hubspot"]

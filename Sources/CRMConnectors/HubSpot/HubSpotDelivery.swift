@@ -64,9 +64,15 @@ extension HubSpotConnector {
                 guard upsert.status == 200 || upsert.status == 201, let contactID = Self.idString(upserted?["results"]?.arrayValue?.first?["id"]) else {
                     throw refused(upsert, upserted)
                 }
+                // The event id is written into the note: a retry after a lost answer finds the note
+                // instead of adding a second one.
+                let marker = "<p>event-id: \(Self.html(uniqueID))</p>"
+                if let done = try await noteCarrying(marker, onContact: contactID, token: token) {
+                    return .success(action: "sent", recordID: done, httpStatus: 200, detail: "already recorded", response: nil)
+                }
                 var lines = ["<p><strong>\(Self.html(event.name))</strong></p>"]
                 for (k, v) in properties { lines.append("<p>\(Self.html(k)): \(Self.html(v.stringValue ?? ""))</p>") }
-                lines.append("<p>event-id: \(Self.html(uniqueID))</p>")
+                lines.append(marker)
                 let response = try await send(token, method: "POST", path: objectsPath("notes"), body: .object([
                     ("properties", .object([("hs_note_body", .string(lines.joined())), ("hs_timestamp", .string(time))])),
                     ("associations", [["to": ["id": .string(contactID)], "types": [["associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 202]]]]),
@@ -88,6 +94,27 @@ extension HubSpotConnector {
     }
 
     // MARK: - Helpers
+
+    /// The id of a note on the contact whose body holds `marker`, among the newest 100 of the
+    /// notes HubSpot lists with the contact. Search is not used: it lags behind writes, and a
+    /// retry can come within a second.
+    func noteCarrying(_ marker: String, onContact contactID: String, token: Secret) async throws -> String? {
+        let contact = try await send(token, method: "GET", path: objectsPath("contacts") + "/\(FormEncoding.percent(contactID))?associations=notes&properties=email", body: nil)
+        let json = transport.json(contact)
+        guard contact.status == 200 else { throw refused(contact, json) }
+        let ids = (json?["associations"]?["notes"]?["results"]?.arrayValue ?? []).compactMap { Self.idString($0["id"]) }
+        guard !ids.isEmpty else { return nil }
+        // Note ids grow with time: the newest first.
+        let newest = ids.sorted { ($0.count, $0) > ($1.count, $1) }.prefix(100)
+        let read = try await send(token, method: "POST", path: objectsPath("notes") + "/batch/read", body: .object([
+            ("properties", ["hs_note_body"]), ("propertiesWithHistory", []), ("inputs", .array(newest.map { .object([("id", .string($0))]) })),
+        ]))
+        let notes = transport.json(read)
+        // 207: some listed notes are gone (deleted meanwhile); the others are in `results`.
+        guard read.status == 200 || read.status == 207 else { throw refused(read, notes) }
+        let found = (notes?["results"]?.arrayValue ?? []).first { $0["properties"]?["hs_note_body"]?.stringValue?.contains(marker) == true }
+        return found.flatMap { Self.idString($0["id"]) }
+    }
 
     func token(_ target: SyncTarget) async throws -> Secret {
         guard case let .hubspot(token) = target.credentials else {
