@@ -18,7 +18,7 @@ import pytest
 
 from crm_harness import Service, uid
 from test_sync import (  # noqa: F401  (fixtures are used by name)
-    BASE_ENV, _no_leftover_deliveries, by_type, connect, contact_mapping, crm_records, assert_contact_fields,
+    BASE_ENV, _no_leftover_deliveries, by_type, connect, contact_mapping, crm_records, crm_record_ids, assert_contact_fields,
     db, email_for, fake_requests, fresh_db, full_contact, get_log, hdr, svc, sync_contact, sync_event,
     wait_log, wait_until,
 )
@@ -349,6 +349,38 @@ def test_an_event_whose_answer_was_lost_is_found_on_retry_not_recorded_twice(svc
     assert log["crm_record_id"] == created.get("Id", created.get("hs_object_id")), (log, records)
     # Two creates (the first event's, and the second's whose answer was lost), no third.
     assert len([q for q in fake_requests(fakes, crm_type, "POST") if q["path"] == create]) == 2
+
+
+CONTACT_WRITE = {"klaviyo": "/api/profile-import", "hubspot": "/contacts/batch/upsert",
+                 "salesforce": "/sobjects/Contact/", "creatio": "/0/odata/Contact"}
+
+
+@pytest.mark.parametrize("crm_type", sorted(CONTACT_WRITE))
+def test_a_contact_whose_answer_was_lost_is_one_record_after_the_retry(svc, fakes, user_id, crm_type):
+    """The CRM creates the contact but its answer never arrives: the retry must find it (an
+    upsert, or a lookup by email before creating) and leave one record with the contact's values."""
+    connect(svc, fakes, user_id, crm_type)
+    warm = email_for(f"warm{crm_type}")  # a first sync, for the exact path of the write
+    sync_contact(svc, user_id, {"email": warm, "first_name": "Warm"})
+    write = next(q["path"] for q in fake_requests(fakes, crm_type, "POST") if q["path"].endswith(CONTACT_WRITE[crm_type]))
+    fakes.faults(crm_type, [{"lost": True}], match=write, method="POST", exact=True)
+    email = email_for(f"lostcontact{crm_type}")
+    res = by_type(sync_contact(svc, user_id, {"email": email, "first_name": "Ada", "last_name": "Lost"}).json())[crm_type]
+    if crm_type in ("klaviyo", "hubspot"):
+        # An upsert may be re-sent at once on a fresh connection (HTTPClient): same attempt.
+        assert res["status"] == "success" and res["action"] == "updated", res
+    else:
+        assert res["status"] == "retrying", res  # a create is never re-sent blindly
+    log = wait_log(svc, user_id, res["log_id"], timeout=15)
+    assert log["status"] == "success" and log["attempts"] == (1 if res["status"] == "success" else 2), log
+    # The warm-up's write and the lost one; then an upsert's re-send, where a create's retry looks
+    # the record up and updates it (PATCH) instead.
+    upsert = crm_type in ("klaviyo", "hubspot")
+    assert len(fake_requests(fakes, crm_type, "POST", CONTACT_WRITE[crm_type])) == (3 if upsert else 2)
+    if not upsert:
+        assert len(fake_requests(fakes, crm_type, "PATCH")) == 1
+    assert len(crm_record_ids(fakes, crm_type, email)) == 1, crm_records(fakes, crm_type, email)
+    assert log["crm_record_id"] == crm_record_ids(fakes, crm_type, email)[0], log
 
 
 @pytest.mark.parametrize("crm_type, data_path", [("salesforce", "/services/data/"), ("creatio", "/0/odata/")])
