@@ -66,13 +66,13 @@ extension HubSpotConnector {
                 }
                 // The event id is written into the note: a retry after a lost answer finds the note
                 // instead of adding a second one.
-                let marker = "<p>event-id: \(Self.html(uniqueID))</p>"
+                let marker = "event-id: \(Self.html(uniqueID))"
                 if let done = try await noteCarrying(marker, onContact: contactID, token: token) {
                     return .success(action: "sent", recordID: done, httpStatus: 200, detail: "already recorded", response: nil)
                 }
                 var lines = ["<p><strong>\(Self.html(event.name))</strong></p>"]
                 for (k, v) in properties { lines.append("<p>\(Self.html(k)): \(Self.html(v.stringValue ?? ""))</p>") }
-                lines.append(marker)
+                lines.append("<p>\(marker)</p>")
                 let response = try await send(token, method: "POST", path: objectsPath("notes"), body: .object([
                     ("properties", .object([("hs_note_body", .string(lines.joined())), ("hs_timestamp", .string(time))])),
                     ("associations", [["to": ["id": .string(contactID)], "types": [["associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 202]]]]),
@@ -95,8 +95,9 @@ extension HubSpotConnector {
 
     // MARK: - Helpers
 
-    /// The id of a note on the contact whose body holds `marker`, among the newest 100 of the
-    /// notes HubSpot lists with the contact. Search is not used: it lags behind writes, and a
+    /// The id of a note on the contact whose body holds `marker` as a whole line (followed by a
+    /// tag or the end, whatever HubSpot made of the paragraph around it), among the newest 100 of
+    /// the notes HubSpot lists with the contact. Search is not used: it lags behind writes, and a
     /// retry can come within a second.
     func noteCarrying(_ marker: String, onContact contactID: String, token: Secret) async throws -> String? {
         let contact = try await send(token, method: "GET", path: objectsPath("contacts") + "/\(FormEncoding.percent(contactID))?associations=notes&properties=email", body: nil)
@@ -112,8 +113,21 @@ extension HubSpotConnector {
         let notes = transport.json(read)
         // 207: some listed notes are gone (deleted meanwhile); the others are in `results`.
         guard read.status == 200 || read.status == 207 else { throw refused(read, notes) }
-        let found = (notes?["results"]?.arrayValue ?? []).first { $0["properties"]?["hs_note_body"]?.stringValue?.contains(marker) == true }
+        let found = (notes?["results"]?.arrayValue ?? []).first { Self.body($0["properties"]?["hs_note_body"]?.stringValue, holds: marker) }
         return found.flatMap { Self.idString($0["id"]) }
+    }
+
+    /// `marker` followed by `<`, a line break or the end: `event-id: order-1` is not found in
+    /// `event-id: order-10`.
+    static func body(_ body: String?, holds marker: String) -> Bool {
+        guard let body else { return false }
+        var rest = body[...]
+        while let range = rest.firstRange(of: marker) {
+            let next = rest[range.upperBound...].first
+            if next == nil || next == "<" || next == "\n" || next == "\r\n" { return true }
+            rest = rest[range.upperBound...]
+        }
+        return false
     }
 
     func token(_ target: SyncTarget) async throws -> Secret {
