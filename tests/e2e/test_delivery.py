@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.parse
 
 import pytest
 
@@ -304,6 +305,26 @@ def test_several_contacts_with_one_email_every_update_and_event_goes_to_the_olde
         assert [t["WhoId"] for t in state["tasks"]] == [first["crm_record_id"]], state["tasks"]
     else:
         assert [a["ContactId"] for a in state["activities"]] == [first["crm_record_id"]], state["activities"]
+
+
+def test_salesforce_upsert_by_external_id_reaches_an_email_whose_domain_salesforce_reads_as_a_file_type(svc, fakes, user_id):
+    """`PATCH …/Contact/Email/jane@acme.inc` is 404 at Salesforce (".inc" is taken for a file
+    format): the value is looked up instead, as Salesforce's docs advise, and the contact is
+    created once, then updated."""
+    connect(svc, fakes, user_id, "salesforce", {"external_id_field": "Email"})
+    email = email_for("tld").replace("@example.com", "@acme.inc")
+    first = by_type(sync_contact(svc, user_id, {"email": email, "first_name": "Ada", "last_name": "Inc"}).json())["salesforce"]
+    assert first["status"] == "success" and first["action"] == "created", first
+    again = by_type(sync_contact(svc, user_id, {"email": email, "first_name": "Grace"}).json())["salesforce"]
+    assert again["status"] == "success" and again["action"] == "updated", again
+    assert again["crm_record_id"] == first["crm_record_id"]
+    records = crm_records(fakes, "salesforce", email)
+    assert len(records) == 1 and records[0]["FirstName"] == "Grace" and records[0]["LastName"] == "Inc", records
+    # Another address still goes the direct way: one PATCH by external id, no lookup.
+    other = email_for("tld")
+    assert by_type(sync_contact(svc, user_id, {"email": other}).json())["salesforce"]["action"] == "created"
+    assert [q["method"] for q in fake_requests(fakes, "salesforce", None, "/services/data/")
+            if other in urllib.parse.unquote_plus(q["path"] + "?" + q["raw_query"])] == ["PATCH"]
 
 
 @pytest.mark.parametrize("odd_id", ["00000000-0000-0000-0000-000000000000 or true", "x)/Activity(y", ""])

@@ -783,6 +783,9 @@ SOQL_TERM = re.compile(r"(?P<field>\w+)\s*=\s*'(?P<val>(?:[^'\\]|\\.)*)'\s*", re
 SOQL_AND = re.compile(r"AND\s+", re.I)
 SOQL_TAIL = re.compile(r"(?:ORDER\s+BY\s+(?P<order>\w+(?:\s+(?:ASC|DESC))?(?:\s*,\s*\w+(?:\s+(?:ASC|DESC))?)*)\s*)?"
                        r"(?:LIMIT\s+(?P<limit>\d+))?\s*$", re.I)
+# Top-level domains that Salesforce's REST paths take for a file format (404), as its upsert docs
+# say of ".inc".
+SF_EXTENSION_TLDS = (".inc",)
 # Long text areas: Salesforce can neither filter nor sort on them.
 SF_LONG_TEXT = {"Description"}
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -895,6 +898,9 @@ class SalesforceHandler(BaseHandler):
         if parts == ["limits"]:
             return Reply(200, {"DailyApiRequests": {"Max": 15000, "Remaining": 15000 - self.st["api_usage"]}})
         if parts[0] != "sobjects" or len(parts) < 2:
+            return self.error(404, "The requested resource does not exist")
+        if parts[-1].lower().endswith(SF_EXTENSION_TLDS):
+            # Salesforce reads the end of the path as a file format: "example@email.inc" is 404.
             return self.error(404, "The requested resource does not exist")
         obj = parts[1]
         if obj.endswith("__e"):

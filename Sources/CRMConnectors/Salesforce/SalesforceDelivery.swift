@@ -25,6 +25,12 @@ extension SalesforceConnector {
                 let path = "/sobjects/\(object)/\(externalField)/\(FormEncoding.percent(contact.email))"
                 let response = try await call(target, method: "PATCH", path: path, body: .object(body))
                 let json = transport.json(response)
+                if response.status == 404 {
+                    // Salesforce takes some top-level domains at the end of a path for a file format
+                    // (`jane@acme.inc` is 404): its documented way round is to look the value up.
+                    return try await upsertByQuery(target, object: object, field: externalField, value: contact.email,
+                                                   fields: fields, notes: notes)
+                }
                 guard response.status == 200 || response.status == 201 else { throw refusedWithCode(response, json) }
                 let created = json?["created"]?.boolValue ?? (response.status == 201)
                 return .success(action: created ? "created" : "updated", recordID: json?["id"]?.stringValue,
@@ -43,6 +49,28 @@ extension SalesforceConnector {
             guard response.status == 201, let id = json?["id"]?.stringValue else { throw refusedWithCode(response, json) }
             return .success(action: "created", recordID: id, httpStatus: response.status, detail: notes.joinedDetail, response: json)
         }
+    }
+
+    /// Upsert by an external id field without its value in the path: a query for the records
+    /// holding it, then an update of the one, or a create; several are refused as a 300 would be.
+    func upsertByQuery(_ target: SyncTarget, object: String, field: String, value: String,
+                       fields: [(String, JSON)], notes: [String]) async throws -> DeliveryOutcome {
+        let soql = "SELECT Id FROM \(object) WHERE \(field) = '\(Self.soqlEscape(value))' ORDER BY CreatedDate ASC, Id ASC LIMIT 2"
+        let records = try await query(target, soql)
+        if records.count > 1 {
+            throw Finished(outcome: .permanent(httpStatus: 300, error: "several Salesforce records match this external id", authFailure: false, response: nil))
+        }
+        let others = fields.filter { $0.0 != field && $0.0 != "Id" }
+        if let id = records.first?["Id"]?.stringValue {
+            let response = try await call(target, method: "PATCH", path: "/sobjects/\(object)/\(FormEncoding.percent(id))", body: .object(others))
+            guard response.status == 204 || response.status == 200 else { throw refusedWithCode(response, transport.json(response)) }
+            return .success(action: "updated", recordID: id, httpStatus: response.status, detail: notes.joinedDetail, response: nil)
+        }
+        let body = withRequiredDefaults(others + [(field, .string(value))], object: object)
+        let response = try await call(target, method: "POST", path: "/sobjects/\(object)/", body: .object(body))
+        let json = transport.json(response)
+        guard response.status == 201, let id = json?["id"]?.stringValue else { throw refusedWithCode(response, json) }
+        return .success(action: "created", recordID: id, httpStatus: response.status, detail: notes.joinedDetail, response: json)
     }
 
     public func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) async -> DeliveryOutcome {
