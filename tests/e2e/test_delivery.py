@@ -420,6 +420,18 @@ def test_one_expired_session_is_renewed_transparently(svc, fakes, user_id, crm_t
     assert len(crm_records(fakes, crm_type, contact["email"])) == 1
 
 
+def test_a_hubspot_207_partial_failure_fails_the_contact_with_hubspots_reason(svc, fakes, user_id):
+    connect(svc, fakes, user_id, "hubspot")
+    body = {"status": "COMPLETE", "results": [], "numErrors": 1, "startedAt": "2026-12-07T10:00:00Z",
+            "completedAt": "2026-12-07T10:00:01Z",
+            "errors": [{"status": "error", "category": "VALIDATION_ERROR", "message": "Property values were not valid",
+                        "context": {"objectWriteTraceId": ["0"]}}]}
+    fakes.faults("hubspot", [{"status": 207, "body": body}], match="/crm/", method="POST")
+    res = by_type(sync_contact(svc, user_id, {"email": email_for("partial")}).json())["hubspot"]
+    assert res["status"] == "failed", res
+    assert res["detail"] == "HubSpot answered HTTP 207: VALIDATION_ERROR: Property values were not valid", res
+
+
 @pytest.mark.parametrize("status", [400, 404, 409, 422])
 def test_4xx_fails_at_once_without_retry(svc, fakes, user_id, status):
     connect(svc, fakes, user_id, "klaviyo")

@@ -165,7 +165,9 @@ extension HubSpotConnector {
     }
 
     func refused(_ response: HTTPClientResponse, _ json: JSON?) -> Finished {
-        let message = [json?["category"]?.stringValue, json?["message"]?.stringValue].compactMap { $0 }.joined(separator: ": ")
+        // A 207 (a batch's partial failure) has no message of its own: its first error's.
+        let error = json?["message"] == nil ? json?["errors"]?.arrayValue?.first : json
+        let message = [error?["category"]?.stringValue, error?["message"]?.stringValue].compactMap { $0 }.joined(separator: ": ")
         return transport.refused(response, message.isEmpty ? "unexpected answer" : message)
     }
 
