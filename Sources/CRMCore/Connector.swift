@@ -97,5 +97,9 @@ public protocol Connector: Sendable {
     /// Creates or updates the one record for `contact.email`.
     func upsertContact(_ contact: Contact, for target: SyncTarget) async -> DeliveryOutcome
     /// Records `event`; `uniqueID` is stable across retries so a retry never doubles it.
-    func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) async -> DeliveryOutcome
+    /// `mayBeRecorded`: an earlier attempt, or an earlier request with the same client-given
+    /// `unique_id`, may have recorded it already; a CRM without a native dedupe key must then
+    /// look for it before adding it. False only for the first attempt of the request that
+    /// created the log row, with an id derived from that row: nothing can carry it yet.
+    func sendEvent(_ event: Event, uniqueID: String, mayBeRecorded: Bool, for target: SyncTarget) async -> DeliveryOutcome
 }

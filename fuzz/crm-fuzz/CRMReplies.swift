@@ -12,8 +12,9 @@ import Threads
 /// log (no U+0000 in what is stored, an error that says something) and no credential in it.
 ///
 /// Input: byte 0 picks the CRM type (`% 4`, `CRMType.allCases` order) and the operation
-/// (`/ 4 % 3`: validate, contact, event); byte 1 the settings (low 4 bits) and credentials
-/// (high 4 bits) variants; then replies separated by `\n===\n`, each a status line, `Name:
+/// (`/ 4 % 3`: validate, contact, event) and whether an event may already be recorded (`/ 12`
+/// even: yes, the connector looks for it first; odd: no, the request's own first attempt);
+/// byte 1 the settings (low 4 bits) and credentials (high 4 bits) variants; then replies separated by `\n===\n`, each a status line, `Name:
 /// value` header lines, an empty line and the body. Replies run out: 503.
 enum CRMReplies {
     static let server = ReplyServer()
@@ -29,6 +30,7 @@ enum CRMReplies {
         let input = Array(data)
         let type = CRMType.allCases[Int(input[0]) % 4]
         let operation = Int(input[0]) / 4 % 3
+        let mayBeRecorded = Int(input[0]) / 12 % 2 == 0
         let base = "http://127.0.0.1:\(server.port)"
         let target = SyncTarget(user: UserID("fuzz-user")!, credentials: credentials(type, Int(input[1] >> 4), base: base),
                                 settings: settings(type, Int(input[1] & 0x0F)))
@@ -41,7 +43,7 @@ enum CRMReplies {
         let texts = Mutex<[String]>([])
         let done = DispatchSemaphore(value: 0)
         Task {
-            let found = await outcome(of: operation, connector, target)
+            let found = await outcome(of: operation, connector, target, mayBeRecorded: mayBeRecorded)
             texts.withLock { $0 = found }
             done.signal()
         }
@@ -58,7 +60,7 @@ enum CRMReplies {
     }
 
     /// The texts the worker would log or answer with for this operation's outcome.
-    static func outcome(of operation: Int, _ connector: any Connector, _ target: SyncTarget) async -> [String] {
+    static func outcome(of operation: Int, _ connector: any Connector, _ target: SyncTarget, mayBeRecorded: Bool) async -> [String] {
         switch operation {
         case 0:
             do {
@@ -73,7 +75,7 @@ enum CRMReplies {
                 return [error.detail, error.response?.jsonString ?? ""]
             }
         case 1: return describe(await connector.upsertContact(contact, for: target))
-        default: return describe(await connector.sendEvent(event, uniqueID: "crm-log-1", for: target))
+        default: return describe(await connector.sendEvent(event, uniqueID: "crm-log-1", mayBeRecorded: mayBeRecorded, for: target))
         }
     }
 

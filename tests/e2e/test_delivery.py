@@ -376,6 +376,41 @@ def test_an_event_whose_answer_was_lost_is_found_on_retry_not_recorded_twice(svc
     assert len([q for q in fake_requests(fakes, crm_type, "POST") if q["path"] == create]) == 2
 
 
+EVENT_LOOKUP = {"salesforce": ("GET", "/query", "FROM Task"), "creatio": ("GET", "/0/odata/Activity", ""),
+                "hubspot": ("GET", "/contacts/", "associations=notes")}
+
+
+def event_lookups(fakes, crm_type: str) -> int:
+    """How many times the connector looked for an already recorded event (HubSpot: listed the
+    contact's notes)."""
+    method, path, text = EVENT_LOOKUP[crm_type]
+    return len([q for q in fake_requests(fakes, crm_type, method, path)
+                if text in urllib.parse.unquote_plus(q["raw_query"])])
+
+
+@pytest.mark.parametrize("crm_type", sorted(EVENT_LOOKUP))
+def test_an_event_is_looked_for_only_when_it_may_be_recorded_already(svc, fakes, user_id, crm_type):
+    """A request's own first attempt with an id derived from its new log row cannot find the
+    event at the CRM: it makes no lookup call (CRM API calls are rationed). The same client
+    `unique_id` in a second request may: it is looked for, found, and not recorded twice."""
+    connect(svc, fakes, user_id, crm_type, {"events": "note"} if crm_type == "hubspot" else None)
+    email = email_for(f"look{crm_type}")
+    sync_contact(svc, user_id, {"email": email})  # so that HubSpot's contact has notes to list later
+    res = by_type(sync_event(svc, user_id, {"event": "Viewed", "email": email}).json())[crm_type]
+    assert res["status"] == "success" and res.get("detail") is None, res
+    assert event_lookups(fakes, crm_type) == 0
+    event = {"event": "Paid", "email": email, "unique_id": "order-77"}
+    first = by_type(sync_event(svc, user_id, event).json())[crm_type]
+    assert first["status"] == "success" and first.get("detail") is None, first
+    again = by_type(sync_event(svc, user_id, event).json())[crm_type]
+    assert again["status"] == "success" and again["detail"] == "already recorded", again
+    assert again["crm_record_id"] == first["crm_record_id"], (first, again)
+    assert event_lookups(fakes, crm_type) == 2  # both requests with the client's id looked
+    state = fakes.state(crm_type)
+    records = {"salesforce": state.get("tasks"), "creatio": state.get("activities"), "hubspot": state.get("notes")}[crm_type]
+    assert len(records) == 2, records  # "Viewed" and one "Paid"
+
+
 CONTACT_WRITE = {"klaviyo": "/api/profile-import", "hubspot": "/contacts/batch/upsert",
                  "salesforce": "/sobjects/Contact/", "creatio": "/0/odata/Contact"}
 

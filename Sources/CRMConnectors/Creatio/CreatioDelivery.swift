@@ -34,7 +34,7 @@ extension CreatioConnector {
         }
     }
 
-    public func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) async -> DeliveryOutcome {
+    public func sendEvent(_ event: Event, uniqueID: String, mayBeRecorded: Bool, for target: SyncTarget) async -> DeliveryOutcome {
         await deliver {
             let entity = target.settings.string("contact_entity") ?? "Contact"
             let contactID: String
@@ -52,11 +52,8 @@ extension CreatioConnector {
             // second one. The lookup narrows to the contact's Activities with this title. The id is
             // a GUID (checked), which OData writes unquoted.
             let title = String(event.name.prefix(250))
-            let filter = "ContactId eq \(contactID) and Title eq '\(title.replacingQuotes())'"
-            let existing = try await call(target, method: "GET", path: "/Activity?" + query([("$filter", filter), ("$select", "Id,DetailedResult")]), body: nil)
-            guard existing.status == 200 else { throw refused(existing) }
             let marker = "\"event_id\":" + JSON.string(uniqueID).jsonString
-            if let done = transport.json(existing)?["value"]?.arrayValue?.first(where: { $0["DetailedResult"]?.stringValue?.contains(marker) == true }) {
+            if mayBeRecorded, let done = try await activityCarrying(marker, contactID: contactID, title: title, target: target) {
                 return .success(action: "sent", recordID: done["Id"]?.stringValue, httpStatus: 200,
                                 detail: ["already recorded", detail].compactMap { $0 }.joinedDetail, response: nil)
             }
@@ -74,6 +71,14 @@ extension CreatioConnector {
     }
 
     // MARK: - Helpers
+
+    /// The contact's Activity with this title whose DetailedResult holds `marker`, if any.
+    func activityCarrying(_ marker: String, contactID: String, title: String, target: SyncTarget) async throws -> JSON? {
+        let filter = "ContactId eq \(contactID) and Title eq '\(title.replacingQuotes())'"
+        let existing = try await call(target, method: "GET", path: "/Activity?" + query([("$filter", filter), ("$select", "Id,DetailedResult")]), body: nil)
+        guard existing.status == 200 else { throw refused(existing) }
+        return transport.json(existing)?["value"]?.arrayValue?.first { $0["DetailedResult"]?.stringValue?.contains(marker) == true }
+    }
 
     /// The contact an email names. Several may share one, and OData promises no order without
     /// `$orderby`: the oldest is chosen (then the lowest Id), so that every update and every

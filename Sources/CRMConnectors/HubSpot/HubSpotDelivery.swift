@@ -49,7 +49,7 @@ extension HubSpotConnector {
         }
     }
 
-    public func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) async -> DeliveryOutcome {
+    public func sendEvent(_ event: Event, uniqueID: String, mayBeRecorded: Bool, for target: SyncTarget) async -> DeliveryOutcome {
         await deliver {
             let token = try await token(target)
             var properties: [(String, JSON)] = event.properties.map { (Self.propertyName($0.0), .string(Self.stringValue($0.1))) }
@@ -67,7 +67,7 @@ extension HubSpotConnector {
                 // The event id is written into the note: a retry after a lost answer finds the note
                 // instead of adding a second one.
                 let marker = "event-id: \(Self.html(uniqueID))"
-                if let done = try await noteCarrying(marker, onContact: contactID, token: token) {
+                if mayBeRecorded, let done = try await noteCarrying(marker, onContact: contactID, token: token) {
                     return .success(action: "sent", recordID: done, httpStatus: 200, detail: "already recorded", response: nil)
                 }
                 var lines = ["<p><strong>\(Self.html(event.name))</strong></p>"]

@@ -107,7 +107,8 @@ extension KlaviyoConnector {
     }
 
     /// `POST /api/events` → 202. `unique_id` is Klaviyo's own dedupe key.
-    public func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) async -> DeliveryOutcome {
+    /// Klaviyo deduplicates on `unique_id` itself: `mayBeRecorded` changes nothing.
+    public func sendEvent(_ event: Event, uniqueID: String, mayBeRecorded: Bool, for target: SyncTarget) async -> DeliveryOutcome {
         await deliver {
             guard case let .klaviyo(key) = target.credentials else { throw Finished(outcome: .permanent(httpStatus: nil, error: "not Klaviyo credentials", authFailure: true, response: nil)) }
             var attributes: [(String, JSON)] = [("properties", .object(event.properties)), ("time", .string(Clock.eventTime(event.timestamp)))]

@@ -73,7 +73,7 @@ extension SalesforceConnector {
         return .success(action: "created", recordID: id, httpStatus: response.status, detail: notes.joinedDetail, response: json)
     }
 
-    public func sendEvent(_ event: Event, uniqueID: String, for target: SyncTarget) async -> DeliveryOutcome {
+    public func sendEvent(_ event: Event, uniqueID: String, mayBeRecorded: Bool, for target: SyncTarget) async -> DeliveryOutcome {
         await deliver {
             let kind = target.settings.string("events") ?? "task"
             let time = Clock.eventTime(event.timestamp)
@@ -110,7 +110,9 @@ extension SalesforceConnector {
             // the query narrows to the contact's Tasks with this subject and the marker is looked for in those.
             let marker = "[event-id: \(uniqueID)]"
             let subject = String(event.name.prefix(255))
-            let existing = try await query(target, "SELECT Id, Description FROM Task WHERE WhoId = '\(Self.soqlEscape(whoID))' AND Subject = '\(Self.soqlEscape(subject))'")
+            let existing = mayBeRecorded
+                ? try await query(target, "SELECT Id, Description FROM Task WHERE WhoId = '\(Self.soqlEscape(whoID))' AND Subject = '\(Self.soqlEscape(subject))'")
+                : []
             if let done = existing.first(where: { $0["Description"]?.stringValue?.contains(marker) == true }) {
                 return .success(action: "sent", recordID: done["Id"]?.stringValue, httpStatus: 200,
                                 detail: ["already recorded", detail].compactMap { $0 }.joinedDetail, response: nil)

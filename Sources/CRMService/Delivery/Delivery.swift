@@ -139,7 +139,7 @@ public final class Delivery: Sendable {
     @inline(never)
     private func deliver(_ one: PreparedAttempt, user: UserID, payload: Payload) async -> JSON {
         await attempt(id: one.row.id, user: user, type: one.row.crmType, payload: payload, uniqueID: one.row.uniqueID,
-                      attemptsBefore: 0, ageSeconds: 0, background: false, target: one.target)
+                      attemptsBefore: 0, ageSeconds: 0, background: false, firstOfItsRequest: true, target: one.target)
     }
 
     /// Results in the order of the rows.
@@ -176,8 +176,8 @@ public final class Delivery: Sendable {
             return await unreadable(log, background: background)
         }
         return await attempt(id: log.id, user: log.user, type: log.crmType, payload: payload, uniqueID: log.uniqueID,
-                             attemptsBefore: log.attempts, ageSeconds: log.ageSeconds, background: background, target: log.target,
-                             called: called)
+                             attemptsBefore: log.attempts, ageSeconds: log.ageSeconds, background: background, firstOfItsRequest: false,
+                             target: log.target, called: called)
     }
 
     /// A logged request that cannot be read back fails for good (its own function: see `attempt`).
@@ -199,10 +199,18 @@ public final class Delivery: Sendable {
     /// CRM call) with a place for each of its locals, so small frames that come and go keep
     /// the memory of a call in flight small.
     @inline(never)
+    /// `firstOfItsRequest`: the attempt made by the request that wrote the row, before any other.
     private func attempt(id: Int64, user: UserID, type: CRMType, payload: Payload, uniqueID: String?, attemptsBefore: Int, ageSeconds: Double,
-                         background: Bool, target: TargetRead, called: () -> Void = {}) async -> JSON {
+                         background: Bool, firstOfItsRequest: Bool, target: TargetRead, called: () -> Void = {}) async -> JSON {
         let started = ContinuousClock.now
-        let outcome = await call(user: user, type: type, payload: payload, uniqueID: uniqueID ?? "crm-log-\(id)", target: target)
+        // An id derived from this row (the client gave none), on the attempt of the request that
+        // wrote it: no earlier call can have carried it, so connectors need not look for the
+        // event first.
+        var clientGaveID = false
+        if case let .event(event) = payload { clientGaveID = event.uniqueID != nil }
+        let mayBeRecorded = !firstOfItsRequest || clientGaveID
+        let outcome = await call(user: user, type: type, payload: payload, uniqueID: uniqueID ?? "crm-log-\(id)",
+                                 mayBeRecorded: mayBeRecorded, target: target)
         called()
         let attempts = attemptsBefore + 1
         let (record, action) = record(of: outcome, attempts: attempts, ageSeconds: ageSeconds, since: started)
@@ -217,11 +225,11 @@ public final class Delivery: Sendable {
 
     /// The CRM call with the integration's credentials.
     @inline(never)
-    private func call(user: UserID, type: CRMType, payload: Payload, uniqueID: String, target: TargetRead) async -> DeliveryOutcome {
+    private func call(user: UserID, type: CRMType, payload: Payload, uniqueID: String, mayBeRecorded: Bool, target: TargetRead) async -> DeliveryOutcome {
         switch Self.plan(target, user: user, type: type) {
         case let .send(syncTarget):
             let started = ContinuousClock.now
-            let outcome = await send(payload, uniqueID: uniqueID, to: context.connectors.connector(for: type), for: syncTarget)
+            let outcome = await send(payload, uniqueID: uniqueID, mayBeRecorded: mayBeRecorded, to: context.connectors.connector(for: type), for: syncTarget)
             context.metrics.crmCall(type, duration: ContinuousClock.now - started)
             return outcome
         case let .done(outcome): return outcome
@@ -248,10 +256,10 @@ public final class Delivery: Sendable {
     }
 
     @inline(never)
-    private func send(_ payload: Payload, uniqueID: String, to connector: any Connector, for target: SyncTarget) async -> DeliveryOutcome {
+    private func send(_ payload: Payload, uniqueID: String, mayBeRecorded: Bool, to connector: any Connector, for target: SyncTarget) async -> DeliveryOutcome {
         switch payload {
         case let .contact(contact): await connector.upsertContact(contact, for: target)
-        case let .event(event): await connector.sendEvent(event, uniqueID: uniqueID, for: target)
+        case let .event(event): await connector.sendEvent(event, uniqueID: uniqueID, mayBeRecorded: mayBeRecorded, for: target)
         }
     }
 
