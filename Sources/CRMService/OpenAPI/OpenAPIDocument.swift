@@ -2551,7 +2551,7 @@ public enum OpenAPIDocument {
               "string",
               "null"
             ],
-            "description": "Why it failed or is retrying."
+            "description": "Why it failed or is retrying. A success may carry a note too: custom properties the CRM cannot take (dropped), an event already recorded by an earlier attempt, or several records sharing the email (the oldest was used)."
           },
           "log_id": {
             "type": "integer",
