@@ -66,9 +66,10 @@ CREATE INDEX crm_sync_logs_claims_idx ON crm.crm_sync_logs (claimed_until)
 -- A delivery's credentials are decrypted in the statement that writes or claims its log row
 -- (one statement instead of two). pgp_sym_decrypt raises an error for a wrong key or corrupt
 -- data, which would fail every row of such a batch: this returns NULL instead, and the
--- worker reports that row's credentials as unreadable.
+-- worker reports that row's credentials as unreadable. PARALLEL UNSAFE: the EXCEPTION block
+-- starts a subtransaction, which a parallel query refuses.
 CREATE OR REPLACE FUNCTION crm.decrypt_credentials(data bytea, key text) RETURNS text
-    LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+    LANGUAGE plpgsql STABLE STRICT PARALLEL UNSAFE
 AS $$
 BEGIN
     RETURN pgp_sym_decrypt(data, key);

@@ -69,9 +69,10 @@ CREATE INDEX crm_sync_logs_claims_idx ON crm.crm_sync_logs (claimed_until)
 -- A delivery's credentials are decrypted in the statement that writes or claims its log row
 -- (one statement instead of two). pgp_sym_decrypt raises an error for a wrong key or corrupt
 -- data, which would fail every row of such a batch: this returns NULL instead, and the
--- worker reports that row's credentials as unreadable.
+-- worker reports that row's credentials as unreadable. PARALLEL UNSAFE: the EXCEPTION block
+-- starts a subtransaction, which a parallel query refuses.
 CREATE OR REPLACE FUNCTION crm.decrypt_credentials(data bytea, key text) RETURNS text
-    LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+    LANGUAGE plpgsql STABLE STRICT PARALLEL UNSAFE
 AS $$
 BEGIN
     RETURN pgp_sym_decrypt(data, key);
@@ -259,6 +260,14 @@ EXCEPTION WHEN external_routine_invocation_exception OR character_not_in_reperto
     RETURN NULL;
 END
 $$;
+"""#),
+        ("006_decrypt_credentials_parallel_unsafe", #"""
+-- crm.decrypt_credentials catches pgp_sym_decrypt's errors in an EXCEPTION block, which starts a
+-- subtransaction: PostgreSQL refuses that inside a parallel query ("cannot start subtransactions
+-- during a parallel operation"), and its docs say such a function must be PARALLEL UNSAFE. 005
+-- marked it PARALLEL SAFE, so a statement planned in parallel (a large scan of the integrations)
+-- failed.
+ALTER FUNCTION crm.decrypt_credentials(bytea, text) PARALLEL UNSAFE;
 """#),
     ]
 }

@@ -26,7 +26,7 @@ final class EmbeddedSQLTests: XCTestCase {
             XCTAssertTrue(sql == (try embeddedForm("migrations/\(version).sql")), "migrations/\(version).sql differs. \(stale)")
         }
         XCTAssertEqual(Migrator.embedded.migrations.map(\.version), files.map { String($0.dropLast(4)) }, "applied in file order")
-        XCTAssertEqual(files.map { String($0.prefix(4)) }, ["001_", "002_", "003_", "004_", "005_"])
+        XCTAssertEqual(files.map { String($0.prefix(4)) }, ["001_", "002_", "003_", "004_", "005_", "006_"])
     }
 }
 
@@ -46,7 +46,7 @@ final class MigratorTests: XCTestCase {
             XCTAssertEqual(try c.scalar("SELECT to_regclass(\(table)) IS NOT NULL"), "t", table)
         }
         XCTAssertEqual(try recorded(c), Self.versions)
-        XCTAssertEqual(Self.versions.count, 5)
+        XCTAssertEqual(Self.versions.count, 6)
 
         let second = try Migrator.embedded.migrate(try db.connect())
         XCTAssertEqual(second, Migrator.Report(created: false, applied: []))
@@ -76,6 +76,7 @@ final class MigratorTests: XCTestCase {
              WHERE table_schema = 'crm' AND table_name IN ('crm_integrations', 'crm_sync_logs', 'crm_idempotency_keys')
             UNION ALL
             SELECT 'function ' || proname || '(' || pg_get_function_arguments(oid) || ') ' || pg_get_function_result(oid)
+                   || ' volatility ' || provolatile::text || ' parallel ' || proparallel::text
               FROM pg_proc WHERE pronamespace = 'crm'::regnamespace
              ORDER BY 1
             """).rows.compactMap { $0.string("col") }
@@ -89,6 +90,26 @@ final class MigratorTests: XCTestCase {
              WHERE schemaname = 'crm' AND tablename = 'crm_sync_logs' AND indexname LIKE 'crm\\_sync\\_logs\\_%'
              ORDER BY indexname
             """, "indexdef")
+    }
+
+    /// A statement that decrypts many rows may be planned in parallel, where PostgreSQL refuses
+    /// the subtransaction of `decrypt_credentials`' EXCEPTION block: the function must be
+    /// PARALLEL UNSAFE, so that no such plan is made (005 marked it PARALLEL SAFE).
+    func testCredentialsDecryptInAStatementThatCouldRunInParallel() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        try c.executeScript("""
+            SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0;
+            SET max_parallel_workers_per_gather = 2;
+            SELECT set_config(name, 'on', false) FROM pg_settings WHERE name IN ('force_parallel_mode', 'debug_parallel_query');
+            INSERT INTO crm.crm_integrations (user_id, crm_type, credentials)
+            SELECT 'u' || g, 'klaviyo', pgp_sym_encrypt('{"api_key":"k"}', 'a key of 32 characters..........') FROM generate_series(1, 2000) AS g;
+            ANALYZE crm.crm_integrations;
+            """)
+        XCTAssertEqual(try c.scalar("""
+            SELECT count(crm.decrypt_credentials(credentials, 'a key of 32 characters..........')) FROM crm.crm_integrations
+            """), "2000")
+        XCTAssertEqual(try c.scalar("SELECT proparallel FROM pg_proc WHERE oid = 'crm.decrypt_credentials'::regproc"), "u")
     }
 
     /// A database at 003 (the layout before the claim's partial indexes) gets exactly 004.
