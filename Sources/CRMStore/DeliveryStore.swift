@@ -14,6 +14,10 @@ public struct ClaimedLog: Sendable {
     public let ageSeconds: Double
     /// The integration's credentials, read with the claim.
     public let target: TargetRead
+    /// Claimed from the queue of async syncs (`queued`), where a row waits until its first
+    /// attempt: no call can have carried it to a CRM yet. False for a retry, a claim taken over
+    /// from a worker that stopped answering, and a manual retry.
+    public var neverSent: Bool = false
 }
 
 /// An integration's credentials as read with a log row: the delivery's target, nil when the
@@ -252,21 +256,22 @@ public struct DeliveryStore: Sendable {
              LIMIT $1::int
              FOR UPDATE SKIP LOCKED),
         due AS (
-            SELECT id FROM crm.crm_sync_logs
+            SELECT id, status = 'queued' AS never_sent FROM crm.crm_sync_logs
              WHERE status IN ('queued', 'retrying') AND next_attempt_at <= now()
              ORDER BY next_attempt_at, id
              LIMIT $1::int
              FOR UPDATE SKIP LOCKED),
         picked AS (
-            SELECT id FROM expired UNION ALL SELECT id FROM due
+            SELECT id, false AS never_sent FROM expired UNION ALL SELECT id, never_sent FROM due
              LIMIT $1::int),
         claimed AS (
         UPDATE crm.crm_sync_logs l
            SET status = 'in_flight', claimed_by = $2,
                claimed_until = now() + make_interval(secs => $3::double precision), updated_at = now()
-         WHERE l.id IN (SELECT id FROM picked)
+          FROM picked p
+         WHERE l.id = p.id
         RETURNING l.id, l.user_id, l.crm_type, l.operation, l.request, l.unique_id, l.attempts,
-                  EXTRACT(EPOCH FROM now() - l.created_at) AS age)
+                  EXTRACT(EPOCH FROM now() - l.created_at) AS age, p.never_sent AND l.attempts = 0 AS never_sent)
         SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, $4) AS plain, i.settings,
                i.updated_at AS credentials_at
           FROM claimed c
@@ -579,6 +584,7 @@ public struct DeliveryStore: Sendable {
               let type = row.string("crm_type").flatMap(CRMType.init), let operation = row.string("operation") else { return nil }
         return ClaimedLog(id: id, user: user, crmType: type, operation: operation, request: row.json("request") ?? .null,
                           uniqueID: row.string("unique_id"), attempts: row.int("attempts") ?? 0,
-                          ageSeconds: row.string("age").flatMap(Double.init) ?? 0, target: target(row, type: type))
+                          ageSeconds: row.string("age").flatMap(Double.init) ?? 0, target: target(row, type: type),
+                          neverSent: row.bool("never_sent") ?? false)
     }
 }

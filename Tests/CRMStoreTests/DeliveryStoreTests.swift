@@ -191,6 +191,27 @@ final class DeliveryStoreTests: XCTestCase {
         XCTAssertEqual(try store.refreshClaims(ids: [], worker: "w1", claimSeconds: 600).count, 0)
     }
 
+    /// Only a row claimed from the async queue, never attempted, is known never to have reached
+    /// a CRM: connectors then skip looking for its event there.
+    func testOnlyAQueuedRowNeverAttemptedIsClaimedAsNeverSent() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        let queued = try insert(c, "queued", next: -60)
+        let retrying = try insert(c, "retrying", next: -60, attempts: 1)
+        // Given back by a worker that restarted under the same identity: it may have called.
+        let released = try insert(c, "retrying", next: -60)
+        // Taken over from a worker that stopped answering mid-call.
+        let expired = try insert(c, "in_flight", next: nil, claimedUntil: -60)
+        let store = DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
+        let claimed = try store.claimDue(worker: "w1", limit: 10, claimSeconds: 60)
+        XCTAssertEqual(Set(claimed.map(\.id)), [queued, retrying, released, expired])
+        XCTAssertEqual(Set(claimed.filter(\.neverSent).map(\.id)), [queued])
+        // Given back unstarted (claimed ahead), it is queued again, and still never sent.
+        XCTAssertEqual(try store.releaseClaims(ids: [queued], worker: "w1"), 1)
+        try c.execute("UPDATE crm.crm_sync_logs SET next_attempt_at = now() - interval '1 second' WHERE id = \(queued)")
+        XCTAssertEqual(try store.claimDue(worker: "w1", limit: 10, claimSeconds: 60).map { [$0.id: $0.neverSent] }, [[queued: true]])
+    }
+
     func testClaimedRowsCarryWhatTheDeliveryNeeds() throws {
         let db = try ScratchDatabase.migrated(for: self)
         let c = try db.connect()

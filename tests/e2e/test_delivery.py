@@ -411,6 +411,32 @@ def test_an_event_is_looked_for_only_when_it_may_be_recorded_already(svc, fakes,
     assert len(records) == 2, records  # "Viewed" and one "Paid"
 
 
+@pytest.mark.parametrize("crm_type", sorted(EVENT_LOOKUP))
+def test_an_async_event_is_looked_for_only_when_it_may_be_recorded_already(svc, fakes, user_id, crm_type):
+    """The sweep's first attempt at a queued (202) event with a derived id makes no lookup:
+    nothing has sent it. Its retry does, and finds it when the first answer was lost."""
+    connect(svc, fakes, user_id, crm_type, {"events": "note"} if crm_type == "hubspot" else None)
+    email = email_for(f"asynclook{crm_type}")
+    sync_contact(svc, user_id, {"email": email})
+    queued = by_type(sync_event(svc, user_id, {"event": "Viewed", "email": email},
+                                headers={"Prefer": "respond-async"}, expect=202).json())[crm_type]
+    log = wait_log(svc, user_id, queued["log_id"], timeout=10)
+    assert log["status"] == "success" and log["attempts"] == 1, log
+    assert event_lookups(fakes, crm_type) == 0
+    create = next(q["path"] for q in fake_requests(fakes, crm_type, "POST")
+                  if q["path"].endswith({"salesforce": "/sobjects/Task/", "creatio": "/0/odata/Activity",
+                                         "hubspot": "/notes"}[crm_type]))
+    fakes.faults(crm_type, [{"lost": True}], match=create, method="POST", exact=True)
+    queued = by_type(sync_event(svc, user_id, {"event": "Paid", "email": email},
+                                headers={"Prefer": "respond-async"}, expect=202).json())[crm_type]
+    log = wait_log(svc, user_id, queued["log_id"], timeout=15)
+    assert log["status"] == "success" and log["attempts"] == 2, log
+    assert event_lookups(fakes, crm_type) == 1  # the retry's, not the first attempt's
+    state = fakes.state(crm_type)
+    records = {"salesforce": state.get("tasks"), "creatio": state.get("activities"), "hubspot": state.get("notes")}[crm_type]
+    assert len(records) == 2, records  # "Viewed" and one "Paid"
+
+
 CONTACT_WRITE = {"klaviyo": "/api/profile-import", "hubspot": "/contacts/batch/upsert",
                  "salesforce": "/sobjects/Contact/", "creatio": "/0/odata/Contact"}
 

@@ -139,7 +139,7 @@ public final class Delivery: Sendable {
     @inline(never)
     private func deliver(_ one: PreparedAttempt, user: UserID, payload: Payload) async -> JSON {
         await attempt(id: one.row.id, user: user, type: one.row.crmType, payload: payload, uniqueID: one.row.uniqueID,
-                      attemptsBefore: 0, ageSeconds: 0, background: false, firstOfItsRequest: true, target: one.target)
+                      attemptsBefore: 0, ageSeconds: 0, background: false, neverSent: true, target: one.target)
     }
 
     /// Results in the order of the rows.
@@ -176,7 +176,7 @@ public final class Delivery: Sendable {
             return await unreadable(log, background: background)
         }
         return await attempt(id: log.id, user: log.user, type: log.crmType, payload: payload, uniqueID: log.uniqueID,
-                             attemptsBefore: log.attempts, ageSeconds: log.ageSeconds, background: background, firstOfItsRequest: false,
+                             attemptsBefore: log.attempts, ageSeconds: log.ageSeconds, background: background, neverSent: log.neverSent,
                              target: log.target, called: called)
     }
 
@@ -199,16 +199,16 @@ public final class Delivery: Sendable {
     /// CRM call) with a place for each of its locals, so small frames that come and go keep
     /// the memory of a call in flight small.
     @inline(never)
-    /// `firstOfItsRequest`: the attempt made by the request that wrote the row, before any other.
+    /// `neverSent`: no call can have carried this row to a CRM yet (the attempt of the request
+    /// that wrote it, or the first of a queued async sync).
     private func attempt(id: Int64, user: UserID, type: CRMType, payload: Payload, uniqueID: String?, attemptsBefore: Int, ageSeconds: Double,
-                         background: Bool, firstOfItsRequest: Bool, target: TargetRead, called: () -> Void = {}) async -> JSON {
+                         background: Bool, neverSent: Bool, target: TargetRead, called: () -> Void = {}) async -> JSON {
         let started = ContinuousClock.now
-        // An id derived from this row (the client gave none), on the attempt of the request that
-        // wrote it: no earlier call can have carried it, so connectors need not look for the
-        // event first.
+        // An id derived from this row (the client gave none), on a row never sent: no earlier
+        // call can have carried it, so connectors need not look for the event first.
         var clientGaveID = false
         if case let .event(event) = payload { clientGaveID = event.uniqueID != nil }
-        let mayBeRecorded = !firstOfItsRequest || clientGaveID
+        let mayBeRecorded = !neverSent || clientGaveID
         let outcome = await call(user: user, type: type, payload: payload, uniqueID: uniqueID ?? "crm-log-\(id)",
                                  mayBeRecorded: mayBeRecorded, target: target)
         called()

@@ -211,7 +211,10 @@ public final class Sweeper: Sendable {
         let fresh = rows.filter { now - $0.since < Self.recheckAfter }.map(\.log)
         do {
             let store = delivery.backgroundStore
-            let refreshed = try store.refreshClaims(ids: waited.map(\.log.id), worker: delivery.worker, claimSeconds: delivery.claimSeconds)
+            var refreshed = try store.refreshClaims(ids: waited.map(\.log.id), worker: delivery.worker, claimSeconds: delivery.claimSeconds)
+            // Still ours, so still unsent if it was at the claim.
+            let neverSent = Set(waited.filter(\.log.neverSent).map(\.log.id))
+            for i in refreshed.indices { refreshed[i].neverSent = neverSent.contains(refreshed[i].id) }
             database.reached()
             return fresh + refreshed
         } catch {
