@@ -535,6 +535,22 @@ def test_validate_creatio_failed_login_is_http_200_code_1_and_invalid(service, f
     assert login["body"]["UserPassword"] == flow.bad["password"]
 
 
+def test_validate_hubspot_token_without_the_contacts_scope_is_invalid_and_not_connected(service, fakes, pg, user_id):
+    """HubSpot's account details need no scope: a token that cannot read contacts passed, was
+    stored, and then failed every sync. Validation now reads one contact and names the scope."""
+    fakes.config("hubspot", {"scopes": ["crm.objects.contacts.write"]})
+    r = validate(service, user_id, "hubspot", {"access_token": "pat-na1-valid-token"})
+    assert r.status == 200, r
+    body = r.json()
+    assert body["valid"] is False and "missing scope crm.objects.contacts.read" in body["detail"], body
+    r = connect(service, user_id, "hubspot", {"access_token": "pat-na1-valid-token"})
+    assert r.status == 400 and "crm.objects.contacts.read" in r.json()["detail"], r
+    assert stored_rows(pg, user_id) == 0
+    fakes.config("hubspot", {"scopes": ["crm.objects.contacts.read", "crm.objects.contacts.write"]})
+    r = validate(service, user_id, "hubspot", {"access_token": "pat-na1-valid-token"})
+    assert r.status == 200 and r.json()["valid"] is True, r
+
+
 def test_validate_klaviyo_revision_comes_from_config(service_factory, fakes, user_id):
     svc = service_factory(CRM_KLAVIYO_REVISION="2025-07-15")
     r = validate(svc, user_id, "klaviyo", {"api_key": "pk_test_valid_key"})

@@ -1627,7 +1627,7 @@ class HubSpotHandler(BaseHandler):
     @staticmethod
     def default_config():
         return {"token": "pat-na1-valid-token", "portal_id": 12345678, "custom_properties": [],
-                "events": [], "note_properties": [], "time_zone": "US/Eastern", "latency_s": 0}
+                "events": [], "note_properties": [], "time_zone": "US/Eastern", "scopes": None, "latency_s": 0}
 
     @staticmethod
     def new_state(cfg):
@@ -1711,6 +1711,12 @@ class HubSpotHandler(BaseHandler):
             if not isinstance(req.json, dict):
                 return self.error(400, "Invalid input JSON: expected an object")
         r = req.route
+        missing = self._missing_scope(req.method, r)
+        if missing:
+            return self.error(403, "This app hasn't been granted all required scopes to make this call. Read more "
+                              "about required scopes here: https://developers.hubspot.com/scopes.", "MISSING_SCOPES",
+                              [{"message": "One or more of the following scopes are required.",
+                                "context": {"requiredGranularScopes": [missing]}}])
         if re.fullmatch(rf"/account-info/{HS_VERSION}/details", r):
             return self._account() if req.method == "GET" else self._method(req)
         m = re.fullmatch(rf"/crm/(?:v3/objects|objects/{HS_VERSION})/(contacts|notes|0-1|0-46)(?:/(.*))?", r)
@@ -1732,6 +1738,22 @@ class HubSpotHandler(BaseHandler):
 
     def _method(self, req):
         return self.error(405, f"HTTP 405 Method Not Allowed: {req.method} {req.raw_path}")
+
+    def _missing_scope(self, method, route):
+        """The scope this call needs that the token lacks (config `scopes`: None grants all)."""
+        granted = self.cfg.get("scopes")
+        if granted is None:
+            return None
+        if re.match(rf"/crm/(?:v3/objects|objects/{HS_VERSION})/", route):
+            reads = method == "GET" or route.endswith(("/search", "/batch/read"))
+            need = "crm.objects.contacts.read" if reads else "crm.objects.contacts.write"
+        elif re.match(rf"/crm/(?:v3/properties|properties/{HS_VERSION})/", route):
+            need = "crm.schemas.contacts.read" if method == "GET" else "crm.schemas.contacts.write"
+        elif re.match(rf"/events/{HS_VERSION}/send", route):
+            need = "analytics.behavioral_events.send"
+        else:
+            return None  # account details need only a valid token
+        return None if need in granted else need
 
     def _account(self):
         return Reply(200, {"portalId": self.cfg["portal_id"], "accountType": "STANDARD",

@@ -593,6 +593,21 @@ def test_hubspot_auth(u):
         assert r.status == 200 and r.json["portalId"] == 12345678
 
 
+def test_hubspot_scopes(u):
+    base = u["hubspot"]
+    control(base, "config", {"scopes": ["crm.objects.contacts.write"]})
+    assert call(base, "GET", "/account-info/v3/details", headers=HS_HEADERS).status == 200  # needs none
+    r = call(base, "GET", "/crm/objects/2026-03/contacts?limit=1", headers=HS_HEADERS)
+    assert r.status == 403 and r.json["category"] == "MISSING_SCOPES"
+    assert r.json["errors"][0]["context"]["requiredGranularScopes"] == ["crm.objects.contacts.read"]
+    assert upsert(u, [{"idProperty": "email", "id": "jane@example.com", "properties": {}}]).status == 200
+    r = call(base, "POST", "/crm/v3/objects/notes/batch/read", headers=HS_HEADERS, json_body={"inputs": [{"id": "1"}]})
+    assert r.status == 403 and r.json["errors"][0]["context"]["requiredGranularScopes"] == ["crm.objects.contacts.read"]
+    assert call(base, "GET", "/crm/v3/properties/contacts", headers=HS_HEADERS).status == 403
+    control(base, "config", {"scopes": None})
+    assert call(base, "GET", "/crm/objects/2026-03/contacts?limit=1", headers=HS_HEADERS).status == 200
+
+
 def upsert(u, inputs, path="/crm/v3/objects/contacts/batch/upsert"):
     return call(u["hubspot"], "POST", path, headers=HS_HEADERS, json_body={"inputs": inputs})
 

@@ -29,6 +29,17 @@ public struct HubSpotConnector: Connector {
             let message = body?["message"]?.stringValue ?? "HTTP \(response.status)"
             return .rejected(detail: "HubSpot rejected the access token: \(message)")
         }
+        // The account details need no scope: a token without access to contacts would pass
+        // and then fail every sync. Reading one contact proves the read scope.
+        let contacts = try await transport.send(HTTPClientRequest(method: "GET", url: base + objectsPath("contacts") + "?limit=1&properties=email", headers: [
+            ("Authorization", "Bearer \(token.revealed)"), ("Accept", "application/json"),
+        ]))
+        guard contacts.status == 200 else {
+            let error = transport.json(contacts)
+            let scopes = error?["errors"]?.arrayValue?.first?["context"]?["requiredGranularScopes"]?.arrayValue?.compactMap(\.stringValue) ?? []
+            let message = scopes.isEmpty ? (error?["message"]?.stringValue ?? "HTTP \(contacts.status)") : "missing scope \(scopes.joined(separator: ", "))"
+            return .rejected(detail: "HubSpot refused to read contacts with this access token: \(message)")
+        }
         return .valid(detail: "HubSpot access token accepted", account: .object([
             ("portal_id", body?["portalId"] ?? .null), ("account_type", body?["accountType"] ?? .null),
         ]))
