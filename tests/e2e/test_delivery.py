@@ -366,6 +366,7 @@ def test_an_event_whose_answer_was_lost_is_found_on_retry_not_recorded_twice(svc
     records, text = {"salesforce": (state.get("tasks"), "Description"), "creatio": (state.get("activities"), "DetailedResult"),
                      "hubspot": ([n["properties"] for n in state.get("notes", [])], "hs_note_body")}[crm_type]
     assert len(records) == 2, records
+
     def carries(record, event_id):
         return re.search(re.escape(event_id) + r"(?!\d)", record[text]) is not None
 
@@ -395,7 +396,7 @@ def test_an_event_is_looked_for_only_when_it_may_be_recorded_already(svc, fakes,
     `unique_id` in a second request may: it is looked for, found, and not recorded twice."""
     connect(svc, fakes, user_id, crm_type, {"events": "note"} if crm_type == "hubspot" else None)
     email = email_for(f"look{crm_type}")
-    sync_contact(svc, user_id, {"email": email})  # so that HubSpot's contact has notes to list later
+    sync_contact(svc, user_id, {"email": email})  # the contact exists first, as it usually does
     res = by_type(sync_event(svc, user_id, {"event": "Viewed", "email": email}).json())[crm_type]
     assert res["status"] == "success" and res.get("detail") is None, res
     assert event_lookups(fakes, crm_type) == 0
