@@ -482,6 +482,22 @@ def test_one_expired_session_is_renewed_transparently(svc, fakes, user_id, crm_t
     assert len(crm_records(fakes, crm_type, contact["email"])) == 1
 
 
+def test_a_hubspot_token_that_cannot_read_properties_still_syncs_contacts(svc, fakes, user_id):
+    """Reading the portal's contact properties takes a scope of its own: a token without it
+    syncs contacts without their custom properties (and says why), rather than failing every
+    sync and marking the integration as an authentication error."""
+    fakes.config("hubspot", {"scopes": ["crm.objects.contacts.read", "crm.objects.contacts.write"]})
+    connect(svc, fakes, user_id, "hubspot")
+    email = email_for("noschema")
+    res = by_type(sync_contact(svc, user_id, {"email": email, "first_name": "Ada",
+                                              "custom_properties": {"plan": "pro"}}).json())["hubspot"]
+    assert res["status"] == "success" and res["action"] == "created", res
+    assert res["detail"] == ("not sent (this token cannot read the portal's contact properties: "
+                             "missing scope crm.schemas.contacts.read): plan"), res
+    assert crm_records(fakes, "hubspot", email)[0]["firstname"] == "Ada"
+    assert integration_status(svc, user_id, "hubspot")["status"] == "connected"
+
+
 def test_a_hubspot_207_partial_failure_fails_the_contact_with_hubspots_reason(svc, fakes, user_id):
     connect(svc, fakes, user_id, "hubspot")
     body = {"status": "COMPLETE", "results": [], "numErrors": 1, "startedAt": "2026-12-07T10:00:00Z",

@@ -36,8 +36,7 @@ public struct HubSpotConnector: Connector {
         ]))
         guard contacts.status == 200 else {
             let error = transport.json(contacts)
-            let scopes = error?["errors"]?.arrayValue?.first?["context"]?["requiredGranularScopes"]?.arrayValue?.compactMap(\.stringValue) ?? []
-            let message = scopes.isEmpty ? (error?["message"]?.stringValue ?? "HTTP \(contacts.status)") : "missing scope \(scopes.joined(separator: ", "))"
+            let message = Self.missingScopes(error) ?? error?["message"]?.stringValue ?? "HTTP \(contacts.status)"
             return .rejected(detail: "HubSpot refused to read contacts with this access token: \(message)")
         }
         return .valid(detail: "HubSpot access token accepted", account: .object([

@@ -6,6 +6,9 @@ import HTTPClient
 struct PortalInfo: Sendable {
     var portalID: String
     var contactProperties: Set<String>
+    /// Why the contact properties could not be read (a token without the scope), if so: the
+    /// contacts still sync, without their custom properties.
+    var propertiesUnreadable: String?
     var fetchedAt: Date
 }
 
@@ -35,7 +38,9 @@ extension HubSpotConnector {
                 guard portal.contactProperties.contains(property) else { dropped.append(name); continue }
                 properties.append((property, .string(Self.stringValue(value))))
             }
-            let detail = dropped.isEmpty ? nil : "not sent (no such contact property in the HubSpot portal): \(dropped.joined(separator: ", "))"
+            let reason = portal.propertiesUnreadable.map { "this token cannot read the portal's contact properties: \($0)" }
+                ?? "no such contact property in the HubSpot portal"
+            let detail = dropped.isEmpty ? nil : "not sent (\(reason)): \(dropped.joined(separator: ", "))"
             let body: JSON = ["inputs": [.object([
                 ("idProperty", "email"), ("id", .string(contact.email)), ("properties", .object(properties)),
             ])]]
@@ -152,14 +157,21 @@ extension HubSpotConnector {
         guard account.status == 200 else { throw refused(account, transport.json(account)) }
         let response = try await send(token, method: "GET", path: propertiesPath("contacts"), body: nil)
         let json = transport.json(response)
-        guard response.status == 200 else { throw refused(response, json) }
+        var unreadable: String?
+        if response.status == 403 {
+            // Reading properties takes its own scope (crm.schemas.contacts.read), which a token
+            // that only syncs contacts and events may lack: not an authentication failure.
+            unreadable = Self.missingScopes(json) ?? "HTTP 403"
+        } else if response.status != 200 {
+            throw refused(response, json)
+        }
         let names = (json?["results"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }
         // HubSpot always tells it: without it no event can be named, but that is HubSpot's
         // failure, retried, and nothing is kept for five minutes of failed events.
         guard let portalID = Self.idString(transport.json(account)?["portalId"]) else {
             throw ConnectorError(.crmFailure, httpStatus: account.status, detail: "HubSpot's account details gave no portalId")
         }
-        let info = PortalInfo(portalID: portalID, contactProperties: Set(names), fetchedAt: Date())
+        let info = PortalInfo(portalID: portalID, contactProperties: Set(names), propertiesUnreadable: unreadable, fetchedAt: Date())
         portals.set(key, info)
         return info
     }
@@ -186,6 +198,12 @@ extension HubSpotConnector {
         case let .double(d): return d.rounded() == d && abs(d) < 1e15 ? String(Int64(d)) : String(d)
         default: return value.jsonString
         }
+    }
+
+    /// "missing scope a, b" from a 403's `errors[0].context.requiredGranularScopes`, if it names any.
+    static func missingScopes(_ error: JSON?) -> String? {
+        let scopes = error?["errors"]?.arrayValue?.first?["context"]?["requiredGranularScopes"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        return scopes.isEmpty ? nil : "missing scope \(scopes.joined(separator: ", "))"
     }
 
     static func idString(_ value: JSON?) -> String? {
