@@ -482,6 +482,28 @@ def test_one_expired_session_is_renewed_transparently(svc, fakes, user_id, crm_t
     assert len(crm_records(fakes, crm_type, contact["email"])) == 1
 
 
+def test_a_klaviyo_list_that_refuses_the_profile_leaves_the_contact_synced_and_says_so(svc, fakes, user_id):
+    """The profile import succeeded; only adding it to the configured list was refused (a list
+    that is gone, a key without lists:write). That is the list's problem, reported in the
+    result, not a failed sync nor an authentication error of the whole integration."""
+    connect(svc, fakes, user_id, "klaviyo", {"list_id": "LST_GONE"})
+    fakes.config("klaviyo", {"lists": ["LST_OTHER"]})
+    email = email_for("listgone")
+    res = by_type(sync_contact(svc, user_id, {"email": email, "first_name": "Ada"}).json())["klaviyo"]
+    assert res["status"] == "success" and res["action"] == "created", res
+    assert res["detail"].startswith("not added to list LST_GONE: Klaviyo answered HTTP 404"), res
+    assert len(crm_records(fakes, "klaviyo", email)) == 1
+    fakes.config("klaviyo", {"lists": None, "scopes": ["accounts:read", "profiles:write", "events:write"]})
+    res = by_type(sync_contact(svc, user_id, {"email": email, "first_name": "Grace"}).json())["klaviyo"]
+    assert res["status"] == "success" and res["action"] == "updated", res
+    assert res["detail"].startswith("not added to list LST_GONE: Klaviyo answered HTTP 403"), res
+    assert integration_status(svc, user_id, "klaviyo")["status"] == "connected"
+    fakes.config("klaviyo", {"scopes": None})
+    res = by_type(sync_contact(svc, user_id, {"email": email}).json())["klaviyo"]
+    assert res["status"] == "success" and res.get("detail") is None, res
+    assert fakes.state("klaviyo")["lists"]["LST_GONE"] == crm_record_ids(fakes, "klaviyo", email)
+
+
 def test_a_hubspot_token_that_cannot_read_properties_still_syncs_contacts(svc, fakes, user_id):
     """Reading the portal's contact properties takes a scope of its own: a token without it
     syncs contacts without their custom properties (and says why), rather than failing every

@@ -95,10 +95,14 @@ extension KlaviyoConnector {
                 throw transport.refused(response, Self.errorDetail(json, status: response.status))
             }
             if let list = target.settings.string("list_id") {
+                // 429 and 5xx are thrown (retried: the profile import may be sent again). Any
+                // other refusal concerns the list only (one that is gone, a key without
+                // lists:write): the profile is saved, so the sync succeeded, and says so.
                 let listResponse = try await write("/api/lists/\(FormEncoding.percent(list))/relationships/profiles",
                                              ["data": [["type": "profile", "id": .string(id)]]], key: key)
-                guard listResponse.status == 204 || listResponse.status == 200 else {
-                    throw transport.refused(listResponse, "adding the profile to list \(list): " + Self.errorDetail(transport.json(listResponse), status: listResponse.status))
+                if listResponse.status != 204 && listResponse.status != 200 {
+                    notes.append("not added to list \(list): Klaviyo answered HTTP \(listResponse.status): "
+                                 + Self.errorDetail(transport.json(listResponse), status: listResponse.status))
                 }
             }
             return .success(action: response.status == 201 ? "created" : "updated", recordID: id, httpStatus: response.status,
