@@ -84,14 +84,14 @@ extension CreatioConnector {
     /// `$orderby`: the oldest is chosen (then the lowest Id), so that every update and every
     /// Activity lands on the same one. Its Id must be a GUID, as Creatio's are: it goes unquoted
     /// into a key (`Contact(<id>)`) and a filter.
-    func findContact(_ target: SyncTarget, entity: String, email: String) async throws -> EmailMatch? {
+    func findContact(_ target: SyncTarget, entity: String, email: String) async throws -> RecordMatch? {
         let filter = "Email eq '\(email.replacingQuotes())'"
         let response = try await call(target, method: "GET", path: "/\(entity)?" + query([("$filter", filter), ("$select", "Id"), ("$orderby", "CreatedOn asc,Id asc"), ("$top", "2")]), body: nil)
         guard response.status == 200 else { throw refused(response) }
         let values = transport.json(response)?["value"]?.arrayValue ?? []
         guard let id = values.first?["Id"]?.stringValue else { return nil }
         guard Self.isGUID(id) else { throw refused(response, "a contact Id that is not a GUID") }
-        return EmailMatch(id: id, isOneOfSeveral: values.count > 1)
+        return RecordMatch(id: id, isOneOfSeveral: values.count > 1)
     }
 
     /// 8-4-4-4-12 hexadecimal digits.

@@ -37,7 +37,7 @@ extension SalesforceConnector {
                                 httpStatus: response.status, detail: notes.joinedDetail, response: json)
             }
 
-            if let found = try await findRecord(target, object: object, email: contact.email) {
+            if let found = try await findRecord(target, object: object, value: contact.email) {
                 if found.isOneOfSeveral { notes.insert("several \(object)s have this email: the oldest was updated", at: 0) }
                 // The id is the CRM's: encoded, so that an odd one cannot name another path.
                 let response = try await call(target, method: "PATCH", path: "/sobjects/\(object)/\(FormEncoding.percent(found.id))", body: .object(fields))
@@ -55,13 +55,12 @@ extension SalesforceConnector {
     /// holding it, then an update of the one, or a create; several are refused as a 300 would be.
     func upsertByQuery(_ target: SyncTarget, object: String, field: String, value: String,
                        fields: [(String, JSON)], notes: [String]) async throws -> DeliveryOutcome {
-        let soql = "SELECT Id FROM \(object) WHERE \(field) = '\(Self.soqlEscape(value))' ORDER BY CreatedDate ASC, Id ASC LIMIT 2"
-        let records = try await query(target, soql)
-        if records.count > 1 {
+        let found = try await findRecord(target, object: object, field: field, value: value)
+        if found?.isOneOfSeveral == true {
             throw Finished(outcome: .permanent(httpStatus: 300, error: "several Salesforce records match this external id", authFailure: false, response: nil))
         }
         let others = fields.filter { $0.0 != field && $0.0 != "Id" }
-        if let id = records.first?["Id"]?.stringValue {
+        if let id = found?.id {
             let response = try await call(target, method: "PATCH", path: "/sobjects/\(object)/\(FormEncoding.percent(id))", body: .object(others))
             guard response.status == 204 || response.status == 200 else { throw refusedWithCode(response, transport.json(response)) }
             return .success(action: "updated", recordID: id, httpStatus: response.status, detail: notes.joinedDetail, response: nil)
@@ -94,7 +93,7 @@ extension SalesforceConnector {
             let object = target.settings.string("object") ?? "Contact"
             let whoID: String
             var detail: String?
-            if let found = try await findRecord(target, object: object, email: event.email) {
+            if let found = try await findRecord(target, object: object, value: event.email) {
                 whoID = found.id
                 if found.isOneOfSeveral { detail = "several \(object)s have this email: the Task is on the oldest" }
             } else {
@@ -146,13 +145,14 @@ extension SalesforceConnector {
         return out
     }
 
-    /// The record an email names. Salesforce lets several records share an email, and promises
-    /// no order without ORDER BY: the oldest is chosen (then the lowest Id), so that every update
-    /// and every Task lands on the same one.
-    func findRecord(_ target: SyncTarget, object: String, email: String) async throws -> EmailMatch? {
-        let records = try await query(target, "SELECT Id FROM \(object) WHERE Email = '\(Self.soqlEscape(email))' ORDER BY CreatedDate ASC, Id ASC LIMIT 2")
+    /// The record whose `field` (the email, unless an external id field is named) holds `value`.
+    /// Salesforce lets several records share an email, and promises no order without ORDER BY:
+    /// the oldest is chosen (then the lowest Id), so that every update and every Task lands on
+    /// the same one.
+    func findRecord(_ target: SyncTarget, object: String, field: String = "Email", value: String) async throws -> RecordMatch? {
+        let records = try await query(target, "SELECT Id FROM \(object) WHERE \(field) = '\(Self.soqlEscape(value))' ORDER BY CreatedDate ASC, Id ASC LIMIT 2")
         guard let id = records.first?["Id"]?.stringValue else { return nil }
-        return EmailMatch(id: id, isOneOfSeveral: records.count > 1)
+        return RecordMatch(id: id, isOneOfSeveral: records.count > 1)
     }
 
     func query(_ target: SyncTarget, _ soql: String) async throws -> [JSON] {

@@ -56,10 +56,10 @@ enum Clock {
     }
 }
 
-/// The record an email names, for CRMs where several records may share an email.
-struct EmailMatch {
+/// The record a lookup by email (or another field) found, where several records may match.
+struct RecordMatch {
     let id: String
-    /// More than one record has the email; `id` is the one the connector chose.
+    /// More than one record matched; `id` is the one the connector chose.
     let isOneOfSeveral: Bool
 }
 
