@@ -7,6 +7,7 @@ database is swept by other test runs' workers at the same time.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -518,6 +519,24 @@ def test_a_hubspot_token_that_cannot_read_properties_still_syncs_contacts(svc, f
                              "missing scope crm.schemas.contacts.read): plan"), res
     assert crm_records(fakes, "hubspot", email)[0]["firstname"] == "Ada"
     assert integration_status(svc, user_id, "hubspot")["status"] == "connected"
+
+
+def test_hubspots_daily_limit_is_retried_after_the_accounts_midnight(svc, fakes, user_id):
+    """A 429 with policyName DAILY lasts until the account's midnight: backing off from a few
+    seconds would spend every attempt before the reset and fail the sync. The retry is due
+    just after that midnight (the fake's account is at UTC-05:00)."""
+    connect(svc, fakes, user_id, "hubspot")
+    sync_contact(svc, user_id, {"email": email_for("daily0")})  # the account's details, as every sync reads them
+    body = {"status": "error", "message": "You have reached your daily limit.", "errorType": "RATE_LIMIT",
+            "correlationId": "3f1c2a5e-0000-4000-8000-000000000001", "policyName": "DAILY", "groupName": "publicapi:private-app:daily"}
+    fakes.faults("hubspot", [{"status": 429, "body": body}], match="/crm/", method="POST")
+    res = by_type(sync_contact(svc, user_id, {"email": email_for("daily")}).json())["hubspot"]
+    assert res["status"] == "retrying" and "daily API limit" in res["detail"], res
+    due = dt.datetime.fromisoformat(get_log(svc, user_id, res["log_id"])["next_attempt_at"])
+    now = dt.datetime.now(dt.timezone.utc)
+    local = now.astimezone(dt.timezone(dt.timedelta(hours=-5)))
+    midnight = (local + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert abs((due - midnight).total_seconds() - 60) < 120, (due, midnight)
 
 
 def test_a_hubspot_207_partial_failure_fails_the_contact_with_hubspots_reason(svc, fakes, user_id):

@@ -9,6 +9,8 @@ struct PortalInfo: Sendable {
     /// Why the contact properties could not be read (a token without the scope), if so: the
     /// contacts still sync, without their custom properties.
     var propertiesUnreadable: String?
+    /// The account's offset from UTC (`utcOffsetMilliseconds`): its daily API limit resets at its midnight.
+    var utcOffsetSeconds: Int?
     var fetchedAt: Date
 }
 
@@ -24,7 +26,7 @@ extension HubSpotConnector {
     }
 
     public func upsertContact(_ contact: Contact, for target: SyncTarget) async -> DeliveryOutcome {
-        await deliver {
+        await deliver { try await untilDailyReset(target) {
             let token = try await token(target)
             let portal = try await portalInfo(target, token: token)
             var properties: [(String, JSON)] = []
@@ -51,11 +53,11 @@ extension HubSpotConnector {
             }
             let created = result["new"]?.boolValue ?? false
             return .success(action: created ? "created" : "updated", recordID: Self.idString(result["id"]), httpStatus: response.status, detail: detail, response: json)
-        }
+        } }
     }
 
     public func sendEvent(_ event: Event, uniqueID: String, mayBeRecorded: Bool, for target: SyncTarget) async -> DeliveryOutcome {
-        await deliver {
+        await deliver { try await untilDailyReset(target) {
             let token = try await token(target)
             var properties: [(String, JSON)] = event.properties.map { (Self.propertyName($0.0), .string(Self.stringValue($0.1))) }
             if let value = event.value { properties.append(("value", .string(Self.stringValue(.double(value))))) }
@@ -95,10 +97,23 @@ extension HubSpotConnector {
             let response = try await send(token, method: "POST", path: eventsPath, body: body)
             guard response.status == 204 || response.status == 200 else { throw refused(response, transport.json(response)) }
             return .success(action: "sent", recordID: Self.uuid(from: uniqueID), httpStatus: response.status, detail: nil, response: nil)
-        }
+        } }
     }
 
     // MARK: - Helpers
+
+    /// A 429 whose `policyName` is `DAILY`: the account's daily API limit is used up until its
+    /// midnight. Retried then (the account's offset comes with its details; an hour while it is
+    /// unknown), rather than backing off from 30 s and spending every attempt before the reset.
+    func untilDailyReset(_ target: SyncTarget, _ flow: () async throws -> DeliveryOutcome) async throws -> DeliveryOutcome {
+        do {
+            return try await flow()
+        } catch let error as ConnectorError where error.httpStatus == 429 && error.response?["policyName"]?.stringValue == "DAILY" {
+            let wait = portals.get(target.cacheKey)?.utcOffsetSeconds.map { Clock.secondsUntilMidnight(utcOffsetSeconds: $0) + 60 } ?? 3600
+            throw ConnectorError(.crmFailure, httpStatus: 429, detail: "HubSpot's daily API limit is used up; retried after it resets (the account's midnight)",
+                                 retryAfterSeconds: max(Double(wait), error.retryAfterSeconds ?? 0), response: error.response)
+        }
+    }
 
     /// The id of a note on the contact whose body holds `marker` as a whole line (followed by a
     /// tag or the end, whatever HubSpot made of the paragraph around it), among the newest 100 of
@@ -171,7 +186,9 @@ extension HubSpotConnector {
         guard let portalID = Self.idString(transport.json(account)?["portalId"]) else {
             throw ConnectorError(.crmFailure, httpStatus: account.status, detail: "HubSpot's account details gave no portalId")
         }
-        let info = PortalInfo(portalID: portalID, contactProperties: Set(names), propertiesUnreadable: unreadable, fetchedAt: Date())
+        let offset = transport.json(account)?["utcOffsetMilliseconds"]?.doubleValue.map { Int($0 / 1000) }
+        let info = PortalInfo(portalID: portalID, contactProperties: Set(names), propertiesUnreadable: unreadable,
+                              utcOffsetSeconds: offset, fetchedAt: Date())
         portals.set(key, info)
         return info
     }

@@ -49,6 +49,13 @@ enum Clock {
         return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1))-\(pad(parts.tm_mday))T\(pad(parts.tm_hour)):\(pad(parts.tm_min)):\(pad(parts.tm_sec))Z"
     }
 
+    /// Seconds from now to the next midnight at `utcOffsetSeconds` from UTC (1 to 86,400).
+    static func secondsUntilMidnight(utcOffsetSeconds: Int) -> Int {
+        let local = Int(time(nil)) + utcOffsetSeconds
+        let intoDay = ((local % 86_400) + 86_400) % 86_400
+        return 86_400 - intoDay
+    }
+
     /// The event's timestamp as given (a bare date gets midnight UTC), or now.
     static func eventTime(_ timestamp: String?) -> String {
         guard let timestamp else { return nowISO() }
