@@ -532,9 +532,10 @@ def test_hubspots_daily_limit_is_retried_after_the_accounts_midnight(svc, fakes,
     fakes.faults("hubspot", [{"status": 429, "body": body}], match="/crm/", method="POST")
     res = by_type(sync_contact(svc, user_id, {"email": email_for("daily")}).json())["hubspot"]
     assert res["status"] == "retrying" and "daily API limit" in res["detail"], res
-    due = dt.datetime.fromisoformat(get_log(svc, user_id, res["log_id"])["next_attempt_at"])
-    now = dt.datetime.now(dt.timezone.utc)
-    local = now.astimezone(dt.timezone(dt.timedelta(hours=-5)))
+    log = get_log(svc, user_id, res["log_id"])
+    due = dt.datetime.fromisoformat(log["next_attempt_at"])
+    # The midnight after the attempt (its outcome's time), not after the test's own clock.
+    local = dt.datetime.fromisoformat(log["updated_at"]).astimezone(dt.timezone(dt.timedelta(hours=-5)))
     midnight = (local + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     assert abs((due - midnight).total_seconds() - 60) < 120, (due, midnight)
 
