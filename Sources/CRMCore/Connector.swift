@@ -99,7 +99,8 @@ public protocol Connector: Sendable {
     /// Records `event`; `uniqueID` is stable across retries so a retry never doubles it.
     /// `mayBeRecorded`: an earlier attempt, or an earlier request with the same client-given
     /// `unique_id`, may have recorded it already; a CRM without a native dedupe key must then
-    /// look for it before adding it. False only for the first attempt of the request that
-    /// created the log row, with an id derived from that row: nothing can carry it yet.
+    /// look for it before adding it. False only for the first attempt at a row never sent (by
+    /// the request that wrote it, or by the sweep at a queued async sync) whose id is derived
+    /// from that row: nothing can carry it yet.
     func sendEvent(_ event: Event, uniqueID: String, mayBeRecorded: Bool, for target: SyncTarget) async -> DeliveryOutcome
 }

@@ -110,8 +110,8 @@ extension KlaviyoConnector {
         }
     }
 
-    /// `POST /api/events` → 202. `unique_id` is Klaviyo's own dedupe key.
-    /// Klaviyo deduplicates on `unique_id` itself: `mayBeRecorded` changes nothing.
+    /// `POST /api/events` → 202. `unique_id` is Klaviyo's own dedupe key, so `mayBeRecorded`
+    /// changes nothing here.
     public func sendEvent(_ event: Event, uniqueID: String, mayBeRecorded: Bool, for target: SyncTarget) async -> DeliveryOutcome {
         await deliver {
             guard case let .klaviyo(key) = target.credentials else { throw Finished(outcome: .permanent(httpStatus: nil, error: "not Klaviyo credentials", authFailure: true, response: nil)) }
