@@ -378,6 +378,38 @@ def test_an_event_whose_answer_was_lost_is_found_on_retry_not_recorded_twice(svc
     assert len([q for q in fake_requests(fakes, crm_type, "POST") if q["path"] == create]) == 2
 
 
+@pytest.mark.parametrize("crm_type", ["salesforce", "creatio"])
+def test_a_retry_looks_for_its_event_among_the_newest(svc, fakes, user_id, crm_type):
+    """The lookup asks for the contact's newest records of the event's name, a bounded number:
+    an answer without an order (Salesforce's first batch of 2,000, here of 2, oldest first) need
+    not hold the one an attempt created moments ago, and each record carries a long text."""
+    connect(svc, fakes, user_id, crm_type)
+    if crm_type == "salesforce":
+        fakes.config("salesforce", {"query_batch_size": 2, "unordered": "oldest_first"})
+    email = email_for(f"newest{crm_type}")
+    for earlier in ("order-a", "order-b"):
+        res = by_type(sync_event(svc, user_id, {"event": "Placed Order", "email": email, "unique_id": earlier}).json())[crm_type]
+        assert res["status"] == "success", res
+    write_path = {"salesforce": "/sobjects/Task/", "creatio": "/0/odata/Activity"}[crm_type]
+    create = next(q["path"] for q in fake_requests(fakes, crm_type, "POST") if q["path"].endswith(write_path))
+    fakes.faults(crm_type, [{"lost": True}], match=create, method="POST", exact=True)
+    res = by_type(sync_event(svc, user_id, {"event": "Placed Order", "email": email, "unique_id": "order-1"}).json())[crm_type]
+    assert res["status"] == "retrying", res
+    log = wait_log(svc, user_id, res["log_id"], timeout=15)
+    assert log["status"] == "success" and log["attempts"] == 2, log
+    records = fakes.state(crm_type)["tasks" if crm_type == "salesforce" else "activities"]
+    assert len(records) == 3, records  # order-a, order-b and one order-1
+    method, path, text = EVENT_LOOKUP[crm_type]
+    lookups = [urllib.parse.unquote_plus(q["raw_query"]) for q in fake_requests(fakes, crm_type, method, path)
+               if text in urllib.parse.unquote_plus(q["raw_query"])]
+    assert lookups, "no lookup"
+    for q in lookups:
+        if crm_type == "salesforce":
+            assert q.endswith(" ORDER BY CreatedDate DESC, Id DESC LIMIT 200"), q
+        else:
+            assert "$orderby=CreatedOn desc,Id desc" in q and "$top=200" in q, q
+
+
 EVENT_LOOKUP = {"salesforce": ("GET", "/query", "FROM Task"), "creatio": ("GET", "/0/odata/Activity", ""),
                 "hubspot": ("GET", "/contacts/", "associations=notes")}
 

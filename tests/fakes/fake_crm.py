@@ -799,13 +799,14 @@ class SalesforceHandler(BaseHandler):
                 "rotate_refresh_token": False, "jwt_public_key": None, "jwt_audiences": [],
                 "disabled_grants": [], "access_tokens": [], "custom_fields": {"Contact": [], "Lead": [], "Task": []},
                 "platform_events": {"App_Event__e": None}, "duplicate_rule": None,
-                "org_id": "00DFAKE000000000AAA", "user_id": "005FAKE000000000AAA", "latency_s": 0}
+                "org_id": "00DFAKE000000000AAA", "user_id": "005FAKE000000000AAA", "latency_s": 0,
+                "query_batch_size": 2000, "unordered": "newest_first"}
 
     @staticmethod
     def new_state(cfg):
         return {"tokens": list(cfg.get("access_tokens") or []), "refresh_tokens": [cfg["refresh_token"]],
                 "records": {"Contact": {}, "Lead": {}, "Task": {}}, "platform_events": [], "seq": 0,
-                "api_usage": 0}
+                "api_usage": 0, "query_cursors": {}}
 
     def configure(self, body):
         body = dict(body)
@@ -832,6 +833,10 @@ class SalesforceHandler(BaseHandler):
         if "jwt_public_key_path" in body:
             with open(body.pop("jwt_public_key_path"), encoding="utf-8") as fh:
                 body["jwt_public_key"] = fh.read()
+        if body.get("unordered", "newest_first") not in ("newest_first", "oldest_first"):
+            raise ValueError("unordered: newest_first or oldest_first")
+        if int(body.get("query_batch_size", 1)) < 1:
+            raise ValueError("query_batch_size: at least 1")
         self.cfg.update(body)
 
     def error(self, status, message, code=None, fields=None):
@@ -895,6 +900,8 @@ class SalesforceHandler(BaseHandler):
             return Reply(200, res)
         if parts == ["query"]:
             return self._query(req, ver) if req.method == "GET" else self.error(405, "Method not allowed")
+        if len(parts) == 2 and parts[0] == "query":
+            return self._query_more(parts[1], ver) if req.method == "GET" else self.error(405, "Method not allowed")
         if parts == ["limits"]:
             return Reply(200, {"DailyApiRequests": {"Max": 15000, "Remaining": 15000 - self.st["api_usage"]}})
         if parts[0] != "sobjects" or len(parts) < 2:
@@ -1186,14 +1193,34 @@ class SalesforceHandler(BaseHandler):
         if order:
             for field, descending in reversed(order):  # a stable sort per key, the last key first
                 rows.sort(key=lambda r: str(r.get(field) or ""), reverse=descending)
-        else:
-            # Salesforce promises no order without ORDER BY: newest first here, so a client that
-            # takes "the first match" as the oldest is caught.
+        elif self.cfg["unordered"] == "newest_first":
+            # Salesforce promises no order without ORDER BY: newest first by default, so a client
+            # that takes "the first match" as the oldest is caught ("oldest_first" catches the
+            # opposite).
             rows.reverse()
         if limit is not None:
             rows = rows[:limit]
-        records = [self._record_out(obj, r, fields, ver) for r in rows]
-        return Reply(200, {"totalSize": len(records), "done": True, "records": records})
+        return self._query_page(obj, fields, rows, 0, ver)
+
+    def _query_page(self, obj, fields, rows, start, ver):
+        """Records in batches of `query_batch_size` (Salesforce's default is 2,000): a later batch
+        is read from `nextRecordsUrl` while `done` is false."""
+        batch = int(self.cfg["query_batch_size"])
+        page = rows[start:start + batch]
+        out = {"totalSize": len(rows), "done": start + batch >= len(rows),
+               "records": [self._record_out(obj, r, fields, ver) for r in page]}
+        if not out["done"]:
+            cursor = f"01gFAKE{len(self.st['query_cursors']) + 1:08d}"
+            self.st["query_cursors"][cursor] = (obj, fields, rows)
+            out["nextRecordsUrl"] = f"/services/data/{ver}/query/{cursor}-{start + batch}"
+        return Reply(200, out)
+
+    def _query_more(self, locator, ver):
+        cursor, _, start = locator.rpartition("-")
+        if cursor not in self.st["query_cursors"] or not start.isdigit():
+            return self.error(400, "invalid query locator", "INVALID_QUERY_LOCATOR")
+        obj, fields, rows = self.st["query_cursors"][cursor]
+        return self._query_page(obj, fields, rows, int(start), ver)
 
     def _parse_soql(self, q):
         """(object, fields, [(field, value)], [(field, descending)], limit), or an error Reply."""

@@ -473,6 +473,34 @@ def test_salesforce_query_terms_order_and_unfilterable_fields(u):
         assert query(bad).json[0]["errorCode"] == "MALFORMED_QUERY", bad
 
 
+def test_salesforce_query_batches_and_unordered_order(u):
+    """A query answer holds up to `query_batch_size` records (Salesforce: 2,000); the rest are
+    read from `nextRecordsUrl`. Without ORDER BY the order is the config's."""
+    base, h = u["salesforce"], sf_headers(sf_token(u))
+    api = "/services/data/v62.0"
+    ids = [call(base, "POST", f"{api}/sobjects/Contact/", headers=h,
+                json_body={"LastName": f"N{i}", "Email": "many@example.com"}).json["id"] for i in range(5)]
+    assert control(base, "config", {"query_batch_size": 2, "unordered": "oldest_first"})["query_batch_size"] == 2
+    r = call(base, "GET", f"{api}/query/?q=" + urllib.parse.quote("SELECT Id FROM Contact WHERE Email = 'many@example.com'"), headers=h)
+    seen, pages = [], 0
+    while True:
+        assert r.status == 200 and r.json["totalSize"] == 5, r.json
+        seen += [x["Id"] for x in r.json["records"]]
+        pages += 1
+        if r.json["done"]:
+            assert "nextRecordsUrl" not in r.json
+            break
+        assert len(r.json["records"]) == 2
+        r = call(base, "GET", r.json["nextRecordsUrl"], headers=h)
+    assert seen == ids and pages == 3
+    assert call(base, "GET", f"{api}/query/01gNOPE-2", headers=h).json[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
+    assert call(base, "GET", f"{api}/query/01gNOPE-2").status == 401  # the cursor needs the session too
+    control(base, "config", {"unordered": "newest_first"})
+    r = call(base, "GET", f"{api}/query/?q=" + urllib.parse.quote("SELECT Id FROM Contact WHERE Email = 'many@example.com' LIMIT 2"), headers=h)
+    assert r.json["done"] and [x["Id"] for x in r.json["records"]] == [ids[4], ids[3]]
+    assert call(base, "POST", "/__fake__/config", json_body={"unordered": "random"}).status == 400
+
+
 def test_salesforce_upsert_by_external_id_and_platform_event(u):
     base, h = u["salesforce"], sf_headers(sf_token(u))
     api = "/services/data/v59.0/sobjects"

@@ -55,7 +55,7 @@ extension CreatioConnector {
             let marker = "\"event_id\":" + JSON.string(uniqueID).jsonString
             if mayBeRecorded, let done = try await activityCarrying(marker, contactID: contactID, title: title, target: target) {
                 return .success(action: "sent", recordID: done["Id"]?.stringValue, httpStatus: 200,
-                                detail: ["already recorded", detail].compactMap { $0 }.joinedDetail, response: nil)
+                                detail: RecordedEvent.detail(detail), response: nil)
             }
             var details: [(String, JSON)] = [("event_id", .string(uniqueID)), ("properties", .object(event.properties))]
             if let value = event.value { details.append(("value", .double(value))) }
@@ -72,10 +72,13 @@ extension CreatioConnector {
 
     // MARK: - Helpers
 
-    /// The contact's Activity with this title whose DetailedResult holds `marker`, if any.
+    /// The contact's Activity with this title whose DetailedResult holds `marker`, if any, among
+    /// its newest (`RecordedEvent.newestLookedAt`).
     func activityCarrying(_ marker: String, contactID: String, title: String, target: SyncTarget) async throws -> JSON? {
         let filter = "ContactId eq \(contactID) and Title eq '\(title.replacingQuotes())'"
-        let existing = try await call(target, method: "GET", path: "/Activity?" + query([("$filter", filter), ("$select", "Id,DetailedResult")]), body: nil)
+        let existing = try await call(target, method: "GET", path: "/Activity?" + query([
+            ("$filter", filter), ("$select", "Id,DetailedResult"), ("$orderby", "CreatedOn desc,Id desc"), ("$top", String(RecordedEvent.newestLookedAt)),
+        ]), body: nil)
         guard existing.status == 200 else { throw refused(existing) }
         return transport.json(existing)?["value"]?.arrayValue?.first { $0["DetailedResult"]?.stringValue?.contains(marker) == true }
     }

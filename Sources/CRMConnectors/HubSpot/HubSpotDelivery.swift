@@ -75,7 +75,7 @@ extension HubSpotConnector {
                 // instead of adding a second one.
                 let marker = "event-id: \(Self.html(uniqueID))"
                 if mayBeRecorded, let done = try await noteCarrying(marker, onContact: contactID, token: token) {
-                    return .success(action: "sent", recordID: done, httpStatus: 200, detail: "already recorded", response: nil)
+                    return .success(action: "sent", recordID: done, httpStatus: 200, detail: RecordedEvent.detail(nil), response: nil)
                 }
                 var lines = ["<p><strong>\(Self.html(event.name))</strong></p>"]
                 for (k, v) in properties { lines.append("<p>\(Self.html(k)): \(Self.html(v.stringValue ?? ""))</p>") }

@@ -106,15 +106,18 @@ extension SalesforceConnector {
             }
             // The event id is stored on the Task: a retry after an ambiguous failure finds it instead
             // of adding a second one. Description cannot be filtered in SOQL (a long text area), so
-            // the query narrows to the contact's Tasks with this subject and the marker is looked for in those.
+            // the query narrows to the contact's newest Tasks with this subject (without an order,
+            // an answer's first page of 2,000 need not hold the newest), and the marker is looked
+            // for in those.
             let marker = "[event-id: \(uniqueID)]"
             let subject = String(event.name.prefix(255))
             let existing = mayBeRecorded
-                ? try await query(target, "SELECT Id, Description FROM Task WHERE WhoId = '\(Self.soqlEscape(whoID))' AND Subject = '\(Self.soqlEscape(subject))'")
+                ? try await query(target, "SELECT Id, Description FROM Task WHERE WhoId = '\(Self.soqlEscape(whoID))' AND Subject = '\(Self.soqlEscape(subject))'"
+                                  + " ORDER BY CreatedDate DESC, Id DESC LIMIT \(RecordedEvent.newestLookedAt)")
                 : []
             if let done = existing.first(where: { $0["Description"]?.stringValue?.contains(marker) == true }) {
                 return .success(action: "sent", recordID: done["Id"]?.stringValue, httpStatus: 200,
-                                detail: ["already recorded", detail].compactMap { $0 }.joinedDetail, response: nil)
+                                detail: RecordedEvent.detail(detail), response: nil)
             }
             let description = JSON.object(payload).jsonString + "\n" + marker
             let body: JSON = .object([

@@ -74,3 +74,15 @@ extension Array where Element == String {
     /// Notes for a result's `detail`, joined; nil when there are none.
     var joinedDetail: String? { isEmpty ? nil : joined(separator: "; ") }
 }
+
+/// A retry's search for an event that an earlier attempt may have recorded (a Salesforce Task, a
+/// Creatio Activity, a HubSpot note).
+enum RecordedEvent {
+    /// How many of the contact's newest Tasks or Activities with the event's name are read: the one looked for
+    /// was created by an attempt moments ago, and the answer stays small however many the contact
+    /// has (a Task's Description holds up to 32,000 characters).
+    static let newestLookedAt = 200
+
+    /// A found event's `detail`: "already recorded", then any other note.
+    static func detail(_ other: String?) -> String? { ["already recorded", other].compactMap { $0 }.joinedDetail }
+}
