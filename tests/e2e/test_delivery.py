@@ -378,31 +378,39 @@ def test_an_event_whose_answer_was_lost_is_found_on_retry_not_recorded_twice(svc
     assert len([q for q in fake_requests(fakes, crm_type, "POST") if q["path"] == create]) == 2
 
 
-@pytest.mark.parametrize("crm_type", ["salesforce", "creatio"])
+@pytest.mark.parametrize("crm_type", ["salesforce", "creatio", "hubspot"])
 def test_a_retry_looks_for_its_event_among_the_newest(svc, fakes, user_id, crm_type):
-    """The lookup asks for the contact's newest records of the event's name, a bounded number:
-    an answer without an order (Salesforce's first batch of 2,000, here of 2, oldest first) need
-    not hold the one an attempt created moments ago, and each record carries a long text."""
-    connect(svc, fakes, user_id, crm_type)
+    """A lookup must reach the record an attempt created moments ago however many the contact
+    has. Salesforce answers a query in batches (of 2,000; here of 2) in no promised order (here
+    oldest first), so the lookup asks for the newest Tasks, a bounded number, as Creatio's asks
+    for the newest Activities. HubSpot lists a contact's notes in pages (of 100 with the contact,
+    up to 500 from the association list; here of 2), the oldest first: the lookup reads every page."""
+    connect(svc, fakes, user_id, crm_type, {"events": "note"} if crm_type == "hubspot" else None)
     if crm_type == "salesforce":
         fakes.config("salesforce", {"query_batch_size": 2, "unordered": "oldest_first"})
+    if crm_type == "hubspot":
+        fakes.config("hubspot", {"association_page_size": 2})
     email = email_for(f"newest{crm_type}")
     for earlier in ("order-a", "order-b"):
         res = by_type(sync_event(svc, user_id, {"event": "Placed Order", "email": email, "unique_id": earlier}).json())[crm_type]
         assert res["status"] == "success", res
-    write_path = {"salesforce": "/sobjects/Task/", "creatio": "/0/odata/Activity"}[crm_type]
+    write_path = {"salesforce": "/sobjects/Task/", "creatio": "/0/odata/Activity", "hubspot": "/notes"}[crm_type]
     create = next(q["path"] for q in fake_requests(fakes, crm_type, "POST") if q["path"].endswith(write_path))
     fakes.faults(crm_type, [{"lost": True}], match=create, method="POST", exact=True)
     res = by_type(sync_event(svc, user_id, {"event": "Placed Order", "email": email, "unique_id": "order-1"}).json())[crm_type]
     assert res["status"] == "retrying", res
     log = wait_log(svc, user_id, res["log_id"], timeout=15)
     assert log["status"] == "success" and log["attempts"] == 2, log
-    records = fakes.state(crm_type)["tasks" if crm_type == "salesforce" else "activities"]
+    records = fakes.state(crm_type)[{"salesforce": "tasks", "creatio": "activities", "hubspot": "notes"}[crm_type]]
     assert len(records) == 3, records  # order-a, order-b and one order-1
     method, path, text = EVENT_LOOKUP[crm_type]
     lookups = [urllib.parse.unquote_plus(q["raw_query"]) for q in fake_requests(fakes, crm_type, method, path)
                if text in urllib.parse.unquote_plus(q["raw_query"])]
-    assert lookups, "no lookup"
+    # Each event carries a client id, so each attempt looks (four): the retry's last.
+    if crm_type == "hubspot":
+        assert lookups == ["limit=500"] * 3 + ["limit=500", "limit=500&after=2"], lookups  # the retry read both pages
+        return
+    assert len(lookups) == 4, lookups
     for q in lookups:
         if crm_type == "salesforce":
             assert q.endswith(" ORDER BY CreatedDate DESC, Id DESC LIMIT 200"), q
@@ -411,7 +419,7 @@ def test_a_retry_looks_for_its_event_among_the_newest(svc, fakes, user_id, crm_t
 
 
 EVENT_LOOKUP = {"salesforce": ("GET", "/query", "FROM Task"), "creatio": ("GET", "/0/odata/Activity", ""),
-                "hubspot": ("GET", "/contacts/", "associations=notes")}
+                "hubspot": ("GET", "/associations/notes", "")}
 
 
 def event_lookups(fakes, crm_type: str) -> int:

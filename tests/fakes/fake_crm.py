@@ -1654,7 +1654,8 @@ class HubSpotHandler(BaseHandler):
     @staticmethod
     def default_config():
         return {"token": "pat-na1-valid-token", "portal_id": 12345678, "custom_properties": [],
-                "events": [], "note_properties": [], "time_zone": "US/Eastern", "scopes": None, "latency_s": 0}
+                "events": [], "note_properties": [], "time_zone": "US/Eastern", "scopes": None, "latency_s": 0,
+                "association_page_size": None}
 
     @staticmethod
     def new_state(cfg):
@@ -1838,6 +1839,36 @@ class HubSpotHandler(BaseHandler):
             out["new"] = new
         return out
 
+    def _association_page(self, req, contact_id, after, size):
+        """One page of a contact's notes, ids ascending: up to `size` (HubSpot: 100 inside a record
+        read, `limit` up to 500 from the association list; config `association_page_size` caps
+        both), with `paging.next` while more follow."""
+        size = min(size, self.cfg["association_page_size"] or size)
+        ids = sorted((n["id"] for n in self.st["notes"].values() if contact_id in n["associations"]), key=int)
+        start = int(after) if after else 0
+        page = {"results": [{"id": i, "type": "contact_to_note"} for i in ids[start:start + size]]}
+        if start + size < len(ids):
+            nxt = str(start + size)
+            objects = re.match(r"/crm/(?:v3/objects|objects/[^/]+)", req.route).group(0)
+            page["paging"] = {"next": {"after": nxt,
+                                       "link": f"{self.base}{objects}/contacts/{contact_id}/associations/notes?after={nxt}"}}
+        return page
+
+    def _associations(self, req, contact_id, kind):
+        """GET …/contacts/{id}/associations/notes?after=&limit= (v3's list of associated ids)."""
+        if req.method != "GET":
+            return self._method(req)
+        if kind not in ("notes", "0-46"):
+            return self.error(400, f"Unable to infer object type from: {kind}")
+        if contact_id not in self.st["contacts"]:
+            return self.error(404, "resource not found", "OBJECT_NOT_FOUND")
+        limit, after = req.q("limit", "500"), req.q("after")
+        if not str(limit).isdigit() or not 1 <= int(limit) <= 500:
+            return self.error(400, f"limit must be between 1 and 500, got {limit}", "VALIDATION_ERROR")
+        if after is not None and not after.isdigit():
+            return self.error(400, f"Invalid paging cursor: {after}", "VALIDATION_ERROR")
+        return Reply(200, self._association_page(req, contact_id, after, int(limit)))
+
     def _by_email(self, email):
         return next((c for c in self.st["contacts"].values()
                      if (c["properties"].get("email") or "").lower() == (email or "").lower()), None)
@@ -1881,6 +1912,8 @@ class HubSpotHandler(BaseHandler):
                 items = list(self.st["contacts"].values())[:limit]
                 return Reply(200, {"results": [self._contact_out(c) for c in items]})
             return self._method(req)
+        if len(sub) == 3 and sub[1] == "associations":
+            return self._associations(req, sub[0], sub[2])
         if len(sub) != 1:
             return self.error(404, f"Unable to find a resource for {req.method} {req.raw_path}", "OBJECT_NOT_FOUND")
         id_prop = req.q("idProperty")
@@ -1896,10 +1929,9 @@ class HubSpotHandler(BaseHandler):
             for kind in [k for k in (req.q("associations") or "").split(",") if k]:
                 if kind not in ("notes", "0-46"):
                     return self.error(400, f"Unable to infer object type from: {kind}")
-                ids = sorted((n["id"] for n in self.st["notes"].values() if rec["id"] in n["associations"]), key=int)
-                if ids:  # HubSpot leaves out an association type with no records
-                    out.setdefault("associations", {})["notes"] = {
-                        "results": [{"id": i, "type": "contact_to_note"} for i in ids]}
+                page = self._association_page(req, rec["id"], None, 100)
+                if page["results"]:  # HubSpot leaves out an association type with no records
+                    out.setdefault("associations", {})["notes"] = page
             return Reply(200, out)
         if req.method == "PATCH":
             body = req.json

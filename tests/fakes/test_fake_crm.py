@@ -744,6 +744,33 @@ def test_hubspot_a_contacts_notes_are_listed_and_read_back(u):
         assert call(base, "POST", "/crm/v3/objects/notes/batch/read", headers=HS_HEADERS, json_body=bad).status == 400, bad
 
 
+def test_hubspot_note_associations_come_in_pages(u):
+    """HubSpot lists at most 100 associations inside a record read and up to `limit` (≤ 500) from
+    the association list, ids ascending, with `paging.next` while more follow."""
+    base = u["hubspot"]
+    cid = upsert(u, [{"idProperty": "email", "id": "many@example.com", "properties": {}}]).json["results"][0]["id"]
+    assoc = [{"to": {"id": cid}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 202}]}]
+    ids = [call(base, "POST", "/crm/v3/objects/notes", headers=HS_HEADERS, json_body={
+        "properties": {"hs_note_body": f"note {n}", "hs_timestamp": "2026-11-28T19:59:00Z"},
+        "associations": assoc}).json["id"] for n in range(5)]
+    r = call(base, "GET", f"/crm/objects/2026-03/contacts/{cid}/associations/notes?limit=500", headers=HS_HEADERS)
+    assert r.status == 200 and r.json == {"results": [{"id": i, "type": "contact_to_note"} for i in ids]}
+    control(base, "config", {"association_page_size": 2})
+    r = call(base, "GET", f"/crm/v3/objects/contacts/{cid}?associations=notes", headers=HS_HEADERS)
+    assert [x["id"] for x in r.json["associations"]["notes"]["results"]] == ids[:2]
+    seen, link = [], f"{base}/crm/v3/objects/contacts/{cid}/associations/notes?limit=500"
+    while link:
+        r = call(base, "GET", link[len(base):], headers=HS_HEADERS)
+        assert r.status == 200 and len(r.json["results"]) <= 2
+        seen += [x["id"] for x in r.json["results"]]
+        link = r.json.get("paging", {}).get("next", {}).get("link")
+    assert seen == ids
+    for bad in ("limit=0", "limit=501", "after=x"):
+        assert call(base, "GET", f"/crm/v3/objects/contacts/{cid}/associations/notes?{bad}", headers=HS_HEADERS).status == 400
+    assert call(base, "GET", "/crm/v3/objects/contacts/999999/associations/notes", headers=HS_HEADERS).status == 404
+    assert call(base, "GET", f"/crm/v3/objects/contacts/{cid}/associations/notes").status == 401
+
+
 # ---- control API --------------------------------------------------------------------------------
 def test_requests_are_recorded_including_rejected(u):
     base = u["hubspot"]

@@ -117,13 +117,10 @@ extension HubSpotConnector {
 
     /// The id of a note on the contact whose body holds `marker` as a whole line (followed by a
     /// tag or the end, whatever HubSpot made of the paragraph around it), among the newest 100 of
-    /// the notes HubSpot lists with the contact. Search is not used: it lags behind writes, and a
-    /// retry can come within a second.
+    /// the contact's notes. Search is not used: it lags behind writes, and a retry can come within
+    /// a second.
     func noteCarrying(_ marker: String, onContact contactID: String, token: Secret) async throws -> String? {
-        let contact = try await send(token, method: "GET", path: objectsPath("contacts") + "/\(FormEncoding.percent(contactID))?associations=notes&properties=email", body: nil)
-        let json = transport.json(contact)
-        guard contact.status == 200 else { throw refused(contact, json) }
-        let ids = (json?["associations"]?["notes"]?["results"]?.arrayValue ?? []).compactMap { Self.idString($0["id"]) }
+        let ids = try await noteIDs(onContact: contactID, token: token)
         guard !ids.isEmpty else { return nil }
         // Note ids grow with time: the newest first.
         let newest = ids.sorted { ($0.count, $0) > ($1.count, $1) }.prefix(100)
@@ -136,6 +133,29 @@ extension HubSpotConnector {
         let found = (notes?["results"]?.arrayValue ?? []).first { Self.body($0["properties"]?["hs_note_body"]?.stringValue, holds: marker) }
         return found.flatMap { Self.idString($0["id"]) }
     }
+
+    /// The ids of the notes associated with the contact, from HubSpot's association list: pages of
+    /// up to 500 in no promised order (a record read lists only the first 100, which on a busy
+    /// contact need not hold the note an attempt created moments ago). At most
+    /// `noteListPages` pages, so that a contact with tens of thousands of notes costs a bounded
+    /// number of calls; beyond that the note may not be found, and the event is sent again.
+    func noteIDs(onContact contactID: String, token: Secret) async throws -> [String] {
+        var ids: [String] = []
+        var after: String?
+        for _ in 0..<Self.noteListPages {
+            let page = try await send(token, method: "GET", path: objectsPath("contacts") + "/\(FormEncoding.percent(contactID))/associations/notes?limit=500"
+                                      + (after.map { "&after=" + FormEncoding.percent($0) } ?? ""), body: nil)
+            let json = transport.json(page)
+            guard page.status == 200 else { throw refused(page, json) }
+            ids += (json?["results"]?.arrayValue ?? []).compactMap { Self.idString($0["id"]) }
+            guard let next = json?["paging"]?["next"]?["after"]?.stringValue, !next.isEmpty else { break }
+            after = next
+        }
+        return ids
+    }
+
+    /// Pages of the association list a note lookup reads at most (500 notes each).
+    static let noteListPages = 20
 
     /// `marker` followed by `<`, a line break or the end: `event-id: order-1` is not found in
     /// `event-id: order-10`.
