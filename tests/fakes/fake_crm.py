@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import secrets
@@ -410,11 +411,13 @@ class KlaviyoHandler(BaseHandler):
     def default_config():
         return {"api_key": "pk_test_valid_key", "oauth_tokens": [], "account_id": "KLAVIYO_ACCT_1",
                 "organization_name": "Fake Store", "public_api_key": "PUBKEY", "scopes": None,
-                "lists": None, "strict_accept": True, "retired_before": "2025-01-01", "latency_s": 0}
+                "lists": None, "strict_accept": True, "retired_before": "2025-01-01", "latency_s": 0,
+                "rate_limits": None}
 
     @staticmethod
     def new_state(cfg):
-        return {"profiles": {}, "events": [], "event_keys": [], "duplicate_events": 0, "lists": {}}
+        return {"profiles": {}, "events": [], "event_keys": [], "duplicate_events": 0, "lists": {},
+                "rate_windows": {}, "throttled": 0}
 
     def error(self, status, message, code=None, pointer="/data/", title=None, parameter=None):
         titles = {400: "Invalid input.", 401: "Incorrect authentication credentials.",
@@ -501,6 +504,45 @@ class KlaviyoHandler(BaseHandler):
         needed = KL_SCOPES.get((req.method, parts[1]))
         if scopes is not None and needed and needed not in scopes:
             return self.error(403, f"Your API key is missing required scopes: {needed}.", "permission_denied")
+        throttled, headers = self._rate_limit(parts[1])
+        if throttled:
+            return throttled
+        reply = self._endpoint(req, parts)
+        reply.headers += headers
+        return reply
+
+    def _rate_limit(self, endpoint):
+        """Klaviyo's fixed windows (config `rate_limits`: `[{"limit": N, "window_s": S}, ...]`, per
+        endpoint, as Klaviyo's 1 s burst and 1 min steady windows are): a request past a window's
+        limit gets 429 with `Retry-After`, the seconds until that window resets; the others carry
+        `RateLimit-Limit`, `-Remaining` and `-Reset` for the longest window. (reply or None, headers)."""
+        limits = self.cfg.get("rate_limits")
+        if not limits:
+            return None, []
+        now, counts = time.monotonic(), []
+        for lim in limits:
+            window = float(lim["window_s"])
+            start = now - now % window
+            key = f"{endpoint}/{window}"
+            seen_start, count = self.st["rate_windows"].get(key, (start, 0))
+            if seen_start != start:
+                count = 0
+            counts.append((lim, window, start, key, count))
+        for lim, window, start, _, count in counts:
+            if count >= int(lim["limit"]):
+                self.st["throttled"] += 1
+                wait = max(1, math.ceil(start + window - now))
+                return Reply(429, self.error(429, f"Request was throttled. Expected available in {wait} second"
+                                             f"{'' if wait == 1 else 's'}.", "throttled",
+                                             title="Request was throttled.").body,
+                             {"Retry-After": str(wait)}, ctype="application/vnd.api+json"), []
+        for lim, window, start, key, count in counts:
+            self.st["rate_windows"][key] = (start, count + 1)
+        lim, window, start, _, count = max(counts, key=lambda c: c[1])
+        return None, [("RateLimit-Limit", str(lim["limit"])), ("RateLimit-Remaining", str(int(lim["limit"]) - count - 1)),
+                      ("RateLimit-Reset", str(max(1, math.ceil(start + window - now))))]
+
+    def _endpoint(self, req, parts):
         if parts[1] == "accounts":
             return self._accounts(parts[2] if len(parts) == 3 else None)
         if parts[1] == "profiles":

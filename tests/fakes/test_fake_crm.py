@@ -281,6 +281,27 @@ def test_klaviyo_profile_upsert_semantics(u):
     assert attrs["properties"] == {"plan": "enterprise", "source": "ios"}
 
 
+def test_klaviyo_rate_limits_are_fixed_windows_per_endpoint(u):
+    """Past a window's limit Klaviyo answers 429 with Retry-After (seconds until the window
+    resets); other answers carry RateLimit-* headers. Windows count each endpoint apart."""
+    base = u["klaviyo"]
+    control(base, "config", {"rate_limits": [{"limit": 2, "window_s": 2}]})
+    while time.monotonic() % 2 > 0.5:  # start early in a window, so that three calls share it
+        time.sleep(0.05)
+    body = {"data": {"type": "profile", "attributes": {"email": "rl@example.com"}}}
+    answers = [call(base, "POST", "/api/profile-import", headers=KL_HEADERS, json_body=body) for _ in range(3)]
+    assert [a.status for a in answers] == [201, 200, 429], answers
+    assert answers[0].headers["RateLimit-Limit"] == "2" and answers[0].headers["RateLimit-Remaining"] == "1"
+    assert answers[1].headers["RateLimit-Remaining"] == "0" and 1 <= int(answers[1].headers["RateLimit-Reset"]) <= 2
+    throttled = answers[2]
+    assert throttled.headers["Retry-After"] in ("1", "2"), throttled.headers
+    assert throttled.json["errors"][0]["code"] == "throttled" and throttled.json["errors"][0]["status"] == 429
+    assert call(base, "GET", "/api/accounts/", headers=KL_HEADERS).status == 200  # another endpoint's window
+    time.sleep(int(throttled.headers["Retry-After"]))
+    assert call(base, "POST", "/api/profile-import", headers=KL_HEADERS, json_body=body).status == 200
+    assert control(base, "state")["throttled"] == 1
+
+
 def test_klaviyo_schema_errors(u):
     base = u["klaviyo"]
     r = call(base, "POST", "/api/profile-import", headers=KL_HEADERS,
