@@ -51,6 +51,8 @@ CREATE TABLE crm.crm_sync_logs (
     claimed_until   timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- Of `attempts`, those the CRM refused for its rate limit: they spend no retry budget.
+    rate_limited_attempts integer NOT NULL DEFAULT 0,
     CONSTRAINT crm_sync_logs_operation_check CHECK (operation IN ('contact', 'event')),
     CONSTRAINT crm_sync_logs_status_check
         CHECK (status IN ('pending', 'in_flight', 'success', 'failed', 'retrying', 'queued', 'cancelled'))

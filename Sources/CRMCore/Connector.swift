@@ -17,17 +17,21 @@ public struct ConnectorError: Error, Sendable, CustomStringConvertible {
     public let retryAfterSeconds: Double?
     /// The CRM's error body, when it sent one (for the sync log).
     public let response: JSON?
+    /// The account's rate limit refused the call (a 429 unless the connector says otherwise).
+    public let rateLimited: Bool
 
-    public init(_ kind: Kind, httpStatus: Int? = nil, detail: String, retryAfterSeconds: Double? = nil, response: JSON? = nil) {
+    public init(_ kind: Kind, httpStatus: Int? = nil, detail: String, retryAfterSeconds: Double? = nil, response: JSON? = nil,
+                rateLimited: Bool? = nil) {
         self.kind = kind
         self.httpStatus = httpStatus
         self.detail = detail
         self.retryAfterSeconds = retryAfterSeconds
         self.response = response
+        self.rateLimited = rateLimited ?? (httpStatus == 429)
     }
 
     public var outcome: DeliveryOutcome {
-        .transient(httpStatus: httpStatus, error: detail, retryAfterSeconds: retryAfterSeconds, response: response)
+        .transient(httpStatus: httpStatus, error: detail, retryAfterSeconds: retryAfterSeconds, response: response, rateLimited: rateLimited)
     }
 
     public var description: String { detail }

@@ -6,11 +6,13 @@ public enum DeliveryOutcome: Sendable {
     /// `authFailure` marks the integration `auth_error`.
     case permanent(httpStatus: Int?, error: String, authFailure: Bool, response: JSON?)
     /// Worth another attempt later (network, timeout, 408, 429, 5xx, Salesforce throttling).
-    case transient(httpStatus: Int?, error: String, retryAfterSeconds: Double?, response: JSON?)
+    /// `rateLimited`: the CRM refused the call for the account's rate limit (a 429, Salesforce's
+    /// REQUEST_LIMIT_EXCEEDED): "not now" rather than a failure, so it spends no attempt.
+    case transient(httpStatus: Int?, error: String, retryAfterSeconds: Double?, response: JSON?, rateLimited: Bool = false)
 
     public var httpStatus: Int? {
         switch self {
-        case let .success(_, _, status, _, _), let .permanent(status, _, _, _), let .transient(status, _, _, _): return status
+        case let .success(_, _, status, _, _), let .permanent(status, _, _, _), let .transient(status, _, _, _, _): return status
         }
     }
 }
@@ -31,7 +33,8 @@ public struct RetryPolicy: Sendable, Equatable {
     }
 
     /// Seconds until attempt `attempts + 1`, or nil when no attempt is left.
-    /// `attempts` is the number made so far (≥ 1); `age` the seconds since the first.
+    /// `attempts` is the number made so far that count (≥ 1; those the CRM refused for its rate
+    /// limit do not); `age` the seconds since the first.
     public func delay(afterAttempts attempts: Int, age: Double, retryAfter: Double?, jitter: Double = Double.random(in: 0.8...1.2)) -> Double? {
         guard attempts < maxAttempts else { return nil }
         let exponent = Double(max(0, attempts - 1))
@@ -39,6 +42,12 @@ public struct RetryPolicy: Sendable, Equatable {
         if let retryAfter { delay = max(delay, retryAfter) }
         guard age + delay <= windowSeconds else { return nil }
         return delay
+    }
+
+    /// Seconds until the next attempt after one the CRM refused for its rate limit: `turn`,
+    /// the row's turn at the integration's pace (it spends no attempt), or nil past the window.
+    public func delay(afterRateLimitWithTurn turn: Double, age: Double) -> Double? {
+        age + turn <= windowSeconds ? turn : nil
     }
 
     private func pow2(_ e: Double) -> Double { e >= 62 ? Double(Int64.max) : Double(Int64(1) << Int64(e)) }

@@ -10,6 +10,8 @@ public struct ClaimedLog: Sendable {
     public let uniqueID: String?
     /// Attempts made before this one.
     public let attempts: Int
+    /// Of `attempts`, those the CRM refused for its rate limit (they spend no retry budget).
+    public var rateLimitedAttempts: Int = 0
     /// Seconds since the row was created (for the retry window).
     public let ageSeconds: Double
     /// The integration's credentials, read with the claim.
@@ -46,8 +48,12 @@ public struct AttemptRecord: Sendable {
     /// Seconds from now until the next attempt (status `retrying`).
     public var nextAttemptInSeconds: Double?
     public var authFailure: Bool
+    /// The CRM refused the call for the account's rate limit: counted in
+    /// `rate_limited_attempts` too.
+    public var rateLimited: Bool
 
-    public init(status: String, httpStatus: Int?, error: String?, durationMS: Int, crmRecordID: String?, response: JSON?, nextAttemptInSeconds: Double?, authFailure: Bool) {
+    public init(status: String, httpStatus: Int?, error: String?, durationMS: Int, crmRecordID: String?, response: JSON?, nextAttemptInSeconds: Double?, authFailure: Bool,
+                rateLimited: Bool = false) {
         self.status = status
         self.httpStatus = httpStatus
         self.error = error
@@ -56,6 +62,7 @@ public struct AttemptRecord: Sendable {
         self.response = response
         self.nextAttemptInSeconds = nextAttemptInSeconds
         self.authFailure = authFailure
+        self.rateLimited = rateLimited
     }
 }
 
@@ -270,7 +277,7 @@ public struct DeliveryStore: Sendable {
                claimed_until = now() + make_interval(secs => $3::double precision), updated_at = now()
           FROM picked p
          WHERE l.id = p.id
-        RETURNING l.id, l.user_id, l.crm_type, l.operation, l.request, l.unique_id, l.attempts,
+        RETURNING l.id, l.user_id, l.crm_type, l.operation, l.request, l.unique_id, l.attempts, l.rate_limited_attempts,
                   EXTRACT(EPOCH FROM now() - l.created_at) AS age, p.never_sent AND l.attempts = 0 AS never_sent)
         SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, $4) AS plain, i.settings,
                i.updated_at AS credentials_at
@@ -305,7 +312,8 @@ public struct DeliveryStore: Sendable {
                 UPDATE crm.crm_sync_logs
                    SET claimed_until = now() + make_interval(secs => \(String(claimSeconds))::double precision)
                  WHERE id IN (SELECT id FROM ours WHERE connected)
-                RETURNING id, user_id, crm_type, operation, request, unique_id, attempts, EXTRACT(EPOCH FROM now() - created_at) AS age)
+                RETURNING id, user_id, crm_type, operation, request, unique_id, attempts, rate_limited_attempts,
+                          EXTRACT(EPOCH FROM now() - created_at) AS age)
             SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, \(key)) AS plain, i.settings,
                    i.updated_at AS credentials_at
               FROM claimed c
@@ -324,7 +332,7 @@ public struct DeliveryStore: Sendable {
                    SET status = 'in_flight', claimed_by = \(worker), next_attempt_at = NULL,
                        claimed_until = now() + make_interval(secs => \(String(claimSeconds))::double precision), updated_at = now()
                  WHERE user_id = \(user) AND id = \(id) AND status = 'failed'
-                RETURNING id, user_id, crm_type, operation, request, unique_id, attempts, 0 AS age)
+                RETURNING id, user_id, crm_type, operation, request, unique_id, attempts, rate_limited_attempts, 0 AS age)
             SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, \(key)) AS plain, i.settings,
                    i.updated_at AS credentials_at
               FROM claimed c
@@ -359,6 +367,23 @@ public struct DeliveryStore: Sendable {
         }
     }
 
+    /// Puts a claimed row off without a call (its CRM is rate-limiting the integration): due in
+    /// `seconds`, `queued` again when no call can have carried it yet (`neverSent`), else
+    /// `retrying`, with `reason` as its error. Its attempts and last attempt's details stay as
+    /// they were. False when the row is no longer ours.
+    @discardableResult
+    public func holdBack(id: Int64, worker: String, seconds: Double, neverSent: Bool, reason: String) throws -> Bool {
+        try pool.withConnection(priority: priority) {
+            try $0.execute("""
+                UPDATE crm.crm_sync_logs
+                   SET status = CASE WHEN \(neverSent)::boolean THEN 'queued' ELSE 'retrying' END,
+                       next_attempt_at = now() + make_interval(secs => \(String(seconds))::double precision), error = \(reason),
+                       claimed_by = NULL, claimed_until = NULL, updated_at = now()
+                 WHERE id = \(id) AND status = 'in_flight' AND claimed_by = \(worker)
+                """).affectedRows > 0
+        }
+    }
+
     /// Writes an attempt's outcome, only while the row is still ours, and the integration's
     /// last sync (and `auth_error`, when the attempt's credentials, stored at
     /// `credentialsStoredAt`, are still the integration's). See `record(_:worker:)`.
@@ -385,18 +410,20 @@ public struct DeliveryStore: Sendable {
                           worker: String) -> SQL {
         recordStatement(attempt.status, attempt.httpStatus.map(String.init), attempt.error, String(attempt.durationMS),
                         attempt.crmRecordID, attempt.response?.jsonString, attempt.nextAttemptInSeconds.map { String($0) },
-                        String(logID), worker, attempt.authFailure ? "true" : "false", credentialsStoredAt, user.value, type.rawValue)
+                        String(logID), worker, attempt.authFailure ? "true" : "false", credentialsStoredAt, user.value, type.rawValue,
+                        attempt.rateLimited ? "1" : "0")
     }
 
     /// Its values: the status, HTTP status, error, duration, CRM record id, response and seconds
     /// to the next attempt; the log row's id and the worker; whether the credentials failed, and
-    /// when they were stored; the user and the CRM.
+    /// when they were stored; the user and the CRM; 1 when the CRM refused the call for its
+    /// rate limit, else 0.
     static let recordStatement = SQL.Fixed("""
         WITH logged AS (
             UPDATE crm.crm_sync_logs
                SET status = $1, http_status = $2::int, error = $3,
                    duration_ms = $4::int, crm_record_id = COALESCE($5, crm_record_id),
-                   response = $6::jsonb, attempts = attempts + 1, updated_at = now(),
+                   response = $6::jsonb, attempts = attempts + 1, rate_limited_attempts = rate_limited_attempts + $14::int, updated_at = now(),
                    next_attempt_at = now() + make_interval(secs => $7::double precision),
                    claimed_by = NULL, claimed_until = NULL
              WHERE id = $8::bigint AND status = 'in_flight' AND claimed_by = $9
@@ -496,26 +523,27 @@ public struct DeliveryStore: Sendable {
         let users = Self.arrayLiteral(outcomes.map(\.user.value))
         let types = Self.arrayLiteral(outcomes.map(\.type.rawValue))
         let storedAt = Self.arrayLiteral(outcomes.map(\.credentialsStoredAt))
+        let rateLimited = Self.arrayLiteral(a.map { $0.rateLimited ? "1" : "0" })
         let sql = Self.recordBatchStatement(ids, statuses, httpStatuses, errors, durations, recordIDs, responses, nexts, authFailures,
-                                            users, types, storedAt, worker)
+                                            users, types, storedAt, worker, rateLimited)
         let written = Set(try c.execute(sql).rows.compactMap { $0.int64("id") })
         return outcomes.map { written.contains($0.logID) ? .written : .notOurs }
     }
 
     /// The batch outcome statement: one array per column of the outcomes (as in
-    /// `recordStatement`), then the worker. Two outcomes for one integration in a batch touch it
+    /// `recordStatement`), then the worker, then whether each was rate-limited (1 or 0). Two outcomes for one integration in a batch touch it
     /// once, with either's status: they were concurrent, so neither is "the last".
     static let recordBatchStatement = SQL.Fixed("""
         WITH r AS (
             SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::int[], $6::text[], $7::jsonb[],
-                                 $8::double precision[], $9::boolean[], $10::text[], $11::text[], $12::timestamptz[])
+                                 $8::double precision[], $9::boolean[], $10::text[], $11::text[], $12::timestamptz[], $14::int[])
                 AS r(id, status, http_status, error, duration_ms, crm_record_id, response, next_in, auth_failure, user_id, crm_type,
-                     credentials_at)),
+                     credentials_at, rate_limited)),
         logged AS (
             UPDATE crm.crm_sync_logs l
                SET status = r.status, http_status = r.http_status, error = r.error, duration_ms = r.duration_ms,
                    crm_record_id = COALESCE(r.crm_record_id, l.crm_record_id), response = r.response,
-                   attempts = l.attempts + 1, updated_at = now(),
+                   attempts = l.attempts + 1, rate_limited_attempts = l.rate_limited_attempts + r.rate_limited, updated_at = now(),
                    next_attempt_at = now() + make_interval(secs => r.next_in),
                    claimed_by = NULL, claimed_until = NULL
               FROM r
@@ -584,6 +612,7 @@ public struct DeliveryStore: Sendable {
               let type = row.string("crm_type").flatMap(CRMType.init), let operation = row.string("operation") else { return nil }
         return ClaimedLog(id: id, user: user, crmType: type, operation: operation, request: row.json("request") ?? .null,
                           uniqueID: row.string("unique_id"), attempts: row.int("attempts") ?? 0,
+                          rateLimitedAttempts: row.int("rate_limited_attempts") ?? 0,
                           ageSeconds: row.string("age").flatMap(Double.init) ?? 0, target: target(row, type: type),
                           neverSent: row.bool("never_sent") ?? false)
     }

@@ -54,6 +54,8 @@ CREATE TABLE crm.crm_sync_logs (
     claimed_until   timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- Of `attempts`, those the CRM refused for its rate limit: they spend no retry budget.
+    rate_limited_attempts integer NOT NULL DEFAULT 0,
     CONSTRAINT crm_sync_logs_operation_check CHECK (operation IN ('contact', 'event')),
     CONSTRAINT crm_sync_logs_status_check
         CHECK (status IN ('pending', 'in_flight', 'success', 'failed', 'retrying', 'queued', 'cancelled'))
@@ -268,6 +270,13 @@ $$;
 -- marked it PARALLEL SAFE, so a statement planned in parallel (a large scan of the integrations)
 -- failed.
 ALTER FUNCTION crm.decrypt_credentials(bytea, text) PARALLEL UNSAFE;
+"""#),
+        ("007_rate_limited_attempts", #"""
+-- A call the CRM refused for the account's rate limit (a 429, Salesforce's REQUEST_LIMIT_EXCEEDED)
+-- is "not now" rather than a failed attempt: counted apart, so that it spends none of
+-- CRM_RETRY_MAX_ATTEMPTS (a bulk import into a rate-limited CRM used to fail most of its syncs).
+-- A constant default: no table rewrite. IF NOT EXISTS: safe to run again.
+ALTER TABLE crm.crm_sync_logs ADD COLUMN IF NOT EXISTS rate_limited_attempts integer NOT NULL DEFAULT 0;
 """#),
     ]
 }

@@ -212,6 +212,49 @@ final class DeliveryStoreTests: XCTestCase {
         XCTAssertEqual(try store.claimDue(worker: "w1", limit: 10, claimSeconds: 60).map { [$0.id: $0.neverSent] }, [[queued: true]])
     }
 
+    func testRateLimitedAttemptsAreCountedApartAndAHeldBackRowKeepsItsAttempts() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        try c.execute("INSERT INTO crm.crm_integrations (user_id, crm_type, credentials, settings) VALUES ('alice', 'klaviyo', '\\x00', '{}')")
+        let retried = try insert(c, "retrying", next: -60, attempts: 1)
+        let store = DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
+        let refused = AttemptRecord(status: "retrying", httpStatus: 429, error: "throttled", durationMS: 3, crmRecordID: nil, response: nil,
+                                    nextAttemptInSeconds: 0, authFailure: false, rateLimited: true)
+        let failed = AttemptRecord(status: "retrying", httpStatus: 503, error: "down", durationMS: 3, crmRecordID: nil, response: nil,
+                                   nextAttemptInSeconds: 0, authFailure: false)
+        // Written alone (the plain statement), then in a batch, then not rate-limited.
+        for records in [[refused], [refused, refused], [failed, failed]] {
+            try c.execute("UPDATE crm.crm_sync_logs SET next_attempt_at = now() - interval '1 second' WHERE id = \(retried)")
+            let claimed = try store.claimDue(worker: "w1", limit: 10, claimSeconds: 60).filter { $0.id == retried }
+            XCTAssertEqual(claimed.count, 1)
+            var outcomes = [DeliveryStore.Outcome(records[0], logID: retried, user: UserID("alice")!, type: .klaviyo)]
+            if records.count > 1 {
+                let other = try insert(c, "in_flight", next: nil)
+                try c.execute("UPDATE crm.crm_sync_logs SET claimed_by = 'w1', claimed_until = now() + interval '1 minute' WHERE id = \(other)")
+                outcomes.append(DeliveryStore.Outcome(records[1], logID: other, user: UserID("alice")!, type: .klaviyo))
+            }
+            XCTAssertEqual(Set(try store.record(outcomes, worker: "w1")), [.written])
+        }
+        try c.execute("UPDATE crm.crm_sync_logs SET next_attempt_at = now() - interval '1 second' WHERE id = \(retried)")
+        let log = try XCTUnwrap(try store.claimDue(worker: "w1", limit: 10, claimSeconds: 60).first { $0.id == retried })
+        XCTAssertEqual([log.attempts, log.rateLimitedAttempts], [4, 2], "1 before, 2 refused for the rate limit, 1 failed")
+
+        // Held back without a call: due later, attempts as they were; a row never sent is queued again.
+        XCTAssertTrue(try store.holdBack(id: retried, worker: "w1", seconds: 30, neverSent: false, reason: "held back"))
+        let queued = try insert(c, "queued", next: -60)
+        let queuedLog = try XCTUnwrap(try store.claimDue(worker: "w1", limit: 10, claimSeconds: 60).first { $0.id == queued })
+        XCTAssertTrue(queuedLog.neverSent)
+        XCTAssertTrue(try store.holdBack(id: queued, worker: "w1", seconds: 5, neverSent: true, reason: "held back"))
+        XCTAssertFalse(try store.holdBack(id: queued, worker: "w1", seconds: 5, neverSent: true, reason: "held back"), "no longer in flight: untouched")
+        let rows = try c.execute("""
+            SELECT id, status, attempts, rate_limited_attempts, error, claimed_by, round(extract(epoch FROM next_attempt_at - now())) AS next_in
+              FROM crm.crm_sync_logs WHERE id IN (\(retried), \(queued)) ORDER BY id
+            """).rows
+        XCTAssertEqual(rows.map { [$0.string("status"), $0.string("attempts"), $0.string("rate_limited_attempts"), $0.string("error"), $0.string("claimed_by")] },
+                       [["retrying", "4", "2", "held back", nil], ["queued", "0", "0", "held back", nil]])
+        XCTAssertEqual(rows.map { Double($0.string("next_in") ?? "") ?? -1 }, [30, 5], accuracy: 2)
+    }
+
     func testClaimedRowsCarryWhatTheDeliveryNeeds() throws {
         let db = try ScratchDatabase.migrated(for: self)
         let c = try db.connect()
@@ -561,4 +604,9 @@ final class DeliveryStoreTests: XCTestCase {
         XCTAssertEqual(try lastSync("replaced"), "-")
         XCTAssertEqual(try lastSync("rekeyed"), "retrying")
     }
+}
+
+private func XCTAssertEqual(_ a: [Double], _ b: [Double], accuracy: Double, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(a.count, b.count, file: file, line: line)
+    for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: accuracy, file: file, line: line) }
 }

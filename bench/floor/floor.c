@@ -90,7 +90,7 @@ static const char *const statement_sql[S_COUNT] = {
         "    UPDATE crm.crm_sync_logs\n"
         "       SET status = $1, http_status = $2::int, error = $3,\n"
         "           duration_ms = $4::int, crm_record_id = COALESCE($5, crm_record_id),\n"
-        "           response = $6::jsonb, attempts = attempts + 1, updated_at = now(),\n"
+        "           response = $6::jsonb, attempts = attempts + 1, rate_limited_attempts = rate_limited_attempts + $14::int, updated_at = now(),\n"
         "           next_attempt_at = now() + make_interval(secs => $7::double precision),\n"
         "           claimed_by = NULL, claimed_until = NULL\n"
         "     WHERE id = $8::bigint AND status = 'in_flight' AND claimed_by = $9\n"
@@ -105,7 +105,7 @@ static const char *const statement_sql[S_COUNT] = {
         "SELECT (SELECT count(*) FROM logged) AS logged",
 };
 static const int statement_params[S_COUNT] = {
-    [S_LIST] = 1, [S_CREATE_LOGS] = 10, [S_RECORD] = 13,
+    [S_LIST] = 1, [S_CREATE_LOGS] = 10, [S_RECORD] = 14,
 };
 static const char *const statement_name[S_COUNT] = {
     "list", "create_logs", "record",
@@ -462,8 +462,8 @@ static int deliver_klaviyo(worker_t *w, const char *user, long long log_id, cons
     snprintf(ms, sizeof ms, "%ld", elapsed_ms(&started));
     snprintf(id, sizeof id, "%lld", log_id);
     int ok = strcmp(status, "success") == 0;
-    const char *rparams[13] = {status, http_status ? http : NULL, error, ms, ok ? unique_id : NULL, NULL, NULL, id, cfg_worker,
-                               "false", credentials_at, user, "klaviyo"};
+    const char *rparams[14] = {status, http_status ? http : NULL, error, ms, ok ? unique_id : NULL, NULL, NULL, id, cfg_worker,
+                               "false", credentials_at, user, "klaviyo", "0"};
     PGresult *r = db_run(w, S_RECORD, rparams);
     if (r) PQclear(r);
 

@@ -87,7 +87,7 @@ enum CRMReplies {
         case let .permanent(_, error, _, response):
             check(!error.isEmpty, "a permanent failure without an error")
             return [error, response?.jsonString ?? ""]
-        case let .transient(_, error, retryAfter, response):
+        case let .transient(_, error, retryAfter, response, _):
             check(!error.isEmpty, "a transient failure without an error")
             if let retryAfter { check(retryAfter.isFinite && retryAfter >= 0, "Retry-After of \(retryAfter) s") }
             return [error, response?.jsonString ?? ""]

@@ -2,7 +2,7 @@
 spending its calls on 429s (README: "Rate limits")."""
 from __future__ import annotations
 
-import time
+import re
 
 from crm_harness import Service, uid
 from test_sync import (  # noqa: F401  (fixtures are used by name)
@@ -42,3 +42,26 @@ def test_a_bulk_import_into_a_rate_limited_crm_is_delivered_whole(fresh_db, fake
         # fourth met one).
         assert throttled <= len(emails) // 3, (throttled, imports)
         assert imports == len(emails) + throttled
+
+
+def test_a_rate_limited_call_spends_no_attempt_and_the_next_sync_waits_its_turn(fresh_db, fakes):
+    """Three 429s against two syncs allowed 2 attempts each: both are delivered, one after more
+    calls than its attempts allow. The sync requested while the integration is held back makes
+    no call: it answers `queued`, held back, and goes out at its turn."""
+    database, user = fresh_db(), uid()
+    with Service(database.dsn, fakes.urls, dict(BASE_ENV, CRM_RETRY_MAX_ATTEMPTS="2")) as service:
+        connect(service, fakes, user, "klaviyo")
+        fakes.faults("klaviyo", [{"status": 429, "headers": {"Retry-After": "1"}}] * 3, match="/api/profile-import")
+        first = by_type(sync_contact(service, user, {"email": email_for("first")}).json())["klaviyo"]
+        assert first["status"] == "retrying" and "429" in first["detail"], first
+        second_email = email_for("second")
+        second = by_type(sync_contact(service, user, {"email": second_email}).json())["klaviyo"]
+        assert second["status"] == "queued" and second["detail"].startswith("held back: klaviyo is rate-limiting"), second
+        assert len(fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")) == 1  # the second made no call
+        logs = final_logs(service, user, 2, timeout=30)
+        assert [log["status"] for log in logs] == ["success", "success"], logs
+        assert max(log["attempts"] for log in logs) >= 3, logs  # more calls than CRM_RETRY_MAX_ATTEMPTS
+        assert sum(log["attempts"] for log in logs) == len(fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")) == 5
+        assert len(crm_records(fakes, "klaviyo", second_email)) == 1
+        held = re.search(r'^crm_deliveries_held_back_total\{crm_type="klaviyo"\} (\S+)$', service.get("/metrics").text, re.M)
+        assert held and float(held.group(1)) >= 1, held

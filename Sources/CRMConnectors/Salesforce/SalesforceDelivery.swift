@@ -206,7 +206,7 @@ extension SalesforceConnector {
         if let code = Self.errorCode(transport.json(response)), code == "REQUEST_LIMIT_EXCEEDED" || code == "UNABLE_TO_LOCK_ROW" {
             throw ConnectorError(.crmFailure, httpStatus: response.status, detail: "Salesforce answered HTTP \(response.status) \(code)",
                                  retryAfterSeconds: RetryPolicy.retryAfterSeconds(response.header("Retry-After")) ?? (code == "REQUEST_LIMIT_EXCEEDED" ? 300 : nil),
-                                 response: transport.json(response))
+                                 response: transport.json(response), rateLimited: code == "REQUEST_LIMIT_EXCEEDED")
         }
         return response
     }

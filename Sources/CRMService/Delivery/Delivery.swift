@@ -60,6 +60,8 @@ public final class Delivery: Sendable {
     /// (the sweep's at background priority).
     let outcomeWriter: GroupCommit<DeliveryStore.Outcome, DeliveryStore.Recorded>
     let backgroundOutcomeWriter: GroupCommit<DeliveryStore.Outcome, DeliveryStore.Recorded>
+    /// The integrations a CRM is rate-limiting, and the pace this worker calls them at.
+    let rateLimits = RateLimits()
 
     public init(context: ServiceContext, worker: String) {
         self.context = context
@@ -139,7 +141,7 @@ public final class Delivery: Sendable {
     @inline(never)
     private func deliver(_ one: PreparedAttempt, user: UserID, payload: Payload) async -> JSON {
         await attempt(id: one.row.id, user: user, type: one.row.crmType, payload: payload, uniqueID: one.row.uniqueID,
-                      attemptsBefore: 0, ageSeconds: 0, background: false, neverSent: true, target: one.target)
+                      attemptsBefore: 0, rateLimitedBefore: 0, ageSeconds: 0, background: false, neverSent: true, target: one.target)
     }
 
     /// Results in the order of the rows.
@@ -176,8 +178,8 @@ public final class Delivery: Sendable {
             return await unreadable(log, background: background)
         }
         return await attempt(id: log.id, user: log.user, type: log.crmType, payload: payload, uniqueID: log.uniqueID,
-                             attemptsBefore: log.attempts, ageSeconds: log.ageSeconds, background: background, neverSent: log.neverSent,
-                             target: log.target, called: called)
+                             attemptsBefore: log.attempts, rateLimitedBefore: log.rateLimitedAttempts, ageSeconds: log.ageSeconds,
+                             background: background, neverSent: log.neverSent, target: log.target, called: called)
     }
 
     /// A logged request that cannot be read back fails for good (its own function: see `attempt`).
@@ -200,9 +202,17 @@ public final class Delivery: Sendable {
     /// the memory of a call in flight small.
     @inline(never)
     /// `neverSent`: no call can have carried this row to a CRM yet (the attempt of the request
-    /// that wrote it, or the first of a queued async sync).
-    private func attempt(id: Int64, user: UserID, type: CRMType, payload: Payload, uniqueID: String?, attemptsBefore: Int, ageSeconds: Double,
-                         background: Bool, neverSent: Bool, target: TargetRead, called: () -> Void = {}) async -> JSON {
+    /// that wrote it, or the first of a queued async sync). `rateLimitedBefore`: of
+    /// `attemptsBefore`, those the CRM refused for its rate limit.
+    private func attempt(id: Int64, user: UserID, type: CRMType, payload: Payload, uniqueID: String?, attemptsBefore: Int, rateLimitedBefore: Int,
+                         ageSeconds: Double, background: Bool, neverSent: Bool, target: TargetRead, called: () -> Void = {}) async -> JSON {
+        let key = RateLimits.Key(user: user, type: type)
+        // The CRM is rate-limiting this integration: no call now (it would be refused), the
+        // row's turn comes later. Unless that is past the retry window: then it tries now.
+        if let turn = rateLimits.admit(key), ageSeconds + turn <= policy.windowSeconds {
+            called()
+            return await holdBack(id: id, user: user, type: type, turn: turn, neverSent: neverSent, background: background)
+        }
         let started = ContinuousClock.now
         // An id derived from this row (the client gave none), on a row never sent: no earlier
         // call can have carried it, so connectors need not look for the event first.
@@ -213,7 +223,8 @@ public final class Delivery: Sendable {
                                  mayBeRecorded: mayBeRecorded, target: target)
         called()
         let attempts = attemptsBefore + 1
-        let (record, action) = record(of: outcome, attempts: attempts, ageSeconds: ageSeconds, since: started)
+        let (record, action) = record(of: outcome, attempts: attempts, rateLimitedBefore: rateLimitedBefore, ageSeconds: ageSeconds, key: key,
+                                      since: started)
         let storedAt = (try? target.get())??.credentialsStoredAt
         let recorded = await write(DeliveryStore.Outcome(record, logID: id, user: user, type: type, credentialsStoredAt: storedAt), background: background)
         // A retry cancelled because the integration was disconnected during the call is counted
@@ -263,10 +274,12 @@ public final class Delivery: Sendable {
         }
     }
 
-    /// What the log row records of an outcome (and the sync's action, for the answer).
+    /// What the log row records of an outcome (and the sync's action, for the answer). A call
+    /// refused for the CRM's rate limit spends no attempt: it waits for its turn at the
+    /// integration's pace (`RateLimits`), within the retry window.
     @inline(never)
-    private func record(of outcome: DeliveryOutcome, attempts: Int, ageSeconds: Double, since started: ContinuousClock.Instant)
-        -> (AttemptRecord, action: String?) {
+    private func record(of outcome: DeliveryOutcome, attempts: Int, rateLimitedBefore: Int, ageSeconds: Double, key: RateLimits.Key,
+                        since started: ContinuousClock.Instant) -> (AttemptRecord, action: String?) {
         let elapsed = ContinuousClock.now - started
         let ms = Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
         switch outcome {
@@ -276,14 +289,39 @@ public final class Delivery: Sendable {
         case let .permanent(status, error, auth, response):
             return (AttemptRecord(status: "failed", httpStatus: status, error: error, durationMS: ms, crmRecordID: nil,
                                   response: response, nextAttemptInSeconds: nil, authFailure: auth), nil)
-        case let .transient(status, error, retryAfter, response):
-            if let delay = policy.delay(afterAttempts: attempts, age: ageSeconds, retryAfter: retryAfter) {
+        case let .transient(status, error, retryAfter, response, rateLimited):
+            let delay = rateLimited
+                ? policy.delay(afterRateLimitWithTurn: rateLimits.limited(key, retryAfter: retryAfter), age: ageSeconds)
+                : policy.delay(afterAttempts: attempts - rateLimitedBefore, age: ageSeconds, retryAfter: retryAfter)
+            if let delay {
                 return (AttemptRecord(status: "retrying", httpStatus: status, error: error, durationMS: ms, crmRecordID: nil,
-                                      response: response, nextAttemptInSeconds: delay, authFailure: false), nil)
+                                      response: response, nextAttemptInSeconds: delay, authFailure: false, rateLimited: rateLimited), nil)
             }
             return (AttemptRecord(status: "failed", httpStatus: status, error: "gave up after \(attempts) attempts: \(error)", durationMS: ms,
-                                  crmRecordID: nil, response: response, nextAttemptInSeconds: nil, authFailure: false), nil)
+                                  crmRecordID: nil, response: response, nextAttemptInSeconds: nil, authFailure: false, rateLimited: rateLimited), nil)
         }
+    }
+
+    /// A delivery put off without a call, to its `turn` (seconds from now) at the pace of an
+    /// integration its CRM is rate-limiting. Its attempts stay as they were; a row never sent
+    /// is `queued` again (its first attempt needs no lookup then), others `retrying`.
+    @inline(never)
+    private func holdBack(id: Int64, user: UserID, type: CRMType, turn: Double, neverSent: Bool, background: Bool) async -> JSON {
+        let reason = "held back: \(type.rawValue) is rate-limiting this integration; the next attempt is due in \(Int(turn.rounded(.up))) s"
+        let store = background ? backgroundStore : self.store, worker = self.worker
+        do {
+            try await context.database.run { try store.holdBack(id: id, worker: worker, seconds: turn, neverSent: neverSent, reason: reason) }
+        } catch {
+            // Not written: the claim expires and the row is delivered then.
+            context.logger.error("could not put a delivery off", metadata: ["log_id": "\(id)", "error": "\(error)"])
+        }
+        context.metrics.heldBack(type)
+        context.logger.info("delivery held back", metadata: [
+            "log_id": "\(id)", "user_id": "\(user)", "crm_type": "\(type.rawValue)", "next_attempt_in_s": "\(Int(turn.rounded(.up)))",
+        ])
+        let record = AttemptRecord(status: neverSent ? "queued" : "retrying", httpStatus: nil, error: reason, durationMS: 0, crmRecordID: nil,
+                                   response: nil, nextAttemptInSeconds: turn, authFailure: false)
+        return Self.result(type, id, record, action: nil)
     }
 
     /// What became of the outcome; nil when it could not be written.

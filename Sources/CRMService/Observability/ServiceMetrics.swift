@@ -21,6 +21,7 @@ public final class ServiceMetrics: Sendable {
         static var requestDuration: MetricNameDescriptor { name("http_request_duration", "seconds", "Time to answer an HTTP request inside the worker, by route pattern.") }
         static var requestsInProgress: MetricNameDescriptor { name("http_requests_in_progress", "", "HTTP requests being answered now (compare with FCGI_MAX_REQUESTS).") }
         static var syncs: MetricNameDescriptor { name("syncs", "total", "Delivery attempts to a CRM, by CRM type and outcome.") }
+        static var heldBack: MetricNameDescriptor { name("deliveries_held_back", "total", "Deliveries put off without a call, their CRM rate-limiting the integration, by CRM type.") }
         static var crmCall: MetricNameDescriptor { name("call_duration", "seconds", "One delivery attempt's HTTP calls to a CRM, by CRM type.") }
         static var outboundCallsInFlight: MetricNameDescriptor { name("outbound_calls_in_flight", "", "Calls to CRMs waiting for an answer now.") }
         static var retryBacklog: MetricNameDescriptor { name("sync_retry_backlog", "", "Sync log rows not yet delivered: queued, waiting for a retry or in flight (all workers).") }
@@ -44,9 +45,18 @@ public final class ServiceMetrics: Sendable {
         crmCallHistograms = Dictionary(uniqueKeysWithValues: CRMType.allCases.map {
             ($0, registry.makeDurationHistogram(descriptor: Names.crmCall, labels: [("crm_type", $0.rawValue)], buckets: Self.durationBuckets))
         })
+        heldBackCounters = Dictionary(uniqueKeysWithValues: CRMType.allCases.map {
+            ($0, registry.makeCounter(descriptor: Names.heldBack, labels: [("crm_type", $0.rawValue)]))
+        })
     }
 
     private let crmCallHistograms: [CRMType: DurationHistogram]
+    private let heldBackCounters: [CRMType: Counter]
+
+    /// A delivery put off without a call: its CRM is rate-limiting the integration.
+    public func heldBack(_ type: CRMType) {
+        heldBackCounters[type]?.increment()
+    }
 
     /// One delivery attempt's calls to a CRM (all the HTTP requests it made), by CRM type:
     /// how slow each CRM is, apart from the worker's own time.

@@ -1,0 +1,106 @@
+import CRMCore
+import Synchronization
+
+/// The integrations whose CRM is rate-limiting them, as this worker has seen, and the pace at
+/// which it calls each of them meanwhile. A call refused for the rate limit (`limited`) stops
+/// calls to that integration until the CRM's `Retry-After`; then they go out at a pace
+/// (`admit`), and each delivery that may not go yet is put off to a turn of its own, one pace
+/// apart, rather than all at once when the wait ends (which met the limit again). A pace that
+/// is still refused slows by half; one that is not speeds up by a twentieth per call. An
+/// integration no one has heard a refusal from for a while is forgotten.
+///
+/// Each worker keeps its own: workers sharing an integration learn its limit each from its own
+/// refusals. Costs nothing while no CRM is rate-limiting: `admit` reads one atomic.
+final class RateLimits: Sendable {
+    struct Key: Hashable, Sendable {
+        let user: UserID
+        let type: CRMType
+    }
+
+    private struct Pace {
+        /// No call before this.
+        var until: ContinuousClock.Instant
+        /// Between two calls, at the pace.
+        var interval: Duration
+        /// Calls that may go now (a token bucket holding a second's worth, at least one: the
+        /// sweep may find a second's turns due at once).
+        var tokens: Double
+        var refilled: ContinuousClock.Instant
+        /// The last turn given to a delivery put off.
+        var booked: ContinuousClock.Instant
+        var lastRefusal: ContinuousClock.Instant
+    }
+
+    /// The first pace after a refusal: ten calls a second.
+    static let firstInterval: Duration = .milliseconds(100)
+    static let slowestInterval: Duration = .seconds(60)
+    static let fastestInterval: Duration = .milliseconds(10)
+    /// The wait after a refusal without `Retry-After` (HubSpot's window is ten seconds).
+    static let defaultWait: Duration = .seconds(10)
+    /// A pace no one needs any more (no refusal, no turn booked, for this long) is forgotten.
+    static let forgetAfter: Duration = .seconds(30)
+
+    private let paces = Mutex<[Key: Pace]>([:])
+    private let count = Atomic<Int>(0)
+
+    /// The CRM refused a call for its rate limit, asking for `retryAfter` seconds (nil: it did
+    /// not say). Returns the seconds until the refused delivery's own turn.
+    func limited(_ key: Key, retryAfter: Double?, now: ContinuousClock.Instant = .now) -> Double {
+        let wait = retryAfter.map { Duration.milliseconds(Int64(min($0, 86_400) * 1000)) } ?? Self.defaultWait
+        return paces.withLock { paces in
+            // Forget the paces no one needs any more (here: refusals are rare).
+            for (other, pace) in paces where other != key && Self.isForgotten(pace, now: now) { paces[other] = nil }
+            var pace: Pace
+            if var known = paces[key] {
+                // Refused again once calls had resumed: the pace was too fast. Refusals of calls
+                // made before the wait (several in flight at once) change nothing but the wait.
+                if now >= known.until { known.interval = min(known.interval * 2, Self.slowestInterval) }
+                known.until = max(known.until, now + wait)
+                pace = known
+            } else {
+                pace = Pace(until: now + wait, interval: Self.firstInterval, tokens: 0, refilled: now + wait, booked: now, lastRefusal: now)
+            }
+            pace.tokens = 0
+            pace.refilled = pace.until
+            pace.lastRefusal = now
+            let turn = Self.book(&pace, now: now)
+            paces[key] = pace
+            count.store(paces.count, ordering: .relaxed)
+            return turn
+        }
+    }
+
+    /// Whether a delivery to `key` may call its CRM now: nil if so, else the seconds until its
+    /// turn (booked: the next delivery put off gets the turn after).
+    func admit(_ key: Key, now: ContinuousClock.Instant = .now) -> Double? {
+        guard count.load(ordering: .relaxed) > 0 else { return nil }
+        return paces.withLock { paces in
+            guard var pace = paces[key] else { return nil }
+            if Self.isForgotten(pace, now: now) {
+                paces[key] = nil
+                count.store(paces.count, ordering: .relaxed)
+                return nil
+            }
+            defer { paces[key] = pace }
+            guard now >= pace.until else { return Self.book(&pace, now: now) }
+            let perSecond = Double(Duration.seconds(1) / pace.interval)
+            pace.tokens = min(max(1, perSecond), pace.tokens + (now - pace.refilled) / pace.interval)
+            pace.refilled = now
+            guard pace.tokens >= 1 else { return Self.book(&pace, now: now) }
+            pace.tokens -= 1
+            // No refusal for a while at this pace: a little faster (a refusal halves it again).
+            if now - pace.lastRefusal > pace.interval * 20 { pace.interval = max(pace.interval * 0.95, Self.fastestInterval) }
+            return nil
+        }
+    }
+
+    private static func isForgotten(_ pace: Pace, now: ContinuousClock.Instant) -> Bool {
+        now >= pace.until && now - pace.lastRefusal > forgetAfter && now - pace.booked > forgetAfter
+    }
+
+    /// The next free turn, one interval after the last booked (and not before the wait ends).
+    private static func book(_ pace: inout Pace, now: ContinuousClock.Instant) -> Double {
+        pace.booked = max(pace.booked, pace.until, now) + pace.interval
+        return Double((pace.booked - now) / .milliseconds(1)) / 1000
+    }
+}

@@ -1,0 +1,80 @@
+import CRMCore
+import XCTest
+
+@testable import CRMService
+
+/// A CRM's rate limit: after a refusal no call until its wait ends, then calls at a pace, each
+/// delivery that may not go given a turn of its own; a pace still refused slows down.
+final class RateLimitsTests: XCTestCase {
+    let key = RateLimits.Key(user: UserID("user-1")!, type: .klaviyo)
+    let other = RateLimits.Key(user: UserID("user-2")!, type: .klaviyo)
+    let t0 = ContinuousClock.now
+
+    func testNoRefusalNoHold() {
+        let limits = RateLimits()
+        XCTAssertNil(limits.admit(key, now: t0))
+    }
+
+    func testARefusalHoldsThatIntegrationUntilItsWaitAndGivesTurnsOnePaceApart() throws {
+        let limits = RateLimits()
+        let first = limits.limited(key, retryAfter: 2, now: t0)
+        XCTAssertEqual(first, 2.1, accuracy: 0.001, "the refused delivery's turn: the wait, then one pace")
+        let turns = (0..<3).map { _ in limits.admit(key, now: t0 + .milliseconds(500)) }
+        XCTAssertEqual(try turns.map { try XCTUnwrap($0) }, [1.7, 1.8, 1.9].map { $0 }, accuracy: 0.001)
+        XCTAssertNil(limits.admit(other, now: t0 + .milliseconds(500)), "another integration is not held")
+    }
+
+    func testAfterTheWaitCallsGoAtThePace() {
+        let limits = RateLimits()
+        _ = limits.limited(key, retryAfter: 1, now: t0)
+        let resumed = t0 + .seconds(1)
+        XCTAssertNotNil(limits.admit(key, now: resumed), "no call has earned its turn at the very end of the wait")
+        // A second at the pace (10 a second): ten calls, then the eleventh waits for its turn.
+        let later = resumed + .seconds(1)
+        let admitted = (0..<11).map { _ in limits.admit(key, now: later) == nil }
+        XCTAssertEqual(admitted.filter { $0 }.count, 10, "\(admitted)")
+        XCTAssertFalse(admitted.last!)
+    }
+
+    func testRefusedAgainAfterResumingHalvesThePaceButRefusalsOfCallsInFlightDoNot() throws {
+        let limits = RateLimits()
+        _ = limits.limited(key, retryAfter: 1, now: t0)
+        // Three calls in flight at the refusal are refused too: the same wait, the same pace.
+        for _ in 0..<3 { _ = limits.limited(key, retryAfter: 1, now: t0 + .milliseconds(10)) }
+        let pace = { (now: ContinuousClock.Instant) throws -> Double in
+            let a = try XCTUnwrap(limits.admit(self.key, now: now)), b = try XCTUnwrap(limits.admit(self.key, now: now))
+            return b - a
+        }
+        XCTAssertEqual(try pace(t0 + .milliseconds(20)), 0.1, accuracy: 0.001)
+        // Refused again once calls resumed: half the pace.
+        let again = t0 + .seconds(5)
+        _ = limits.limited(key, retryAfter: 1, now: again)
+        XCTAssertEqual(try pace(again + .milliseconds(10)), 0.2, accuracy: 0.001)
+    }
+
+    func testWithoutRetryAfterTheWaitIsTenSeconds() {
+        let limits = RateLimits()
+        XCTAssertEqual(limits.limited(key, retryAfter: nil, now: t0), 10.1, accuracy: 0.001)
+        XCTAssertNotNil(limits.admit(key, now: t0 + .seconds(9)))
+    }
+
+    func testAnIntegrationNoLongerRefusedIsForgotten() {
+        let limits = RateLimits()
+        _ = limits.limited(key, retryAfter: 1, now: t0)
+        let quiet = t0 + .seconds(40)
+        XCTAssertNil(limits.admit(key, now: quiet))
+        // Forgotten: full speed, not a token bucket's worth.
+        XCTAssertTrue((0..<100).allSatisfy { _ in limits.admit(key, now: quiet) == nil })
+    }
+
+    func testARateLimitedAttemptIsDueAtItsTurnWithinTheWindowOnly() {
+        let policy = RetryPolicy(maxAttempts: 2, baseDelaySeconds: 30)
+        XCTAssertEqual(policy.delay(afterRateLimitWithTurn: 5, age: 100), 5)
+        XCTAssertNil(policy.delay(afterRateLimitWithTurn: 5, age: policy.windowSeconds - 1), "past the 24 h window")
+    }
+}
+
+private func XCTAssertEqual(_ a: [Double], _ b: [Double], accuracy: Double, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(a.count, b.count, file: file, line: line)
+    for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: accuracy, file: file, line: line) }
+}
