@@ -1355,7 +1355,7 @@ public enum OpenAPIDocument {
           "queued",
           "cancelled"
         ],
-        "description": "`pending`: written, not yet sent; `in_flight`: being delivered; `success`; `failed`: permanent failure (the CRM refused the data or the credentials, or retries ran out); `retrying`: transient failure, another attempt is scheduled at `next_attempt_at`; `queued`: accepted with `Prefer: respond-async`, delivered in the background; `cancelled`: a pending retry cancelled by a disconnect."
+        "description": "`pending`: written, not yet sent; `in_flight`: being delivered; `success`; `failed`: permanent failure (the CRM refused the data or the credentials, or retries ran out); `retrying`: transient failure, another attempt is scheduled at `next_attempt_at` (also a delivery held back without a call while its CRM is rate-limiting the integration, `error` saying so); `queued`: accepted with `Prefer: respond-async`, delivered in the background, or a sync never attempted that was held back so (`error` says so); `cancelled`: a pending retry cancelled by a disconnect."
       },
       "SyncResultStatus": {
         "title": "SyncResultStatus",
@@ -1366,7 +1366,7 @@ public enum OpenAPIDocument {
           "retrying",
           "queued"
         ],
-        "description": "`success`; `failed` (permanent: the CRM refused the data or the credentials); `retrying` (transient failure, a later attempt is scheduled — the request does not wait for it); `queued` (accepted with `Prefer: respond-async`)."
+        "description": "`success`; `failed` (permanent: the CRM refused the data or the credentials); `retrying` (transient failure, a later attempt is scheduled — the request does not wait for it); `queued` (accepted with `Prefer: respond-async`; or, with a `detail` beginning `held back:`, not sent yet because the CRM is rate-limiting this integration: delivered at its turn, as an async sync is)."
       },
       "IntegrationStatus": {
         "title": "IntegrationStatus",
