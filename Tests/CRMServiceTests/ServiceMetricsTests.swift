@@ -47,10 +47,12 @@ final class ServiceMetricsTests: XCTestCase {
         metrics.sync(crmType: "klaviyo", status: "success")
         metrics.crmCall(.klaviyo, duration: .milliseconds(5))
         metrics.databaseWriter("outcomes").batch(items: 3, duration: .milliseconds(2))
+        metrics.heldBack(.hubspot)
         let lines = String(decoding: metrics.registry.emitToBuffer(), as: UTF8.self).split(separator: "\n").map(String.init)
         let types = [
             "crm_http_requests_total": "counter", "crm_http_request_duration_seconds": "histogram", "crm_syncs_total": "counter",
             "crm_call_duration_seconds": "histogram", "crm_db_write_duration_seconds": "histogram", "crm_db_write_batch_size": "histogram",
+            "crm_deliveries_held_back_total": "counter",
         ]
         for (name, type) in types {
             XCTAssertEqual(lines.filter { $0.hasPrefix("# TYPE \(name) ") }, ["# TYPE \(name) \(type)"], name)
@@ -58,6 +60,8 @@ final class ServiceMetricsTests: XCTestCase {
         }
         XCTAssertEqual(Set(lines.filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] }), Set(types.keys.map { Substring($0) }))
         XCTAssertTrue(lines.contains(#"crm_syncs_total{crm_type="klaviyo",status="success"} 1"#))
+        XCTAssertTrue(lines.contains(#"crm_deliveries_held_back_total{crm_type="hubspot"} 1"#))
+        XCTAssertTrue(lines.contains(#"crm_deliveries_held_back_total{crm_type="klaviyo"} 0"#), "every CRM's series from the start")
         XCTAssertTrue(lines.contains(#"crm_db_write_batch_size_sum{writer="outcomes"} 3.0"#), lines.joined(separator: "\n"))
     }
 

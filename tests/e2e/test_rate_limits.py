@@ -6,7 +6,7 @@ import re
 
 from crm_harness import Service, uid
 from test_sync import (  # noqa: F401  (fixtures are used by name)
-    BASE_ENV, by_type, connect, crm_records, email_for, fake_requests, fresh_db, get_log, hdr, sync_contact,
+    BASE_ENV, by_type, connect, crm_records, db, email_for, fake_requests, fresh_db, get_log, hdr, svc, sync_contact,
     wait_until,
 )
 
@@ -65,3 +65,19 @@ def test_a_rate_limited_call_spends_no_attempt_and_the_next_sync_waits_its_turn(
         assert len(crm_records(fakes, "klaviyo", second_email)) == 1
         held = re.search(r'^crm_deliveries_held_back_total\{crm_type="klaviyo"\} (\S+)$', service.get("/metrics").text, re.M)
         assert held and float(held.group(1)) >= 1, held
+
+
+def test_salesforce_request_limit_exceeded_is_a_rate_limit(svc, fakes, user_id):
+    """Salesforce throttles with 403 REQUEST_LIMIT_EXCEEDED, not 429: the same "not now", so the
+    next sync waits its turn without a call (test_delivery: it is retried, not an auth error)."""
+    connect(svc, fakes, user_id, "salesforce")
+    fakes.faults("salesforce", [{"status": 403, "headers": {"Retry-After": "1"}, "body": [
+        {"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]}], match="/services/data/")
+    first = by_type(sync_contact(svc, user_id, {"email": email_for("sflimit"), "last_name": "Limit"}).json())["salesforce"]
+    assert first["status"] == "retrying" and "REQUEST_LIMIT_EXCEEDED" in first["detail"], first
+    calls = len(fake_requests(fakes, "salesforce", None, "/services/data/"))
+    second = by_type(sync_contact(svc, user_id, {"email": email_for("sflimit2"), "last_name": "Limit"}).json())["salesforce"]
+    assert second["status"] == "queued" and second["detail"].startswith("held back: salesforce"), second
+    assert len(fake_requests(fakes, "salesforce", None, "/services/data/")) == calls
+    logs = final_logs(svc, user_id, 2, timeout=20)
+    assert [log["status"] for log in logs] == ["success", "success"], logs
