@@ -351,16 +351,20 @@ public struct DeliveryStore: Sendable {
         }
     }
 
-    /// Gives back rows this worker claimed and did not start: queued again (or retrying, when
-    /// attempted before), due at once. Rows no longer ours are left alone.
+    /// Gives back rows this worker claimed and did not start, due at once: `queued` again those
+    /// no call can have carried yet (`neverSent`, as claimed), the others `retrying`. (Not
+    /// "attempts = 0": a claim taken over from a worker that died mid-call has none recorded,
+    /// yet its call may have reached the CRM, and its next attempt must look first.) Rows no
+    /// longer ours are left alone.
     @discardableResult
-    public func releaseClaims(ids: [Int64], worker: String) throws -> Int {
+    public func releaseClaims(ids: [Int64], neverSent: Set<Int64>, worker: String) throws -> Int {
         guard !ids.isEmpty else { return 0 }
         let list = Self.arrayLiteral(ids.map { String($0) })
+        let unsent = Self.arrayLiteral(neverSent.sorted().map { String($0) })
         return try pool.withConnection(priority: priority) {
             try $0.execute("""
                 UPDATE crm.crm_sync_logs
-                   SET status = CASE WHEN attempts = 0 THEN 'queued' ELSE 'retrying' END, next_attempt_at = now(),
+                   SET status = CASE WHEN id = ANY(\(unsent)::bigint[]) THEN 'queued' ELSE 'retrying' END, next_attempt_at = now(),
                        claimed_by = NULL, claimed_until = NULL, updated_at = now()
                  WHERE id = ANY(\(list)::bigint[]) AND status = 'in_flight' AND claimed_by = \(worker)
                 """).affectedRows

@@ -116,8 +116,8 @@ final class DeliveryStoreTests: XCTestCase {
         XCTAssertEqual(try store.claimDue(worker: "w2", limit: 1, claimSeconds: 300).map(\.id), [others])
 
         // Only the rows named, only while this worker holds them.
-        XCTAssertEqual(try store.releaseClaims(ids: [queued, retrying, others], worker: "w1"), 2)
-        XCTAssertEqual(try store.releaseClaims(ids: [], worker: "w1"), 0)
+        XCTAssertEqual(try store.releaseClaims(ids: [queued, retrying, others], neverSent: [queued], worker: "w1"), 2)
+        XCTAssertEqual(try store.releaseClaims(ids: [], neverSent: [], worker: "w1"), 0)
         func state(_ id: Int64) throws -> [String?] {
             let row = try XCTUnwrap(c.execute("SELECT status, claimed_by, next_attempt_at <= now() AS due FROM crm.crm_sync_logs WHERE id = \(id)").first)
             return [row.string("status"), row.string("claimed_by"), row.string("due")]
@@ -206,10 +206,12 @@ final class DeliveryStoreTests: XCTestCase {
         let claimed = try store.claimDue(worker: "w1", limit: 10, claimSeconds: 60)
         XCTAssertEqual(Set(claimed.map(\.id)), [queued, retrying, released, expired])
         XCTAssertEqual(Set(claimed.filter(\.neverSent).map(\.id)), [queued])
-        // Given back unstarted (claimed ahead), it is queued again, and still never sent.
-        XCTAssertEqual(try store.releaseClaims(ids: [queued], worker: "w1"), 1)
-        try c.execute("UPDATE crm.crm_sync_logs SET next_attempt_at = now() - interval '1 second' WHERE id = \(queued)")
-        XCTAssertEqual(try store.claimDue(worker: "w1", limit: 10, claimSeconds: 60).map { [$0.id: $0.neverSent] }, [[queued: true]])
+        // Given back unstarted (claimed ahead), it is queued again, and still never sent; the
+        // claim taken over is not, though no attempt of it was recorded.
+        XCTAssertEqual(try store.releaseClaims(ids: [queued, expired], neverSent: [queued], worker: "w1"), 2)
+        try c.execute("UPDATE crm.crm_sync_logs SET next_attempt_at = now() - interval '1 second' WHERE id IN (\(queued), \(expired))")
+        XCTAssertEqual(Set(try store.claimDue(worker: "w1", limit: 10, claimSeconds: 60).map { [$0.id: $0.neverSent] }),
+                       [[queued: true], [expired: false]])
     }
 
     func testRateLimitedAttemptsAreCountedApartAndAHeldBackRowKeepsItsAttempts() throws {

@@ -234,6 +234,7 @@ public final class Sweeper: Sendable {
     /// worker's next life or any other.
     private func release(_ rows: [ClaimedLog]) {
         guard !rows.isEmpty else { return }
-        _ = try? delivery.backgroundStore.releaseClaims(ids: rows.map(\.id), worker: delivery.worker)
+        _ = try? delivery.backgroundStore.releaseClaims(ids: rows.map(\.id), neverSent: Set(rows.filter(\.neverSent).map(\.id)),
+                                                        worker: delivery.worker)
     }
 }
