@@ -67,6 +67,16 @@ final class RateLimitsTests: XCTestCase {
         XCTAssertTrue((0..<100).allSatisfy { _ in limits.admit(key, now: quiet) == nil })
     }
 
+    func testARefusalLongAfterTheLastStartsAfreshNotHalvingAnOldPace() throws {
+        let limits = RateLimits()
+        _ = limits.limited(key, retryAfter: 1, now: t0)
+        _ = limits.limited(key, retryAfter: 1, now: t0 + .seconds(2))  // refused again after resuming: 0.2 s
+        let much = t0 + .seconds(60)  // not asked meanwhile, so not yet dropped
+        _ = limits.limited(key, retryAfter: 1, now: much)
+        let a = try XCTUnwrap(limits.admit(key, now: much)), b = try XCTUnwrap(limits.admit(key, now: much))
+        XCTAssertEqual(b - a, 0.1, accuracy: 0.001, "the first pace again, not 0.4 s")
+    }
+
     func testARateLimitedAttemptIsDueAtItsTurnWithinTheWindowOnly() {
         let policy = RetryPolicy(maxAttempts: 2, baseDelaySeconds: 30)
         XCTAssertEqual(policy.delay(afterRateLimitWithTurn: 5, age: 100), 5)

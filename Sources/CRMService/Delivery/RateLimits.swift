@@ -6,8 +6,8 @@ import Synchronization
 /// calls to that integration until the CRM's `Retry-After`; then they go out at a pace
 /// (`admit`), and each delivery that may not go yet is put off to a turn of its own, one pace
 /// apart, rather than all at once when the wait ends (which met the limit again). A pace that
-/// is still refused slows by half; one that is not speeds up by a twentieth per call. An
-/// integration no one has heard a refusal from for a while is forgotten.
+/// is still refused slows by half; one that is not speeds up by ~5 % per call. An integration
+/// no one has heard a refusal from for a while is forgotten (a later refusal starts afresh).
 ///
 /// Each worker keeps its own: workers sharing an integration learn its limit each from its own
 /// refusals. Costs nothing while no CRM is rate-limiting: `admit` reads one atomic.
@@ -51,7 +51,7 @@ final class RateLimits: Sendable {
             // Forget the paces no one needs any more (here: refusals are rare).
             for (other, pace) in paces where other != key && Self.isForgotten(pace, now: now) { paces[other] = nil }
             var pace: Pace
-            if var known = paces[key] {
+            if var known = paces[key], !Self.isForgotten(known, now: now) {
                 // Refused again once calls had resumed: the pace was too fast. Refusals of calls
                 // made before the wait (several in flight at once) change nothing but the wait.
                 if now >= known.until { known.interval = min(known.interval * 2, Self.slowestInterval) }
@@ -101,6 +101,6 @@ final class RateLimits: Sendable {
     /// The next free turn, one interval after the last booked (and not before the wait ends).
     private static func book(_ pace: inout Pace, now: ContinuousClock.Instant) -> Double {
         pace.booked = max(pace.booked, pace.until, now) + pace.interval
-        return Double((pace.booked - now) / .milliseconds(1)) / 1000
+        return (pace.booked - now) / .seconds(1)
     }
 }
