@@ -310,7 +310,7 @@ public final class Delivery: Sendable {
         let reason = "held back: \(type.rawValue) is rate-limiting this integration; the next attempt is due in \(Int(turn.rounded(.up))) s"
         let store = background ? backgroundStore : self.store, worker = self.worker
         do {
-            try await context.database.run { try store.holdBack(id: id, worker: worker, seconds: turn, neverSent: neverSent, reason: reason) }
+            _ = try await context.database.run { try store.holdBack(id: id, worker: worker, seconds: turn, neverSent: neverSent, reason: reason) }
         } catch {
             // Not written: the claim expires and the row is delivered then.
             context.logger.error("could not put a delivery off", metadata: ["log_id": "\(id)", "error": "\(error)"])
