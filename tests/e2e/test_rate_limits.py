@@ -81,3 +81,21 @@ def test_salesforce_request_limit_exceeded_is_a_rate_limit(svc, fakes, user_id):
     assert len(fake_requests(fakes, "salesforce", None, "/services/data/")) == calls
     logs = final_logs(svc, user_id, 2, timeout=20)
     assert [log["status"] for log in logs] == ["success", "success"], logs
+
+
+def test_hubspot_ten_secondly_limit_waits_ten_seconds_without_retry_after(svc, fakes, user_id):
+    """HubSpot's 429 (policyName TEN_SECONDLY_ROLLING) names no Retry-After: the integration is
+    held for HubSpot's ten-second window, not retried at once nor after the 30 s backoff."""
+    connect(svc, fakes, user_id, "hubspot")
+    fakes.faults("hubspot", [{"status": 429}], match="/crm/", method="POST")
+    first = by_type(sync_contact(svc, user_id, {"email": email_for("hslimit")}).json())["hubspot"]
+    assert first["status"] == "retrying" and "429" in first["detail"], first
+    second = by_type(sync_contact(svc, user_id, {"email": email_for("hslimit2")}).json())["hubspot"]
+    assert second["status"] == "queued" and second["detail"].startswith("held back: hubspot"), second
+    assert 9 <= int(second["detail"].rsplit(" ", 2)[-2]) <= 11, second  # "... due in N s"
+    def writes():
+        return [q for q in fake_requests(fakes, "hubspot", "POST", "/crm/") if q["path"].endswith("/batch/upsert")]
+    refused_at = writes()[0]["at"]
+    logs = final_logs(svc, user_id, 2, timeout=30)
+    assert [log["status"] for log in logs] == ["success", "success"], logs
+    assert len(writes()) == 3 and min(q["at"] for q in writes()[1:]) - refused_at >= 9.9, writes()
