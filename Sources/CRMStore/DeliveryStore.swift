@@ -535,8 +535,9 @@ public struct DeliveryStore: Sendable {
     }
 
     /// The batch outcome statement: one array per column of the outcomes (as in
-    /// `recordStatement`), then the worker, then whether each was rate-limited (1 or 0). Two outcomes for one integration in a batch touch it
-    /// once, with either's status: they were concurrent, so neither is "the last".
+    /// `recordStatement`), then the worker, then whether each was rate-limited (1 or 0). Two
+    /// outcomes for one integration in a batch touch it once, with either's status: they were
+    /// concurrent, so neither is "the last".
     static let recordBatchStatement = SQL.Fixed("""
         WITH r AS (
             SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::int[], $6::text[], $7::jsonb[],

@@ -92,7 +92,8 @@ def test_hubspot_ten_secondly_limit_waits_ten_seconds_without_retry_after(svc, f
     assert first["status"] == "retrying" and "429" in first["detail"], first
     second = by_type(sync_contact(svc, user_id, {"email": email_for("hslimit2")}).json())["hubspot"]
     assert second["status"] == "queued" and second["detail"].startswith("held back: hubspot"), second
-    assert 9 <= int(second["detail"].rsplit(" ", 2)[-2]) <= 11, second  # "... due in N s"
+    # "... due in N s": the rest of HubSpot's ten seconds (the gap between the calls is checked below)
+    assert 5 <= int(second["detail"].rsplit(" ", 2)[-2]) <= 11, second
     def writes():
         return [q for q in fake_requests(fakes, "hubspot", "POST", "/crm/") if q["path"].endswith("/batch/upsert")]
     refused_at = writes()[0]["at"]

@@ -78,9 +78,9 @@ extension Array where Element == String {
 /// A retry's search for an event that an earlier attempt may have recorded (a Salesforce Task, a
 /// Creatio Activity, a HubSpot note).
 enum RecordedEvent {
-    /// How many of the contact's newest Tasks or Activities with the event's name are read: the one looked for
-    /// was created by an attempt moments ago, and the answer stays small however many the contact
-    /// has (a Task's Description holds up to 32,000 characters).
+    /// How many of the contact's newest Tasks or Activities with the event's name are read: the
+    /// one looked for was created by an attempt moments ago, and the answer stays small however
+    /// many the contact has (a Task's Description holds up to 32,000 characters).
     static let newestLookedAt = 200
 
     /// A found event's `detail`: "already recorded", then any other note.
