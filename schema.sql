@@ -24,6 +24,9 @@ CREATE TABLE crm.crm_integrations (
     last_sync_status text,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
+    -- The end of the wait the CRM asked for when it last refused a call for the rate limit
+    -- (any worker process): every worker holds the integration back until then.
+    rate_limited_until timestamptz,
     CONSTRAINT crm_integrations_user_crm_key UNIQUE (user_id, crm_type),
     CONSTRAINT crm_integrations_status_check CHECK (status IN ('connected', 'auth_error'))
 );

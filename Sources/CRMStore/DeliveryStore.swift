@@ -35,6 +35,10 @@ public struct DeliveryTarget: Sendable {
     /// it): an authentication failure with them marks the integration only while they are
     /// still the stored ones, not new ones connected while the call was under way.
     public let credentialsStoredAt: String?
+    /// Seconds left of the wait the CRM asked for when it last refused a call for this
+    /// integration's rate limit, heard by any worker process (`rate_limited_until`); nil when
+    /// there is none.
+    public let rateLimitedForSeconds: Double?
 }
 
 /// What is written after an attempt.
@@ -48,12 +52,14 @@ public struct AttemptRecord: Sendable {
     /// Seconds from now until the next attempt (status `retrying`).
     public var nextAttemptInSeconds: Double?
     public var authFailure: Bool
-    /// The CRM refused the call for the account's rate limit: counted in
-    /// `rate_limited_attempts` too.
-    public var rateLimited: Bool
+    /// The CRM refused the call for the account's rate limit and asked to wait this many
+    /// seconds: counted in `rate_limited_attempts` too, and every worker holds the integration
+    /// back until then (`rate_limited_until`). Nil for any other outcome.
+    public var rateLimitedForSeconds: Double?
+    public var rateLimited: Bool { rateLimitedForSeconds != nil }
 
     public init(status: String, httpStatus: Int?, error: String?, durationMS: Int, crmRecordID: String?, response: JSON?, nextAttemptInSeconds: Double?, authFailure: Bool,
-                rateLimited: Bool = false) {
+                rateLimitedForSeconds: Double? = nil) {
         self.status = status
         self.httpStatus = httpStatus
         self.error = error
@@ -62,7 +68,7 @@ public struct AttemptRecord: Sendable {
         self.response = response
         self.nextAttemptInSeconds = nextAttemptInSeconds
         self.authFailure = authFailure
-        self.rateLimited = rateLimited
+        self.rateLimitedForSeconds = rateLimitedForSeconds
     }
 }
 
@@ -126,7 +132,8 @@ public struct DeliveryStore: Sendable {
             return .failure(DatabaseError(.decoding, message: "the stored \(type.rawValue) credentials are not readable (was CRM_ENCRYPTION_KEY changed?)"))
         }
         return .success(DeliveryTarget(crmType: type, credentials: credentials, settings: row.withValue("settings") { IntegrationSettings.fromStored(utf8: $0, for: type) } ?? .defaults,
-                                       credentialsStoredAt: row.string("credentials_at")))
+                                       credentialsStoredAt: row.string("credentials_at"),
+                                       rateLimitedForSeconds: row.string("held_for").flatMap(Double.init).flatMap { $0 > 0 ? $0 : nil }))
     }
 
     /// Writes the log rows of several sync requests in one statement and one commit (group
@@ -182,7 +189,8 @@ public struct DeliveryStore: Sendable {
                    r.request, r.queued, CASE WHEN r.operation = 'event' THEN r.unique_id END AS unique_id,
                    CASE WHEN NOT r.queued THEN crm.decrypt_credentials(i.credentials, $7) END AS plain,
                    CASE WHEN NOT r.queued THEN i.settings END AS settings,
-                   CASE WHEN NOT r.queued THEN i.updated_at END AS credentials_at
+                   CASE WHEN NOT r.queued THEN i.updated_at END AS credentials_at,
+                   CASE WHEN NOT r.queued THEN EXTRACT(EPOCH FROM i.rate_limited_until - now()) END AS held_for
               FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::boolean[])
                    WITH ORDINALITY AS r(user_id, operation, request, unique_id, types, queued, ord)
               JOIN crm.crm_integrations i
@@ -198,7 +206,8 @@ public struct DeliveryStore: Sendable {
                    CASE WHEN queued THEN NULL ELSE now() + make_interval(secs => $9::double precision) END
               FROM t
             RETURNING id, unique_id)
-        SELECT t.ord, inserted.id, t.crm_type, inserted.unique_id, NOT t.queued AS connected, t.plain, t.settings, t.credentials_at
+        SELECT t.ord, inserted.id, t.crm_type, inserted.unique_id, NOT t.queued AS connected, t.plain, t.settings, t.credentials_at,
+               t.held_for
           FROM t JOIN inserted USING (id) ORDER BY t.ord, t.crm_type
         """)
 
@@ -219,7 +228,8 @@ public struct DeliveryStore: Sendable {
             SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, crm_type,
                    CASE WHEN $1::boolean THEN NULL ELSE crm.decrypt_credentials(credentials, $2) END AS plain,
                    CASE WHEN $1::boolean THEN NULL ELSE settings END AS settings,
-                   CASE WHEN $1::boolean THEN NULL ELSE updated_at END AS credentials_at
+                   CASE WHEN $1::boolean THEN NULL ELSE updated_at END AS credentials_at,
+                   CASE WHEN $1::boolean THEN NULL ELSE EXTRACT(EPOCH FROM rate_limited_until - now()) END AS held_for
               FROM crm.crm_integrations
              WHERE user_id = $3 AND is_active AND COALESCE((settings ->> $4::text)::boolean, true)
                AND ($5::text[] IS NULL OR crm_type = ANY($5::text[]))),
@@ -232,7 +242,7 @@ public struct DeliveryStore: Sendable {
                    CASE WHEN $1::boolean THEN NULL ELSE now() + make_interval(secs => $10::double precision) END
               FROM t
             RETURNING id, unique_id)
-        SELECT inserted.id, t.crm_type, inserted.unique_id, true AS connected, t.plain, t.settings, t.credentials_at
+        SELECT inserted.id, t.crm_type, inserted.unique_id, true AS connected, t.plain, t.settings, t.credentials_at, t.held_for
           FROM t JOIN inserted USING (id)
         """)
 
@@ -280,7 +290,7 @@ public struct DeliveryStore: Sendable {
         RETURNING l.id, l.user_id, l.crm_type, l.operation, l.request, l.unique_id, l.attempts, l.rate_limited_attempts,
                   EXTRACT(EPOCH FROM now() - l.created_at) AS age, p.never_sent AND l.attempts = 0 AS never_sent)
         SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, $4) AS plain, i.settings,
-               i.updated_at AS credentials_at
+               i.updated_at AS credentials_at, EXTRACT(EPOCH FROM i.rate_limited_until - now()) AS held_for
           FROM claimed c
           LEFT JOIN crm.crm_integrations i ON i.user_id = c.user_id AND i.crm_type = c.crm_type AND i.is_active
         """)
@@ -315,7 +325,7 @@ public struct DeliveryStore: Sendable {
                 RETURNING id, user_id, crm_type, operation, request, unique_id, attempts, rate_limited_attempts,
                           EXTRACT(EPOCH FROM now() - created_at) AS age)
             SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, \(key)) AS plain, i.settings,
-                   i.updated_at AS credentials_at
+                   i.updated_at AS credentials_at, EXTRACT(EPOCH FROM i.rate_limited_until - now()) AS held_for
               FROM claimed c
               LEFT JOIN crm.crm_integrations i ON i.user_id = c.user_id AND i.crm_type = c.crm_type AND i.is_active
             """
@@ -334,7 +344,7 @@ public struct DeliveryStore: Sendable {
                  WHERE user_id = \(user) AND id = \(id) AND status = 'failed'
                 RETURNING id, user_id, crm_type, operation, request, unique_id, attempts, rate_limited_attempts, 0 AS age)
             SELECT c.*, i.user_id IS NOT NULL AS connected, crm.decrypt_credentials(i.credentials, \(key)) AS plain, i.settings,
-                   i.updated_at AS credentials_at
+                   i.updated_at AS credentials_at, EXTRACT(EPOCH FROM i.rate_limited_until - now()) AS held_for
               FROM claimed c
               LEFT JOIN crm.crm_integrations i ON i.user_id = c.user_id AND i.crm_type = c.crm_type AND i.is_active
             """
@@ -415,19 +425,20 @@ public struct DeliveryStore: Sendable {
         recordStatement(attempt.status, attempt.httpStatus.map(String.init), attempt.error, String(attempt.durationMS),
                         attempt.crmRecordID, attempt.response?.jsonString, attempt.nextAttemptInSeconds.map { String($0) },
                         String(logID), worker, attempt.authFailure ? "true" : "false", credentialsStoredAt, user.value, type.rawValue,
-                        attempt.rateLimited ? "1" : "0")
+                        attempt.rateLimitedForSeconds.map { String($0) })
     }
 
     /// Its values: the status, HTTP status, error, duration, CRM record id, response and seconds
     /// to the next attempt; the log row's id and the worker; whether the credentials failed, and
-    /// when they were stored; the user and the CRM; 1 when the CRM refused the call for its
-    /// rate limit, else 0.
+    /// when they were stored; the user and the CRM; when the CRM refused the call for its rate
+    /// limit, the seconds it asked to wait (else NULL).
     static let recordStatement = SQL.Fixed("""
         WITH logged AS (
             UPDATE crm.crm_sync_logs
                SET status = $1, http_status = $2::int, error = $3,
                    duration_ms = $4::int, crm_record_id = COALESCE($5, crm_record_id),
-                   response = $6::jsonb, attempts = attempts + 1, rate_limited_attempts = rate_limited_attempts + $14::int, updated_at = now(),
+                   response = $6::jsonb, attempts = attempts + 1, rate_limited_attempts = rate_limited_attempts + ($14::double precision IS NOT NULL)::int,
+                   updated_at = now(),
                    next_attempt_at = now() + make_interval(secs => $7::double precision),
                    claimed_by = NULL, claimed_until = NULL
              WHERE id = $8::bigint AND status = 'in_flight' AND claimed_by = $9
@@ -436,7 +447,8 @@ public struct DeliveryStore: Sendable {
             UPDATE crm.crm_integrations
                SET last_sync_at = now(), last_sync_status = $1,
                    status = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN 'auth_error' ELSE status END,
-                   status_detail = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN $3 ELSE status_detail END
+                   status_detail = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN $3 ELSE status_detail END,
+                   rate_limited_until = GREATEST(rate_limited_until, now() + make_interval(secs => $14::double precision))
              WHERE user_id = $12 AND crm_type = $13 AND EXISTS (SELECT 1 FROM logged)
             RETURNING 1)
         SELECT (SELECT count(*) FROM logged) AS logged
@@ -527,7 +539,7 @@ public struct DeliveryStore: Sendable {
         let users = Self.arrayLiteral(outcomes.map(\.user.value))
         let types = Self.arrayLiteral(outcomes.map(\.type.rawValue))
         let storedAt = Self.arrayLiteral(outcomes.map(\.credentialsStoredAt))
-        let rateLimited = Self.arrayLiteral(a.map { $0.rateLimited ? "1" : "0" })
+        let rateLimited = Self.arrayLiteral(a.map { $0.rateLimitedForSeconds.map { String($0) } })
         let sql = Self.recordBatchStatement(ids, statuses, httpStatuses, errors, durations, recordIDs, responses, nexts, authFailures,
                                             users, types, storedAt, worker, rateLimited)
         let written = Set(try c.execute(sql).rows.compactMap { $0.int64("id") })
@@ -535,20 +547,22 @@ public struct DeliveryStore: Sendable {
     }
 
     /// The batch outcome statement: one array per column of the outcomes (as in
-    /// `recordStatement`), then the worker, then whether each was rate-limited (1 or 0). Two
-    /// outcomes for one integration in a batch touch it once, with either's status: they were
-    /// concurrent, so neither is "the last".
+    /// `recordStatement`), then the worker, then the seconds of each rate limit's wait (NULL:
+    /// not rate-limited). Two outcomes for one integration in a batch touch it once, with
+    /// either's status: they were concurrent, so neither is "the last".
     static let recordBatchStatement = SQL.Fixed("""
         WITH r AS (
             SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::int[], $6::text[], $7::jsonb[],
-                                 $8::double precision[], $9::boolean[], $10::text[], $11::text[], $12::timestamptz[], $14::int[])
+                                 $8::double precision[], $9::boolean[], $10::text[], $11::text[], $12::timestamptz[],
+                                 $14::double precision[])
                 AS r(id, status, http_status, error, duration_ms, crm_record_id, response, next_in, auth_failure, user_id, crm_type,
-                     credentials_at, rate_limited)),
+                     credentials_at, rate_limited_for)),
         logged AS (
             UPDATE crm.crm_sync_logs l
                SET status = r.status, http_status = r.http_status, error = r.error, duration_ms = r.duration_ms,
                    crm_record_id = COALESCE(r.crm_record_id, l.crm_record_id), response = r.response,
-                   attempts = l.attempts + 1, rate_limited_attempts = l.rate_limited_attempts + r.rate_limited, updated_at = now(),
+                   attempts = l.attempts + 1, rate_limited_attempts = l.rate_limited_attempts + (r.rate_limited_for IS NOT NULL)::int,
+                   updated_at = now(),
                    next_attempt_at = now() + make_interval(secs => r.next_in),
                    claimed_by = NULL, claimed_until = NULL
               FROM r
@@ -558,7 +572,8 @@ public struct DeliveryStore: Sendable {
             UPDATE crm.crm_integrations i
                SET last_sync_at = now(), last_sync_status = r.status,
                    status = CASE WHEN r.auth_failure AND i.updated_at = r.credentials_at THEN 'auth_error' ELSE i.status END,
-                   status_detail = CASE WHEN r.auth_failure AND i.updated_at = r.credentials_at THEN r.error ELSE i.status_detail END
+                   status_detail = CASE WHEN r.auth_failure AND i.updated_at = r.credentials_at THEN r.error ELSE i.status_detail END,
+                   rate_limited_until = GREATEST(i.rate_limited_until, now() + make_interval(secs => r.rate_limited_for))
               FROM r JOIN logged ON logged.id = r.id
              WHERE i.user_id = r.user_id AND i.crm_type = r.crm_type
             RETURNING 1)

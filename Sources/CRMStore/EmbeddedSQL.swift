@@ -27,6 +27,9 @@ CREATE TABLE crm.crm_integrations (
     last_sync_status text,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
+    -- The end of the wait the CRM asked for when it last refused a call for the rate limit
+    -- (any worker process): every worker holds the integration back until then.
+    rate_limited_until timestamptz,
     CONSTRAINT crm_integrations_user_crm_key UNIQUE (user_id, crm_type),
     CONSTRAINT crm_integrations_status_check CHECK (status IN ('connected', 'auth_error'))
 );
@@ -277,6 +280,13 @@ ALTER FUNCTION crm.decrypt_credentials(bytea, text) PARALLEL UNSAFE;
 -- CRM_RETRY_MAX_ATTEMPTS (a bulk import into a rate-limited CRM used to fail most of its syncs).
 -- A constant default: no table rewrite. IF NOT EXISTS: safe to run again.
 ALTER TABLE crm.crm_sync_logs ADD COLUMN IF NOT EXISTS rate_limited_attempts integer NOT NULL DEFAULT 0;
+"""#),
+        ("008_integration_rate_limited_until", #"""
+-- The end of the wait a CRM asked for when it last refused a call for this integration's rate
+-- limit, as any worker process heard it. The statements that read an integration's credentials
+-- for a delivery read it too, so that every worker holds the integration back, not only the one
+-- that was refused. NULL: never refused. IF NOT EXISTS: safe to run again.
+ALTER TABLE crm.crm_integrations ADD COLUMN IF NOT EXISTS rate_limited_until timestamptz;
 """#),
     ]
 }

@@ -24,6 +24,27 @@ final class RateLimitsTests: XCTestCase {
         XCTAssertNil(limits.admit(other, now: t0 + .milliseconds(500)), "another integration is not held")
     }
 
+    /// Another worker's refusal (read from the integration): held back until its wait ends,
+    /// then calls at the first pace; a wait this worker already knows changes nothing.
+    func testAWaitHeardFromAnotherWorkerHoldsBackWithoutChangingThePace() throws {
+        let limits = RateLimits()
+        limits.heard(key, waitSeconds: 3, now: t0)
+        XCTAssertEqual(try XCTUnwrap(limits.admit(key, now: t0)), 3.1, accuracy: 0.001, "its turn: the wait, then one pace")
+        XCTAssertNil(limits.admit(other, now: t0), "another integration is not held")
+        let later = t0 + .seconds(5)
+        XCTAssertEqual((0..<25).filter { _ in limits.admit(key, now: later) == nil }.count, 10, "a second's worth at ten a second")
+
+        // This worker's own refusal, then the same wait read back: one turn, as before.
+        let mine = RateLimits()
+        let turn = mine.limited(key, retryAfter: 2, now: t0)
+        mine.heard(key, waitSeconds: 1.99, now: t0 + .milliseconds(5))
+        XCTAssertEqual(try XCTUnwrap(mine.admit(key, now: t0 + .milliseconds(10))), turn + 0.1 - 0.01, accuracy: 0.001)
+        // A longer wait heard later (another worker refused after calls resumed) extends it.
+        mine.heard(key, waitSeconds: 10, now: t0 + .seconds(3))
+        let turns = try (0..<2).map { _ in try XCTUnwrap(mine.admit(key, now: t0 + .seconds(12))) }
+        XCTAssertEqual(turns, [1.1, 1.2], accuracy: 0.001)  // after the new wait, one pace apart
+    }
+
     func testAfterTheWaitCallsGoAtThePace() {
         let limits = RateLimits()
         _ = limits.limited(key, retryAfter: 1, now: t0)

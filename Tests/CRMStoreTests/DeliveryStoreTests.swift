@@ -221,7 +221,7 @@ final class DeliveryStoreTests: XCTestCase {
         let retried = try insert(c, "retrying", next: -60, attempts: 1)
         let store = DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
         let refused = AttemptRecord(status: "retrying", httpStatus: 429, error: "throttled", durationMS: 3, crmRecordID: nil, response: nil,
-                                    nextAttemptInSeconds: 0, authFailure: false, rateLimited: true)
+                                    nextAttemptInSeconds: 0, authFailure: false, rateLimitedForSeconds: 5)
         let failed = AttemptRecord(status: "retrying", httpStatus: 503, error: "down", durationMS: 3, crmRecordID: nil, response: nil,
                                    nextAttemptInSeconds: 0, authFailure: false)
         // Written alone (the plain statement), then in a batch, then not rate-limited.
@@ -255,6 +255,63 @@ final class DeliveryStoreTests: XCTestCase {
         XCTAssertEqual(rows.map { [$0.string("status"), $0.string("attempts"), $0.string("rate_limited_attempts"), $0.string("error"), $0.string("claimed_by")] },
                        [["retrying", "4", "2", "held back", nil], ["queued", "0", "0", "held back", nil]])
         XCTAssertEqual(rows.map { Double($0.string("next_in") ?? "") ?? -1 }, [30, 5], accuracy: 2)
+    }
+
+    /// A refusal for the rate limit is written to the integration (`rate_limited_until`, by
+    /// both outcome statements, never shortened), and every statement that reads credentials
+    /// for a delivery reads the wait that is left, so that other worker processes hold back.
+    func testARateLimitWaitIsSharedThroughTheIntegration() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        try c.execute("""
+            INSERT INTO crm.crm_integrations (user_id, crm_type, credentials, settings) VALUES
+              ('alice', 'klaviyo', pgp_sym_encrypt('{"api_key":"pk_alice"}', \(ScratchDatabase.key)), '{}'),
+              ('bob', 'klaviyo', pgp_sym_encrypt('{"api_key":"pk_bob"}', \(ScratchDatabase.key)), '{}')
+            """)
+        let store = DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
+        func request(_ user: String, queued: Bool = false) -> LogRequest {
+            LogRequest(user: UserID(user)!, operation: "contact", types: nil, request: ["email": "a@b.co"], uniqueID: nil, queued: queued)
+        }
+        func waits(_ rows: [[CreatedLog]]) throws -> [Double?] { try rows.flatMap { $0 }.map { try $0.target?.get()?.rateLimitedForSeconds } }
+        func outcome(_ log: CreatedLog, _ user: String, wait: Double?) -> DeliveryStore.Outcome {
+            DeliveryStore.Outcome(AttemptRecord(status: "retrying", httpStatus: wait == nil ? 503 : 429, error: "not now", durationMS: 1, crmRecordID: nil,
+                                                response: nil, nextAttemptInSeconds: 60, authFailure: false, rateLimitedForSeconds: wait),
+                                  logID: log.id, user: UserID(user)!, type: .klaviyo)
+        }
+        let first = try store.createLogs([request("alice")], worker: "w1", claimSeconds: 60)
+        XCTAssertEqual(try waits(first), [nil], "never refused")
+        // Refused alone (the plain statement): 30 s.
+        XCTAssertEqual(try store.record([outcome(first[0][0], "alice", wait: 30)], worker: "w1"), [.written])
+        // Two more in a batch: bob's 20 s; alice's 10 s and a 503 change nothing of her 30.
+        let more = try store.createLogs([request("alice"), request("bob"), request("alice")], worker: "w1", claimSeconds: 60)
+        XCTAssertEqual(try waits(more).map { $0.map { $0.rounded() } }, [30, nil, 30])
+        XCTAssertEqual(try store.record([outcome(more[0][0], "alice", wait: 10), outcome(more[1][0], "bob", wait: 20),
+                                         outcome(more[2][0], "alice", wait: nil)], worker: "w1"), [.written, .written, .written])
+        XCTAssertEqual(try c.strings("""
+            SELECT round(extract(epoch FROM rate_limited_until - now())) AS left FROM crm.crm_integrations ORDER BY user_id
+            """, "left").compactMap(Double.init), [30, 20], accuracy: 2)
+        let refusals = try c.execute("SELECT id, rate_limited_attempts FROM crm.crm_sync_logs").rows
+        XCTAssertEqual(Dictionary(uniqueKeysWithValues: refusals.map { ($0.int64("id") ?? 0, $0.string("rate_limited_attempts") ?? "") }),
+                       [first[0][0].id: "1", more[0][0].id: "1", more[1][0].id: "1", more[2][0].id: "0"])
+
+        // Read by the single and the batch log statements, the claim, the refresh of a claim and a manual retry.
+        XCTAssertEqual(try waits(store.createLogs([request("bob")], worker: "w1", claimSeconds: 60)).map { $0 ?? 0 }, [20], accuracy: 2)
+        XCTAssertEqual(try waits(store.createLogs([request("bob"), request("alice")], worker: "w1", claimSeconds: 60)).map { $0 ?? 0 }, [20, 30],
+                       accuracy: 2)
+        XCTAssertEqual(try waits(store.createLogs([request("bob", queued: true)], worker: "w1", claimSeconds: 60)), [nil], "queued: nothing read")
+        try c.execute("UPDATE crm.crm_sync_logs SET next_attempt_at = now() - interval '1 second' WHERE status IN ('queued', 'retrying')")
+        let claimed = try store.claimDue(worker: "w2", limit: 10, claimSeconds: 60)
+        XCTAssertEqual(claimed.count, 5)
+        XCTAssertEqual(try claimed.map { try $0.target.get()?.rateLimitedForSeconds ?? 0 }.sorted(), [20, 20, 30, 30, 30], accuracy: 2)
+        let refreshed = try store.refreshClaims(ids: claimed.map(\.id), worker: "w2", claimSeconds: 60)
+        XCTAssertEqual(try refreshed.map { try $0.target.get()?.rateLimitedForSeconds ?? 0 }.sorted(), [20, 20, 30, 30, 30], accuracy: 2)
+        try c.execute("UPDATE crm.crm_sync_logs SET status = 'failed', claimed_by = NULL WHERE id = \(claimed[0].id)")
+        let retried = try XCTUnwrap(try store.claimFailed(user: claimed[0].user, id: claimed[0].id, worker: "w2", claimSeconds: 60))
+        XCTAssertNotNil(try retried.target.get()?.rateLimitedForSeconds)
+
+        // A wait that is over is no wait.
+        try c.execute("UPDATE crm.crm_integrations SET rate_limited_until = now() - interval '1 second'")
+        XCTAssertEqual(try waits(store.createLogs([request("bob"), request("alice")], worker: "w1", claimSeconds: 60)), [nil, nil])
     }
 
     func testClaimedRowsCarryWhatTheDeliveryNeeds() throws {

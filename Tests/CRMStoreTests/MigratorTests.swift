@@ -26,7 +26,7 @@ final class EmbeddedSQLTests: XCTestCase {
             XCTAssertTrue(sql == (try embeddedForm("migrations/\(version).sql")), "migrations/\(version).sql differs. \(stale)")
         }
         XCTAssertEqual(Migrator.embedded.migrations.map(\.version), files.map { String($0.dropLast(4)) }, "applied in file order")
-        XCTAssertEqual(files.map { String($0.prefix(4)) }, ["001_", "002_", "003_", "004_", "005_", "006_", "007_"])
+        XCTAssertEqual(files.map { String($0.prefix(4)) }, ["001_", "002_", "003_", "004_", "005_", "006_", "007_", "008_"])
     }
 }
 
@@ -46,7 +46,7 @@ final class MigratorTests: XCTestCase {
             XCTAssertEqual(try c.scalar("SELECT to_regclass(\(table)) IS NOT NULL"), "t", table)
         }
         XCTAssertEqual(try recorded(c), Self.versions)
-        XCTAssertEqual(Self.versions.count, 7)
+        XCTAssertEqual(Self.versions.count, 8)
 
         let second = try Migrator.embedded.migrate(try db.connect())
         XCTAssertEqual(second, Migrator.Report(created: false, applied: []))

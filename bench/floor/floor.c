@@ -70,7 +70,8 @@ static const char *const statement_sql[S_COUNT] = {
         "    SELECT nextval(pg_get_serial_sequence('crm.crm_sync_logs', 'id')) AS id, crm_type,\n"
         "           CASE WHEN $1::boolean THEN NULL ELSE crm.decrypt_credentials(credentials, $2) END AS plain,\n"
         "           CASE WHEN $1::boolean THEN NULL ELSE settings END AS settings,\n"
-        "           CASE WHEN $1::boolean THEN NULL ELSE updated_at END AS credentials_at\n"
+        "           CASE WHEN $1::boolean THEN NULL ELSE updated_at END AS credentials_at,\n"
+        "           CASE WHEN $1::boolean THEN NULL ELSE EXTRACT(EPOCH FROM rate_limited_until - now()) END AS held_for\n"
         "      FROM crm.crm_integrations\n"
         "     WHERE user_id = $3 AND is_active AND COALESCE((settings ->> $4::text)::boolean, true)\n"
         "       AND ($5::text[] IS NULL OR crm_type = ANY($5::text[]))),\n"
@@ -83,14 +84,15 @@ static const char *const statement_sql[S_COUNT] = {
         "           CASE WHEN $1::boolean THEN NULL ELSE now() + make_interval(secs => $10::double precision) END\n"
         "      FROM t\n"
         "    RETURNING id, unique_id)\n"
-        "SELECT inserted.id, t.crm_type, inserted.unique_id, true AS connected, t.plain, t.settings, t.credentials_at\n"
+        "SELECT inserted.id, t.crm_type, inserted.unique_id, true AS connected, t.plain, t.settings, t.credentials_at, t.held_for\n"
         "  FROM t JOIN inserted USING (id)",
     [S_RECORD] =
         "WITH logged AS (\n"
         "    UPDATE crm.crm_sync_logs\n"
         "       SET status = $1, http_status = $2::int, error = $3,\n"
         "           duration_ms = $4::int, crm_record_id = COALESCE($5, crm_record_id),\n"
-        "           response = $6::jsonb, attempts = attempts + 1, rate_limited_attempts = rate_limited_attempts + $14::int, updated_at = now(),\n"
+        "           response = $6::jsonb, attempts = attempts + 1, rate_limited_attempts = rate_limited_attempts + ($14::double precision IS NOT NULL)::int,\n"
+        "           updated_at = now(),\n"
         "           next_attempt_at = now() + make_interval(secs => $7::double precision),\n"
         "           claimed_by = NULL, claimed_until = NULL\n"
         "     WHERE id = $8::bigint AND status = 'in_flight' AND claimed_by = $9\n"
@@ -99,7 +101,8 @@ static const char *const statement_sql[S_COUNT] = {
         "    UPDATE crm.crm_integrations\n"
         "       SET last_sync_at = now(), last_sync_status = $1,\n"
         "           status = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN 'auth_error' ELSE status END,\n"
-        "           status_detail = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN $3 ELSE status_detail END\n"
+        "           status_detail = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN $3 ELSE status_detail END,\n"
+        "           rate_limited_until = GREATEST(rate_limited_until, now() + make_interval(secs => $14::double precision))\n"
         "     WHERE user_id = $12 AND crm_type = $13 AND EXISTS (SELECT 1 FROM logged)\n"
         "    RETURNING 1)\n"
         "SELECT (SELECT count(*) FROM logged) AS logged",
@@ -463,7 +466,7 @@ static int deliver_klaviyo(worker_t *w, const char *user, long long log_id, cons
     snprintf(id, sizeof id, "%lld", log_id);
     int ok = strcmp(status, "success") == 0;
     const char *rparams[14] = {status, http_status ? http : NULL, error, ms, ok ? unique_id : NULL, NULL, NULL, id, cfg_worker,
-                               "false", credentials_at, user, "klaviyo", "0"};
+                               "false", credentials_at, user, "klaviyo", NULL};
     PGresult *r = db_run(w, S_RECORD, rparams);
     if (r) PQclear(r);
 

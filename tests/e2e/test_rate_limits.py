@@ -83,20 +83,59 @@ def test_salesforce_request_limit_exceeded_is_a_rate_limit(svc, fakes, user_id):
     assert [log["status"] for log in logs] == ["success", "success"], logs
 
 
-def test_hubspot_ten_secondly_limit_waits_ten_seconds_without_retry_after(svc, fakes, user_id):
-    """HubSpot's 429 (policyName TEN_SECONDLY_ROLLING) names no Retry-After: the integration is
-    held for HubSpot's ten-second window, not retried at once nor after the 30 s backoff."""
+def test_hubspot_ten_secondly_limit_holds_the_integration_for_its_window(svc, fakes, user_id):
+    """HubSpot's rolling ten-second limit (the fake's own, 4 calls): its 429 (policyName
+    TEN_SECONDLY_ROLLING) names no Retry-After, so the integration is held for HubSpot's ten
+    seconds. The refused sync is retrying, every later one is held back without a call, and all
+    are delivered, each 429 counted as an attempt."""
     connect(svc, fakes, user_id, "hubspot")
-    fakes.faults("hubspot", [{"status": 429}], match="/crm/", method="POST")
-    first = by_type(sync_contact(svc, user_id, {"email": email_for("hslimit")}).json())["hubspot"]
-    assert first["status"] == "retrying" and "429" in first["detail"], first
-    second = by_type(sync_contact(svc, user_id, {"email": email_for("hslimit2")}).json())["hubspot"]
-    assert second["status"] == "queued" and second["detail"].startswith("held back: hubspot"), second
-    # "... due in N s": the rest of HubSpot's ten seconds (the gap between the calls is checked below)
-    assert 5 <= int(second["detail"].rsplit(" ", 2)[-2]) <= 11, second
+    fakes.config("hubspot", {"rate_limits": {"ten_secondly": 4}})
+    emails = [email_for(f"hslimit{i}") for i in range(8)]
+    answers = [by_type(sync_contact(svc, user_id, {"email": email}).json())["hubspot"] for email in emails]
+    statuses = [answer["status"] for answer in answers]
+    refused = statuses.index("retrying")  # the first call past the window's four
+    assert 1 <= refused <= 4 and statuses[:refused] == ["success"] * refused, answers
+    assert "429" in answers[refused]["detail"], answers[refused]
+    for held in answers[refused + 1:]:
+        assert held["status"] == "queued" and held["detail"].startswith("held back: hubspot is rate-limiting"), held
+        # "... due in N s": the rest of HubSpot's ten seconds, then the pace's turns
+        assert 5 <= int(held["detail"].rsplit(" ", 2)[-2]) <= 13, held
     def writes():
         return [q for q in fake_requests(fakes, "hubspot", "POST", "/crm/") if q["path"].endswith("/batch/upsert")]
-    refused_at = writes()[0]["at"]
-    logs = final_logs(svc, user_id, 2, timeout=30)
-    assert [log["status"] for log in logs] == ["success", "success"], logs
-    assert len(writes()) == 3 and min(q["at"] for q in writes()[1:]) - refused_at >= 9.9, writes()
+    assert len(writes()) == refused + 1  # the held-back syncs made no call
+    logs = final_logs(svc, user_id, len(emails), timeout=60)
+    assert [log["status"] for log in logs] == ["success"] * len(emails), logs
+    assert all(len(crm_records(fakes, "hubspot", email)) == 1 for email in emails)
+    # After each 429, no call for HubSpot's ten seconds (but those already on their way).
+    calls = writes()
+    timeline = " ".join(f"{q['at'] - calls[0]['at']:.2f}:{q['status']}" for q in calls)
+    for refused_at in (q["at"] for q in calls if q["status"] == 429):
+        assert all(q["at"] - refused_at >= 9.9 for q in calls if q["at"] > refused_at + 0.5), timeline
+    throttled = fakes.state("hubspot")["throttled"]["TEN_SECONDLY_ROLLING"]
+    assert throttled == sum(1 for q in calls if q["status"] == 429) <= 4, calls
+    assert sum(log["attempts"] for log in logs) == len(calls)
+
+
+def test_a_refusal_one_worker_heard_holds_the_integration_back_in_another(fresh_db, fakes):
+    """Two worker processes share one database. Klaviyo refuses a call made through the first
+    (429, Retry-After 5 s). A sync through the second, which was refused nothing, makes no
+    call: it is held back for the rest of that wait (read from the integration with its
+    credentials), and delivered after it."""
+    database, user = fresh_db(), uid()
+    with Service(database.dsn, fakes.urls, dict(BASE_ENV)) as first, Service(database.dsn, fakes.urls, dict(BASE_ENV)) as second:
+        connect(first, fakes, user, "klaviyo")
+        fakes.faults("klaviyo", [{"status": 429, "headers": {"Retry-After": "5"}}], match="/api/profile-import")
+        refused = by_type(sync_contact(first, user, {"email": email_for("first")}).json())["klaviyo"]
+        assert refused["status"] == "retrying" and "429" in refused["detail"], refused
+        email = email_for("second")
+        held = by_type(sync_contact(second, user, {"email": email}).json())["klaviyo"]
+        assert held["status"] == "queued" and held["detail"].startswith("held back: klaviyo is rate-limiting"), held
+        assert 2 <= int(held["detail"].rsplit(" ", 2)[-2]) <= 6, held  # the rest of the 5 s, then a turn
+        def imports():
+            return fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")
+        assert len(imports()) == 1  # the second worker made no call
+        logs = final_logs(first, user, 2, timeout=30)
+        assert [log["status"] for log in logs] == ["success", "success"], logs
+        assert len(crm_records(fakes, "klaviyo", email)) == 1
+        calls = imports()
+        assert len(calls) == 3 and all(later["at"] - calls[0]["at"] >= 4.9 for later in calls[1:]), [q["at"] for q in calls]

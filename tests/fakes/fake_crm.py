@@ -267,14 +267,16 @@ class BaseHandler(BaseHTTPRequestHandler):
             return
         srv = self.server
         with srv.lock:
-            srv.requests.append({"method": self.command, "path": req.raw_path, "query": req.query,
-                                 "raw_query": req.raw_query, "headers": headers,
-                                 "body": req.recorded_body(), "at": time.time()})
+            recorded = {"method": self.command, "path": req.raw_path, "query": req.query,
+                        "raw_query": req.raw_query, "headers": headers,
+                        "body": req.recorded_body(), "at": time.time(), "status": None}
+            srv.requests.append(recorded)
             del srv.requests[:-MAX_RECORDED]
             fault = next((f for f in srv.faults if f.get("method") in (None, self.command) and (
                 req.raw_path == f["match"] if f.get("exact") else req.raw_path.startswith(f["match"] or ""))), None)
             if fault:
                 srv.faults.remove(fault)
+                recorded["status"] = fault["response"].get("status")
             down, latency = srv.down, float(self.cfg.get("latency_s") or 0)
         lost = bool(fault and fault["response"].get("lost"))
         if fault and not lost:
@@ -284,6 +286,7 @@ class BaseHandler(BaseHTTPRequestHandler):
             reply = self.error(srv.down_status, "Service unavailable (fake down mode)", "down")
             if srv.down_retry_after is not None:
                 reply.headers.append(("Retry-After", str(srv.down_retry_after)))
+            recorded["status"] = reply.status
             self._send(reply, req)
             return
         if latency:
@@ -294,6 +297,7 @@ class BaseHandler(BaseHTTPRequestHandler):
         except Exception:  # a bug in the fake: answer like the vendor's 500, log to stderr
             sys.stderr.write(traceback.format_exc())
             reply = self.error(500, "Internal server error in fake", "internal")
+        recorded["status"] = reply.status
         if lost:  # the request took effect; its answer never arrives
             self._apply_fault({"close": True}, req)
             return
@@ -1697,7 +1701,7 @@ class HubSpotHandler(BaseHandler):
     def default_config():
         return {"token": "pat-na1-valid-token", "portal_id": 12345678, "custom_properties": [],
                 "events": [], "note_properties": [], "time_zone": "US/Eastern", "scopes": None, "latency_s": 0,
-                "association_page_size": None}
+                "association_page_size": None, "rate_limits": None}
 
     @staticmethod
     def new_state(cfg):
@@ -1709,7 +1713,8 @@ class HubSpotHandler(BaseHandler):
         note_props = {n: hs_property(n, "datetime" if n == "hs_timestamp" else "string", group="engagement")
                       for n in HS_NOTE_PROPS}
         st = {"properties": props, "note_properties": note_props, "contacts": {}, "notes": {}, "events": [],
-              "event_defs": {}, "seq": 150, "expired": False}
+              "event_defs": {}, "seq": 150, "expired": False,
+              "rate_calls": [], "search_calls": [], "daily_used": 0, "throttled": {}}
         HubSpotHandler._add_custom(st, cfg)
         return st
 
@@ -1773,6 +1778,52 @@ class HubSpotHandler(BaseHandler):
         if self.st["expired"]:
             return self.error(401, "The OAuth token used to make this call expired 0 day(s) ago.",
                               "EXPIRED_AUTHENTICATION")
+        throttled, headers = self._rate_limit(req.route.endswith("/search"))
+        if throttled:
+            return throttled
+        reply = self._route(req)
+        reply.headers += headers
+        return reply
+
+    def _rate_limit(self, search):
+        """HubSpot's limits (config `rate_limits`: `{"ten_secondly": N, "daily": N, "search_secondly": N}`,
+        each optional): calls in any rolling 10 s (search apart, per second) and calls since the
+        fake started, as the day's. Past one: 429 `RATE_LIMITS` with its `policyName` and no
+        `Retry-After`. Answers other than search carry the `X-HubSpot-RateLimit-*` headers.
+        A refused call counts in none. (reply or None, headers)."""
+        limits = self.cfg.get("rate_limits")
+        if not limits:
+            return None, []
+        now = time.monotonic()
+        window, calls = (1.0, self.st["search_calls"]) if search else (10.0, self.st["rate_calls"])
+        calls[:] = [t for t in calls if t > now - window]
+        policy = None
+        if limits.get("daily") is not None and self.st["daily_used"] >= limits["daily"]:
+            policy = "DAILY"
+        elif search and limits.get("search_secondly") is not None and len(calls) >= limits["search_secondly"]:
+            policy = "SECONDLY"
+        elif not search and limits.get("ten_secondly") is not None and len(calls) >= limits["ten_secondly"]:
+            policy = "TEN_SECONDLY_ROLLING"
+        if policy:
+            self.st["throttled"][policy] = self.st["throttled"].get(policy, 0) + 1
+            group = {"DAILY": "publicapi:private-app:daily", "SECONDLY": "publicapi:private-app:search:secondly",
+                     "TEN_SECONDLY_ROLLING": "publicapi:private-app:ten-secondly"}[policy]
+            reply = self.error(429, f"You have reached your {policy.lower()} limit.", policyName=policy, groupName=group)
+            return reply, []
+        calls.append(now)
+        self.st["daily_used"] += 1
+        if search:
+            return None, []
+        headers = [("X-HubSpot-RateLimit-Interval-Milliseconds", "10000")]
+        if limits.get("ten_secondly") is not None:
+            headers += [("X-HubSpot-RateLimit-Max", str(limits["ten_secondly"])),
+                        ("X-HubSpot-RateLimit-Remaining", str(limits["ten_secondly"] - len(calls)))]
+        if limits.get("daily") is not None:
+            headers += [("X-HubSpot-RateLimit-Daily", str(limits["daily"])),
+                        ("X-HubSpot-RateLimit-Daily-Remaining", str(limits["daily"] - self.st["daily_used"]))]
+        return None, headers
+
+    def _route(self, req):
         if req.method in ("POST", "PATCH", "PUT"):
             if req.ctype != "application/json":
                 return self.error(415, f"HTTP 415 Unsupported Media Type: '{req.ctype or '(none)'}'")
@@ -2228,7 +2279,8 @@ class HubSpotHandler(BaseHandler):
     def dump_state(self):
         return {"contacts": list(self.st["contacts"].values()), "notes": list(self.st["notes"].values()),
                 "events": self.st["events"], "event_definitions": list(self.st["event_defs"].values()),
-                "custom_properties": [n for n in self.st["properties"] if n not in HS_STANDARD + HS_READONLY]}
+                "custom_properties": [n for n in self.st["properties"] if n not in HS_STANDARD + HS_READONLY],
+                "throttled": self.st["throttled"], "daily_used": self.st["daily_used"]}
 
 
 # =================================================================================================

@@ -657,6 +657,37 @@ def test_hubspot_scopes(u):
     assert call(base, "GET", "/crm/objects/2026-03/contacts?limit=1", headers=HS_HEADERS).status == 200
 
 
+def test_hubspot_rate_limits(u):
+    """HubSpot's limits: calls in a rolling ten seconds (headers on every answer but search's),
+    search calls per second, and the day's calls. Past one: 429 RATE_LIMITS naming the policy,
+    without Retry-After. Refused calls and unauthenticated ones count in none."""
+    base = u["hubspot"]
+    control(base, "config", {"rate_limits": {"ten_secondly": 2, "search_secondly": 1, "daily": 5}})
+    assert call(base, "GET", "/account-info/v3/details", headers={"Authorization": "Bearer pat-na1-wrong"}).status == 401
+    answers = [call(base, "GET", "/account-info/v3/details", headers=HS_HEADERS) for _ in range(3)]
+    assert [a.status for a in answers] == [200, 200, 429], answers
+    assert answers[0].headers["X-HubSpot-RateLimit-Max"] == "2" and answers[0].headers["X-HubSpot-RateLimit-Remaining"] == "1"
+    assert answers[1].headers["X-HubSpot-RateLimit-Remaining"] == "0"
+    assert answers[1].headers["X-HubSpot-RateLimit-Interval-Milliseconds"] == "10000"
+    assert answers[1].headers["X-HubSpot-RateLimit-Daily-Remaining"] == "3"
+    refused = answers[2]
+    assert refused.json["category"] == "RATE_LIMITS" and refused.json["policyName"] == "TEN_SECONDLY_ROLLING", refused
+    assert refused.json["message"] == "You have reached your ten_secondly_rolling limit." and "Retry-After" not in refused.headers
+    search = {"filterGroups": [{"filters": [{"propertyName": "email", "operator": "EQ", "value": "x@example.com"}]}]}
+    searches = [call(base, "POST", "/crm/v3/objects/contacts/search", headers=HS_HEADERS, json_body=search) for _ in range(2)]
+    assert [a.status for a in searches] == [200, 429], searches
+    assert "X-HubSpot-RateLimit-Max" not in searches[0].headers and searches[1].json["policyName"] == "SECONDLY"
+    time.sleep(1.05)
+    assert call(base, "POST", "/crm/v3/objects/contacts/search", headers=HS_HEADERS, json_body=search).status == 200
+    # Four calls so far today (2 + 2 searches), of 5: one more, then the day is used up, search too.
+    control(base, "config", {"rate_limits": {"daily": 5}})
+    assert call(base, "GET", "/account-info/v3/details", headers=HS_HEADERS).headers["X-HubSpot-RateLimit-Daily-Remaining"] == "0"
+    for method, path, body in (("GET", "/account-info/v3/details", None), ("POST", "/crm/v3/objects/contacts/search", search)):
+        r = call(base, method, path, headers=HS_HEADERS, json_body=body)
+        assert r.status == 429 and r.json["policyName"] == "DAILY", r
+    assert control(base, "state")["throttled"] == {"TEN_SECONDLY_ROLLING": 1, "SECONDLY": 1, "DAILY": 2}
+
+
 def upsert(u, inputs, path="/crm/v3/objects/contacts/batch/upsert"):
     return call(u["hubspot"], "POST", path, headers=HS_HEADERS, json_body={"inputs": inputs})
 

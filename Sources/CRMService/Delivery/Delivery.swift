@@ -207,6 +207,10 @@ public final class Delivery: Sendable {
     private func attempt(id: Int64, user: UserID, type: CRMType, payload: Payload, uniqueID: String?, attemptsBefore: Int, rateLimitedBefore: Int,
                          ageSeconds: Double, background: Bool, neverSent: Bool, target: TargetRead, called: () -> Void = {}) async -> JSON {
         let key = RateLimits.Key(user: user, type: type)
+        // A refusal another worker heard (read with the credentials): this one waits too.
+        if case let .success(delivering?) = target, let seconds = delivering.rateLimitedForSeconds {
+            rateLimits.heard(key, waitSeconds: seconds)
+        }
         // The CRM is rate-limiting this integration: no call now (it would be refused), the
         // row's turn comes later. Unless that is past the retry window: then it tries now.
         if let turn = rateLimits.admit(key), ageSeconds + turn <= policy.windowSeconds {
@@ -293,12 +297,14 @@ public final class Delivery: Sendable {
             let delay = rateLimited
                 ? policy.delay(afterRateLimitWithTurn: rateLimits.limited(key, retryAfter: retryAfter), age: ageSeconds)
                 : policy.delay(afterAttempts: attempts - rateLimitedBefore, age: ageSeconds, retryAfter: retryAfter)
+            // Written with the outcome: every worker holds the integration back until the wait ends.
+            let wait = rateLimited ? RateLimits.waitSeconds(retryAfter: retryAfter) : nil
             if let delay {
                 return (AttemptRecord(status: "retrying", httpStatus: status, error: error, durationMS: ms, crmRecordID: nil,
-                                      response: response, nextAttemptInSeconds: delay, authFailure: false, rateLimited: rateLimited), nil)
+                                      response: response, nextAttemptInSeconds: delay, authFailure: false, rateLimitedForSeconds: wait), nil)
             }
             return (AttemptRecord(status: "failed", httpStatus: status, error: "gave up after \(attempts) attempts: \(error)", durationMS: ms,
-                                  crmRecordID: nil, response: response, nextAttemptInSeconds: nil, authFailure: false, rateLimited: rateLimited), nil)
+                                  crmRecordID: nil, response: response, nextAttemptInSeconds: nil, authFailure: false, rateLimitedForSeconds: wait), nil)
         }
     }
 

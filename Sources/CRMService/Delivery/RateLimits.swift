@@ -9,8 +9,10 @@ import Synchronization
 /// is still refused slows by half; one that is not speeds up by ~5 % per call. An integration
 /// no one has heard a refusal from for a while is forgotten (a later refusal starts afresh).
 ///
-/// Each worker keeps its own: workers sharing an integration learn its limit each from its own
-/// refusals. Costs nothing while no CRM is rate-limiting: `admit` reads one atomic.
+/// Each worker process keeps its own pace, learnt from its own refusals. The wait is shared: a
+/// refusal is written with its outcome (`rate_limited_until`) and read with the credentials of
+/// every later delivery, so that other workers hold back too (`heard`). Costs nothing while no
+/// CRM is rate-limiting: `admit` reads one atomic.
 final class RateLimits: Sendable {
     struct Key: Hashable, Sendable {
         let user: UserID
@@ -46,7 +48,7 @@ final class RateLimits: Sendable {
     /// The CRM refused a call for its rate limit, asking for `retryAfter` seconds (nil: it did
     /// not say). Returns the seconds until the refused delivery's own turn.
     func limited(_ key: Key, retryAfter: Double?, now: ContinuousClock.Instant = .now) -> Double {
-        let wait = retryAfter.map { Duration.milliseconds(Int64(min($0, 86_400) * 1000)) } ?? Self.defaultWait
+        let wait = Self.duration(Self.waitSeconds(retryAfter: retryAfter))
         return paces.withLock { paces in
             // Forget the paces no one needs any more (here: refusals are rare).
             for (other, pace) in paces where other != key && Self.isForgotten(pace, now: now) { paces[other] = nil }
@@ -69,6 +71,32 @@ final class RateLimits: Sendable {
             return turn
         }
     }
+
+    /// Another worker process was refused a call for this integration's rate limit, and the
+    /// CRM's wait has `seconds` left: no call before it ends. A pace this worker knows keeps
+    /// its interval (it halves only on this worker's own refusals); else it starts at the first.
+    func heard(_ key: Key, waitSeconds seconds: Double, now: ContinuousClock.Instant = .now) {
+        let until = now + Self.duration(seconds)
+        paces.withLock { paces in
+            if var known = paces[key], !Self.isForgotten(known, now: now) {
+                guard until > known.until else { return }  // known already (say, this worker's own refusal)
+                known.until = until
+                known.tokens = 0
+                known.refilled = until
+                paces[key] = known
+            } else {
+                paces[key] = Pace(until: until, interval: Self.firstInterval, tokens: 0, refilled: until, booked: now, lastRefusal: now)
+            }
+            count.store(paces.count, ordering: .relaxed)
+        }
+    }
+
+    /// The wait after a refusal: the CRM's `Retry-After` (at most a day), else `defaultWait`.
+    static func waitSeconds(retryAfter: Double?) -> Double {
+        retryAfter.map { min(max($0, 0), 86_400) } ?? defaultWait / .seconds(1)
+    }
+
+    private static func duration(_ seconds: Double) -> Duration { .milliseconds(Int64(seconds * 1000)) }
 
     /// Whether a delivery to `key` may call its CRM now: nil if so, else the seconds until its
     /// turn (booked: the next delivery put off gets the turn after).
