@@ -115,6 +115,16 @@ public struct IntegrationStore: Sendable {
         return counts
     }
 
+    /// The end of the wait the CRM asked for when it last refused a call of this integration for
+    /// its rate limit, while that wait lasts (nil when there is none, or it is over).
+    public func rateLimitedUntil(user: UserID, type: CRMType) throws -> Timestamp? {
+        let sql: SQL = """
+            SELECT rate_limited_until FROM crm.crm_integrations
+             WHERE user_id = \(user) AND crm_type = \(type) AND rate_limited_until > now()
+            """
+        return try pool.withConnection { try $0.execute(sql) }.first?.timestamp("rate_limited_until")
+    }
+
     /// A row of `columns`, read by position: this runs for every integration of every list.
     static func record(_ row: Row) throws -> IntegrationRecord {
         assert(row.data.columns == columns, "the query selects IntegrationStore.columns in order")

@@ -17,7 +17,7 @@ from crm_harness import TEST_ENCRYPTION_KEY, uid
 CRM_TYPES = ["creatio", "hubspot", "klaviyo", "salesforce"]
 UNSUPPORTED = "Unsupported CRM type '{}'. Supported: creatio, hubspot, klaviyo, salesforce"
 STATUS_KEYS = {"crm_type", "connected", "is_active", "status", "settings", "created_at", "updated_at",
-               "last_sync_at", "last_sync_status", "stats"}
+               "last_sync_at", "last_sync_status", "rate_limited_until", "stats"}
 LIST_ITEM_KEYS = {"crm_type", "is_active", "status", "settings", "created_at", "updated_at", "last_sync_at",
                   "last_sync_status"}
 LOG_KEYS = {"id", "crm_type", "operation", "status", "attempts", "http_status", "error", "duration_ms",
@@ -103,6 +103,7 @@ def test_status_connected_full_shape_and_stats(service, fakes, pg, user_id):
     assert parse_ts(body["created_at"]) == parse_ts(created["created_at"])
     assert parse_ts(body["updated_at"]) == parse_ts(created["updated_at"])
     assert body["last_sync_at"] is None and body["last_sync_status"] is None
+    assert body["rate_limited_until"] is None
     assert body["stats"] == {"success": 3, "failed": 2, "retrying": 1, "pending": 1}, body["stats"]
 
 

@@ -3,8 +3,10 @@ spending its calls on 429s (README: "Rate limits")."""
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 
 from crm_harness import Service, uid
+from test_integrations import parse_ts
 from test_sync import (  # noqa: F401  (fixtures are used by name)
     BASE_ENV, by_type, connect, crm_records, db, email_for, fake_requests, fresh_db, get_log, hdr, svc, sync_contact,
     wait_until,
@@ -134,8 +136,12 @@ def test_a_refusal_one_worker_heard_holds_the_integration_back_in_another(fresh_
         def imports():
             return fake_requests(fakes, "klaviyo", "POST", "/api/profile-import")
         assert len(imports()) == 1  # the second worker made no call
+        # The integration's status shows the wait while it lasts.
+        until = second.get("/crm/klaviyo/status", headers=hdr(user)).json()["rate_limited_until"]
+        assert until and 3 <= (parse_ts(until) - datetime.now(timezone.utc)).total_seconds() <= 5.5, until
         logs = final_logs(first, user, 2, timeout=30)
         assert [log["status"] for log in logs] == ["success", "success"], logs
+        assert second.get("/crm/klaviyo/status", headers=hdr(user)).json()["rate_limited_until"] is None
         assert len(crm_records(fakes, "klaviyo", email)) == 1
         calls = imports()
         assert len(calls) == 3 and all(later["at"] - calls[0]["at"] >= 4.9 for later in calls[1:]), [q["at"] for q in calls]

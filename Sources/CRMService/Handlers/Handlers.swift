@@ -242,10 +242,12 @@ struct Handlers: Sendable {
             return .json(200, .object([("crm_type", .string(type.rawValue)), ("connected", false)]))
         }
         let stats = try context.integrations.stats(user: user, type: type)
+        let rateLimitedUntil = try context.integrations.rateLimitedUntil(user: user, type: type)
         return .json(200, .object([
             ("crm_type", .string(type.rawValue)), ("connected", true), ("is_active", .bool(record.isActive)), ("status", .string(record.status)),
             ("settings", record.settings.json), ("created_at", JSON(record.createdAt)), ("updated_at", JSON(record.updatedAt)),
             ("last_sync_at", JSON(record.lastSyncAt)), ("last_sync_status", JSON(record.lastSyncStatus)),
+            ("rate_limited_until", JSON(rateLimitedUntil)),
             ("stats", .object([
                 ("success", JSON(stats["success"] ?? 0)), ("failed", JSON(stats["failed"] ?? 0)),
                 ("retrying", JSON(stats["retrying"] ?? 0)),

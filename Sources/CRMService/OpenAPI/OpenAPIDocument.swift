@@ -2165,6 +2165,7 @@ public enum OpenAPIDocument {
           "updated_at",
           "last_sync_at",
           "last_sync_status",
+          "rate_limited_until",
           "stats"
         ],
         "properties": {
@@ -2208,6 +2209,14 @@ public enum OpenAPIDocument {
                 "type": "null"
               }
             ]
+          },
+          "rate_limited_until": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "format": "date-time",
+            "description": "While the CRM is rate-limiting this integration: the end of the wait it asked for when it last refused a call (its Retry-After; 10 s when it gave none). Until then no worker calls it, and its syncs are held back (their logs say so); null otherwise."
           },
           "stats": {
             "$ref": "#/components/schemas/SyncStats"
