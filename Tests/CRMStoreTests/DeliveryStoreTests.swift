@@ -8,6 +8,15 @@ import XCTest
 final class DeliveryStoreTests: XCTestCase {
     /// Inserts one sync log row; times are seconds from now (nil: NULL). Returns its id.
     @discardableResult
+    /// Klaviyo integrations of alice and bob, with their (encrypted) API keys.
+    private func connectAliceAndBob(_ c: Connection) throws {
+        try c.execute("""
+            INSERT INTO crm.crm_integrations (user_id, crm_type, credentials, settings) VALUES
+              ('alice', 'klaviyo', pgp_sym_encrypt('{"api_key":"pk_alice"}', \(ScratchDatabase.key)), '{}'),
+              ('bob', 'klaviyo', pgp_sym_encrypt('{"api_key":"pk_bob"}', \(ScratchDatabase.key)), '{}')
+            """)
+    }
+
     private func insert(_ c: Connection, _ status: String, next: Int?, claimedUntil: Int? = nil, attempts: Int = 0) throws -> Int64 {
         let row = try c.execute("""
             INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, attempts, next_attempt_at, claimed_by, claimed_until)
@@ -263,27 +272,20 @@ final class DeliveryStoreTests: XCTestCase {
     func testARateLimitWaitIsSharedThroughTheIntegration() throws {
         let db = try ScratchDatabase.migrated(for: self)
         let c = try db.connect()
-        try c.execute("""
-            INSERT INTO crm.crm_integrations (user_id, crm_type, credentials, settings) VALUES
-              ('alice', 'klaviyo', pgp_sym_encrypt('{"api_key":"pk_alice"}', \(ScratchDatabase.key)), '{}'),
-              ('bob', 'klaviyo', pgp_sym_encrypt('{"api_key":"pk_bob"}', \(ScratchDatabase.key)), '{}')
-            """)
+        try connectAliceAndBob(c)
         let store = DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
-        func request(_ user: String, queued: Bool = false) -> LogRequest {
-            LogRequest(user: UserID(user)!, operation: "contact", types: nil, request: ["email": "a@b.co"], uniqueID: nil, queued: queued)
-        }
         func waits(_ rows: [[CreatedLog]]) throws -> [Double?] { try rows.flatMap { $0 }.map { try $0.target?.get()?.rateLimitedForSeconds } }
         func outcome(_ log: CreatedLog, _ user: String, wait: Double?) -> DeliveryStore.Outcome {
             DeliveryStore.Outcome(AttemptRecord(status: "retrying", httpStatus: wait == nil ? 503 : 429, error: "not now", durationMS: 1, crmRecordID: nil,
                                                 response: nil, nextAttemptInSeconds: 60, authFailure: false, rateLimitedForSeconds: wait),
                                   logID: log.id, user: UserID(user)!, type: .klaviyo)
         }
-        let first = try store.createLogs([request("alice")], worker: "w1", claimSeconds: 60)
+        let first = try store.createLogs([contactRequest("alice")], worker: "w1", claimSeconds: 60)
         XCTAssertEqual(try waits(first), [nil], "never refused")
         // Refused alone (the plain statement): 30 s.
         XCTAssertEqual(try store.record([outcome(first[0][0], "alice", wait: 30)], worker: "w1"), [.written])
         // Two more in a batch: bob's 20 s; alice's 10 s and a 503 change nothing of her 30.
-        let more = try store.createLogs([request("alice"), request("bob"), request("alice")], worker: "w1", claimSeconds: 60)
+        let more = try store.createLogs([contactRequest("alice"), contactRequest("bob"), contactRequest("alice")], worker: "w1", claimSeconds: 60)
         XCTAssertEqual(try waits(more).map { $0.map { $0.rounded() } }, [30, nil, 30])
         XCTAssertEqual(try store.record([outcome(more[0][0], "alice", wait: 10), outcome(more[1][0], "bob", wait: 20),
                                          outcome(more[2][0], "alice", wait: nil)], worker: "w1"), [.written, .written, .written])
@@ -295,10 +297,10 @@ final class DeliveryStoreTests: XCTestCase {
                        [first[0][0].id: "1", more[0][0].id: "1", more[1][0].id: "1", more[2][0].id: "0"])
 
         // Read by the single and the batch log statements, the claim, the refresh of a claim and a manual retry.
-        XCTAssertEqual(try waits(store.createLogs([request("bob")], worker: "w1", claimSeconds: 60)).map { $0 ?? 0 }, [20], accuracy: 2)
-        XCTAssertEqual(try waits(store.createLogs([request("bob"), request("alice")], worker: "w1", claimSeconds: 60)).map { $0 ?? 0 }, [20, 30],
+        XCTAssertEqual(try waits(store.createLogs([contactRequest("bob")], worker: "w1", claimSeconds: 60)).map { $0 ?? 0 }, [20], accuracy: 2)
+        XCTAssertEqual(try waits(store.createLogs([contactRequest("bob"), contactRequest("alice")], worker: "w1", claimSeconds: 60)).map { $0 ?? 0 }, [20, 30],
                        accuracy: 2)
-        XCTAssertEqual(try waits(store.createLogs([request("bob", queued: true)], worker: "w1", claimSeconds: 60)), [nil], "queued: nothing read")
+        XCTAssertEqual(try waits(store.createLogs([contactRequest("bob", queued: true)], worker: "w1", claimSeconds: 60)), [nil], "queued: nothing read")
         try c.execute("UPDATE crm.crm_sync_logs SET next_attempt_at = now() - interval '1 second' WHERE status IN ('queued', 'retrying')")
         let claimed = try store.claimDue(worker: "w2", limit: 10, claimSeconds: 60)
         XCTAssertEqual(claimed.count, 5)
@@ -311,7 +313,7 @@ final class DeliveryStoreTests: XCTestCase {
 
         // A wait that is over is no wait.
         try c.execute("UPDATE crm.crm_integrations SET rate_limited_until = now() - interval '1 second'")
-        XCTAssertEqual(try waits(store.createLogs([request("bob"), request("alice")], worker: "w1", claimSeconds: 60)), [nil, nil])
+        XCTAssertEqual(try waits(store.createLogs([contactRequest("bob"), contactRequest("alice")], worker: "w1", claimSeconds: 60)), [nil, nil])
     }
 
     func testClaimedRowsCarryWhatTheDeliveryNeeds() throws {
@@ -483,26 +485,19 @@ final class DeliveryStoreTests: XCTestCase {
     func testLogRowsDeliveredNowComeWithTheirCredentials() throws {
         let db = try ScratchDatabase.migrated(for: self)
         let c = try db.connect()
-        try c.execute("""
-            INSERT INTO crm.crm_integrations (user_id, crm_type, credentials, settings) VALUES
-              ('alice', 'klaviyo', pgp_sym_encrypt('{"api_key":"pk_alice"}', \(ScratchDatabase.key)), '{}'),
-              ('bob', 'klaviyo', pgp_sym_encrypt('{"api_key":"pk_bob"}', \(ScratchDatabase.key)), '{}')
-            """)
+        try connectAliceAndBob(c)
         let store = DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
-        func request(_ user: String) -> LogRequest {
-            LogRequest(user: UserID(user)!, operation: "contact", types: nil, request: ["email": "a@b.co"], uniqueID: nil, queued: false)
-        }
         func apiKey(_ row: CreatedLog?) throws -> String? {
             guard case let .klaviyo(key)? = try row?.target?.get()?.credentials else { return nil }
             return key.revealed
         }
-        XCTAssertEqual(try apiKey(store.createLogs([request("alice")], worker: "w1", claimSeconds: 60)[0].first), "pk_alice")
-        let batch = try store.createLogs([request("alice"), request("bob")], worker: "w1", claimSeconds: 60)
+        XCTAssertEqual(try apiKey(store.createLogs([contactRequest("alice")], worker: "w1", claimSeconds: 60)[0].first), "pk_alice")
+        let batch = try store.createLogs([contactRequest("alice"), contactRequest("bob")], worker: "w1", claimSeconds: 60)
         XCTAssertEqual(try batch.map { try apiKey($0.first) }, ["pk_alice", "pk_bob"])
 
         let otherKey = DeliveryStore(pool: db.pool(), encryptionKey: Secret("fedcba9876543210fedcba9876543210"))
-        for rows in [try otherKey.createLogs([request("alice")], worker: "w1", claimSeconds: 60),
-                     try otherKey.createLogs([request("alice"), request("bob")], worker: "w1", claimSeconds: 60)] {
+        for rows in [try otherKey.createLogs([contactRequest("alice")], worker: "w1", claimSeconds: 60),
+                     try otherKey.createLogs([contactRequest("alice"), contactRequest("bob")], worker: "w1", claimSeconds: 60)] {
             for row in rows.flatMap({ $0 }) {
                 guard case let .failure(error)? = row.target else { return XCTFail("\(String(describing: row.target))") }
                 XCTAssertTrue(error.message.contains("not readable"), error.message)
@@ -668,4 +663,9 @@ final class DeliveryStoreTests: XCTestCase {
 private func XCTAssertEqual(_ a: [Double], _ b: [Double], accuracy: Double, file: StaticString = #filePath, line: UInt = #line) {
     XCTAssertEqual(a.count, b.count, file: file, line: line)
     for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: accuracy, file: file, line: line) }
+}
+
+/// A contact sync request of `user`, delivered now unless `queued`.
+private func contactRequest(_ user: String, queued: Bool = false) -> LogRequest {
+    LogRequest(user: UserID(user)!, operation: "contact", types: nil, request: ["email": "a@b.co"], uniqueID: nil, queued: queued)
 }
