@@ -56,7 +56,6 @@ public struct AttemptRecord: Sendable {
     /// seconds: counted in `rate_limited_attempts` too, and every worker holds the integration
     /// back until then (`rate_limited_until`). Nil for any other outcome.
     public var rateLimitedForSeconds: Double?
-    public var rateLimited: Bool { rateLimitedForSeconds != nil }
 
     public init(status: String, httpStatus: Int?, error: String?, durationMS: Int, crmRecordID: String?, response: JSON?, nextAttemptInSeconds: Double?, authFailure: Bool,
                 rateLimitedForSeconds: Double? = nil) {
