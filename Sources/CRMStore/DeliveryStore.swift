@@ -398,8 +398,8 @@ public struct DeliveryStore: Sendable {
     }
 
     /// Writes an attempt's outcome, only while the row is still ours, and the integration's
-    /// last sync (and `auth_error`, when the attempt's credentials, stored at
-    /// `credentialsStoredAt`, are still the integration's). See `record(_:worker:)`.
+    /// last sync (and `auth_error` or a rate limit's wait, when the attempt's credentials,
+    /// stored at `credentialsStoredAt`, are still the integration's). See `record(_:worker:)`.
     @discardableResult
     public func record(_ attempt: AttemptRecord, logID: Int64, user: UserID, type: CRMType, credentialsStoredAt: String? = nil,
                        worker: String) throws -> Recorded {
@@ -447,7 +447,9 @@ public struct DeliveryStore: Sendable {
                SET last_sync_at = now(), last_sync_status = $1,
                    status = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN 'auth_error' ELSE status END,
                    status_detail = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN $3 ELSE status_detail END,
-                   rate_limited_until = GREATEST(rate_limited_until, now() + make_interval(secs => $14::double precision))
+                   rate_limited_until = CASE WHEN updated_at = $11::timestamptz
+                                             THEN GREATEST(rate_limited_until, now() + make_interval(secs => $14::double precision))
+                                             ELSE rate_limited_until END
              WHERE user_id = $12 AND crm_type = $13 AND EXISTS (SELECT 1 FROM logged)
             RETURNING 1)
         SELECT (SELECT count(*) FROM logged) AS logged
@@ -572,7 +574,9 @@ public struct DeliveryStore: Sendable {
                SET last_sync_at = now(), last_sync_status = r.status,
                    status = CASE WHEN r.auth_failure AND i.updated_at = r.credentials_at THEN 'auth_error' ELSE i.status END,
                    status_detail = CASE WHEN r.auth_failure AND i.updated_at = r.credentials_at THEN r.error ELSE i.status_detail END,
-                   rate_limited_until = GREATEST(i.rate_limited_until, now() + make_interval(secs => r.rate_limited_for))
+                   rate_limited_until = CASE WHEN i.updated_at = r.credentials_at
+                                             THEN GREATEST(i.rate_limited_until, now() + make_interval(secs => r.rate_limited_for))
+                                             ELSE i.rate_limited_until END
               FROM r JOIN logged ON logged.id = r.id
              WHERE i.user_id = r.user_id AND i.crm_type = r.crm_type
             RETURNING 1)

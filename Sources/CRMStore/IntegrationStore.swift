@@ -32,14 +32,15 @@ public struct IntegrationStore: Sendable {
     /// What every query of an integration selects, in this order (`record` reads by position).
     static let columns = ["crm_type", "is_active", "status", "settings", "created_at", "updated_at", "last_sync_at", "last_sync_status"]
 
-    /// Connects (or reconnects): replaces credentials and settings, clears an auth_error.
+    /// Connects (or reconnects): replaces credentials and settings, clears an auth_error and the
+    /// wait a rate-limiting CRM asked for (new credentials may be another account's).
     public func save(user: UserID, credentials: Credentials, settings: IntegrationSettings) throws -> IntegrationRecord {
         let sql: SQL = """
             INSERT INTO crm.crm_integrations (user_id, crm_type, credentials, settings)
             VALUES (\(user), \(credentials.crmType), pgp_sym_encrypt(\(credentials.storageJSON), \(key), \(Self.encryptionOptions)), \(settings.json))
             ON CONFLICT (user_id, crm_type) DO UPDATE
                SET credentials = EXCLUDED.credentials, settings = EXCLUDED.settings, is_active = true,
-                   status = 'connected', status_detail = NULL, updated_at = now()
+                   status = 'connected', status_detail = NULL, rate_limited_until = NULL, updated_at = now()
             RETURNING crm_type, is_active, status, settings, created_at, updated_at, last_sync_at, last_sync_status
             """
         let result = try pool.withConnection { try $0.execute(sql) }

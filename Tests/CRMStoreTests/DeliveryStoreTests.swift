@@ -275,20 +275,20 @@ final class DeliveryStoreTests: XCTestCase {
         try connectAliceAndBob(c)
         let store = DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
         func waits(_ rows: [[CreatedLog]]) throws -> [Double?] { try rows.flatMap { $0 }.map { try $0.target?.get()?.rateLimitedForSeconds } }
-        func outcome(_ log: CreatedLog, _ user: String, wait: Double?) -> DeliveryStore.Outcome {
+        func outcome(_ log: CreatedLog, _ user: String, wait: Double?) throws -> DeliveryStore.Outcome {
             DeliveryStore.Outcome(AttemptRecord(status: "retrying", httpStatus: wait == nil ? 503 : 429, error: "not now", durationMS: 1, crmRecordID: nil,
                                                 response: nil, nextAttemptInSeconds: 60, authFailure: false, rateLimitedForSeconds: wait),
-                                  logID: log.id, user: UserID(user)!, type: .klaviyo)
+                                  logID: log.id, user: UserID(user)!, type: .klaviyo, credentialsStoredAt: try log.target?.get()?.credentialsStoredAt)
         }
         let first = try store.createLogs([contactRequest("alice")], worker: "w1", claimSeconds: 60)
         XCTAssertEqual(try waits(first), [nil], "never refused")
         // Refused alone (the plain statement): 30 s.
-        XCTAssertEqual(try store.record([outcome(first[0][0], "alice", wait: 30)], worker: "w1"), [.written])
+        XCTAssertEqual(try store.record([try outcome(first[0][0], "alice", wait: 30)], worker: "w1"), [.written])
         // Two more in a batch: bob's 20 s; alice's 10 s and a 503 change nothing of her 30.
         let more = try store.createLogs([contactRequest("alice"), contactRequest("bob"), contactRequest("alice")], worker: "w1", claimSeconds: 60)
         XCTAssertEqual(try waits(more).map { $0.map { $0.rounded() } }, [30, nil, 30])
-        XCTAssertEqual(try store.record([outcome(more[0][0], "alice", wait: 10), outcome(more[1][0], "bob", wait: 20),
-                                         outcome(more[2][0], "alice", wait: nil)], worker: "w1"), [.written, .written, .written])
+        XCTAssertEqual(try store.record([try outcome(more[0][0], "alice", wait: 10), try outcome(more[1][0], "bob", wait: 20),
+                                         try outcome(more[2][0], "alice", wait: nil)], worker: "w1"), [.written, .written, .written])
         XCTAssertEqual(try c.strings("""
             SELECT round(extract(epoch FROM rate_limited_until - now())) AS left FROM crm.crm_integrations ORDER BY user_id
             """, "left").compactMap(Double.init), [30, 20], accuracy: 2)
@@ -310,6 +310,19 @@ final class DeliveryStoreTests: XCTestCase {
         try c.execute("UPDATE crm.crm_sync_logs SET status = 'failed', claimed_by = NULL WHERE id = \(claimed[0].id)")
         let retried = try XCTUnwrap(try store.claimFailed(user: claimed[0].user, id: claimed[0].id, worker: "w2", claimSeconds: 60))
         XCTAssertNotNil(try retried.target.get()?.rateLimitedForSeconds)
+
+        // Connecting again clears the wait (new credentials may be another account's), and a
+        // refusal of a call made with the credentials it replaced leaves it clear.
+        let sent = try store.createLogs([contactRequest("alice"), contactRequest("alice"), contactRequest("bob")], worker: "w1", claimSeconds: 60)
+        _ = try IntegrationStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
+            .save(user: UserID("alice")!, credentials: .klaviyo(apiKey: Secret("pk_alice_2")), settings: .defaults)
+        XCTAssertEqual(try store.record([try outcome(sent[0][0], "alice", wait: 40)], worker: "w1"), [.written])
+        XCTAssertEqual(try store.record([try outcome(sent[1][0], "alice", wait: 40), try outcome(sent[2][0], "bob", wait: 40)], worker: "w1"),
+                       [.written, .written])
+        XCTAssertEqual(try c.strings("""
+            SELECT coalesce(round(extract(epoch FROM rate_limited_until - now())), 0) AS left FROM crm.crm_integrations ORDER BY user_id
+            """, "left").compactMap(Double.init), [0, 40], accuracy: 2)
+        XCTAssertEqual(try waits(store.createLogs([contactRequest("alice")], worker: "w1", claimSeconds: 60)), [nil])
 
         // A wait that is over is no wait.
         try c.execute("UPDATE crm.crm_integrations SET rate_limited_until = now() - interval '1 second'")

@@ -102,7 +102,9 @@ static const char *const statement_sql[S_COUNT] = {
         "       SET last_sync_at = now(), last_sync_status = $1,\n"
         "           status = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN 'auth_error' ELSE status END,\n"
         "           status_detail = CASE WHEN $10::boolean AND updated_at = $11::timestamptz THEN $3 ELSE status_detail END,\n"
-        "           rate_limited_until = GREATEST(rate_limited_until, now() + make_interval(secs => $14::double precision))\n"
+        "           rate_limited_until = CASE WHEN updated_at = $11::timestamptz\n"
+        "                                     THEN GREATEST(rate_limited_until, now() + make_interval(secs => $14::double precision))\n"
+        "                                     ELSE rate_limited_until END\n"
         "     WHERE user_id = $12 AND crm_type = $13 AND EXISTS (SELECT 1 FROM logged)\n"
         "    RETURNING 1)\n"
         "SELECT (SELECT count(*) FROM logged) AS logged",

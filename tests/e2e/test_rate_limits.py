@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 from crm_harness import Service, uid
 from test_integrations import parse_ts
 from test_sync import (  # noqa: F401  (fixtures are used by name)
-    BASE_ENV, by_type, connect, crm_records, db, email_for, fake_requests, fresh_db, get_log, hdr, svc, sync_contact,
-    wait_until,
+    BASE_ENV, _no_leftover_deliveries, by_type, connect, crm_records, db, email_for, fake_requests, fresh_db, get_log, hdr, svc,
+    sync_contact, wait_until,
 )
 
 LIMIT = [{"limit": 4, "window_s": 1}]  # Klaviyo's burst window, at a tier this small
@@ -83,6 +83,24 @@ def test_salesforce_request_limit_exceeded_is_a_rate_limit(svc, fakes, user_id):
     assert len(fake_requests(fakes, "salesforce", None, "/services/data/")) == calls
     logs = final_logs(svc, user_id, 2, timeout=20)
     assert [log["status"] for log in logs] == ["success", "success"], logs
+
+
+def test_connecting_again_releases_an_integration_its_crm_held_back(svc, fakes, user_id):
+    """The wait a CRM asked for belongs to the credentials it refused: once the user connects
+    again (new credentials, perhaps another account), syncs go out at once, not after it."""
+    connect(svc, fakes, user_id, "klaviyo")
+    fakes.faults("klaviyo", [{"status": 429, "headers": {"Retry-After": "60"}}], match="/api/profile-import")
+    refused = by_type(sync_contact(svc, user_id, {"email": email_for("refused")}).json())["klaviyo"]
+    assert refused["status"] == "retrying" and "429" in refused["detail"], refused
+    held = by_type(sync_contact(svc, user_id, {"email": email_for("held")}).json())["klaviyo"]
+    assert held["status"] == "queued" and held["detail"].startswith("held back: klaviyo"), held
+    assert svc.get("/crm/klaviyo/status", headers=hdr(user_id)).json()["rate_limited_until"] is not None
+    connect(svc, fakes, user_id, "klaviyo")
+    assert svc.get("/crm/klaviyo/status", headers=hdr(user_id)).json()["rate_limited_until"] is None
+    email = email_for("after")
+    after = by_type(sync_contact(svc, user_id, {"email": email}).json())["klaviyo"]
+    assert after["status"] == "success", after
+    assert len(crm_records(fakes, "klaviyo", email)) == 1
 
 
 def test_hubspot_ten_secondly_limit_holds_the_integration_for_its_window(svc, fakes, user_id):

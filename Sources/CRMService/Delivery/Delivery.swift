@@ -206,11 +206,10 @@ public final class Delivery: Sendable {
     /// `attemptsBefore`, those the CRM refused for its rate limit.
     private func attempt(id: Int64, user: UserID, type: CRMType, payload: Payload, uniqueID: String?, attemptsBefore: Int, rateLimitedBefore: Int,
                          ageSeconds: Double, background: Bool, neverSent: Bool, target: TargetRead, called: () -> Void = {}) async -> JSON {
-        let key = RateLimits.Key(user: user, type: type)
+        let delivering = try? target.get()
+        let key = RateLimits.Key(user: user, type: type, credentials: delivering?.credentialsStoredAt)
         // A refusal another worker heard (read with the credentials): this one waits too.
-        if case let .success(delivering?) = target, let seconds = delivering.rateLimitedForSeconds {
-            rateLimits.heard(key, waitSeconds: seconds)
-        }
+        if let seconds = delivering?.rateLimitedForSeconds { rateLimits.heard(key, waitSeconds: seconds) }
         // The CRM is rate-limiting this integration: no call now (it would be refused), the
         // row's turn comes later. Unless that is past the retry window: then it tries now.
         if let turn = rateLimits.admit(key), ageSeconds + turn <= policy.windowSeconds {
@@ -229,8 +228,8 @@ public final class Delivery: Sendable {
         let attempts = attemptsBefore + 1
         let (record, action) = record(of: outcome, attempts: attempts, rateLimitedBefore: rateLimitedBefore, ageSeconds: ageSeconds, key: key,
                                       since: started)
-        let storedAt = (try? target.get())??.credentialsStoredAt
-        let recorded = await write(DeliveryStore.Outcome(record, logID: id, user: user, type: type, credentialsStoredAt: storedAt), background: background)
+        let recorded = await write(DeliveryStore.Outcome(record, logID: id, user: user, type: type, credentialsStoredAt: key.credentials),
+                                   background: background)
         // A retry cancelled because the integration was disconnected during the call is counted
         // and logged as what the log row says; the answer keeps the attempt's own status (see
         // README, Operations: Delivery).

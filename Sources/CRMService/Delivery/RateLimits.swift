@@ -14,9 +14,13 @@ import Synchronization
 /// every later delivery, so that other workers hold back too (`heard`). Costs nothing while no
 /// CRM is rate-limiting: `admit` reads one atomic.
 final class RateLimits: Sendable {
+    /// An integration as connected: connecting it again (new credentials, perhaps another
+    /// account) starts afresh, as it clears the shared wait (`IntegrationStore.save`).
     struct Key: Hashable, Sendable {
         let user: UserID
         let type: CRMType
+        /// When its credentials were stored (`DeliveryTarget.credentialsStoredAt`).
+        var credentials: String? = nil
     }
 
     private struct Pace {

@@ -2216,7 +2216,7 @@ public enum OpenAPIDocument {
               "null"
             ],
             "format": "date-time",
-            "description": "While the CRM is rate-limiting this integration: the end of the wait it asked for when it last refused a call (its Retry-After; 10 s when it gave none). Until then no worker calls it, and its syncs are held back (their logs say so); null otherwise."
+            "description": "While the CRM is rate-limiting this integration: the end of the wait it asked for when it last refused a call (its Retry-After; 10 s when it gave none). Until then no worker calls it, and its syncs are held back (their logs say so); null otherwise. Connecting again clears it."
           },
           "stats": {
             "$ref": "#/components/schemas/SyncStats"
