@@ -206,10 +206,12 @@ public final class Delivery: Sendable {
     /// `attemptsBefore`, those the CRM refused for its rate limit.
     private func attempt(id: Int64, user: UserID, type: CRMType, payload: Payload, uniqueID: String?, attemptsBefore: Int, rateLimitedBefore: Int,
                          ageSeconds: Double, background: Bool, neverSent: Bool, target: TargetRead, called: () -> Void = {}) async -> JSON {
-        let delivering = try? target.get()
-        let key = RateLimits.Key(user: user, type: type, credentials: delivering?.credentialsStoredAt)
-        // A refusal another worker heard (read with the credentials): this one waits too.
-        if let seconds = delivering?.rateLimitedForSeconds { rateLimits.heard(key, waitSeconds: seconds) }
+        var key = RateLimits.Key(user: user, type: type)
+        if case let .success(delivering?) = target {
+            key.credentials = delivering.credentialsStoredAt
+            // A refusal another worker heard (read with the credentials): this one waits too.
+            if let seconds = delivering.rateLimitedForSeconds { rateLimits.heard(key, waitSeconds: seconds) }
+        }
         // The CRM is rate-limiting this integration: no call now (it would be refused), the
         // row's turn comes later. Unless that is past the retry window: then it tries now.
         if let turn = rateLimits.admit(key), ageSeconds + turn <= policy.windowSeconds {
