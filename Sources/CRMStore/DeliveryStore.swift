@@ -380,20 +380,37 @@ public struct DeliveryStore: Sendable {
         }
     }
 
+    /// What the error of a row put off by `holdBack` begins with.
+    public static let heldBack = "held back: "
+
     /// Puts a claimed row off without a call (its CRM is rate-limiting the integration): due in
     /// `seconds`, `queued` again when no call can have carried it yet (`neverSent`), else
-    /// `retrying`, with `reason` as its error. Its attempts and last attempt's details stay as
-    /// they were. False when the row is no longer ours.
+    /// `retrying`, with `heldBack` and `reason` as its error. Its attempts and last attempt's
+    /// details stay as they were. False when the row is no longer ours.
     @discardableResult
     public func holdBack(id: Int64, worker: String, seconds: Double, neverSent: Bool, reason: String) throws -> Bool {
         try pool.withConnection(priority: priority) {
             try $0.execute("""
                 UPDATE crm.crm_sync_logs
                    SET status = CASE WHEN \(neverSent)::boolean THEN 'queued' ELSE 'retrying' END,
-                       next_attempt_at = now() + make_interval(secs => \(String(seconds))::double precision), error = \(reason),
+                       next_attempt_at = now() + make_interval(secs => \(String(seconds))::double precision), error = \(Self.heldBack + reason),
                        claimed_by = NULL, claimed_until = NULL, updated_at = now()
                  WHERE id = \(id) AND status = 'in_flight' AND claimed_by = \(worker)
                 """).affectedRows > 0
+        }
+    }
+
+    /// The rows of an integration put off by `holdBack` come sooner, in the same order: each due
+    /// `(due - now) × factor` from now (its CRM's pace has become faster than the one their turns
+    /// were given at). Returns how many.
+    public func pullForward(user: UserID, type: CRMType, factor: Double) throws -> Int {
+        try pool.withConnection(priority: priority) {
+            try $0.execute("""
+                UPDATE crm.crm_sync_logs
+                   SET next_attempt_at = now() + (next_attempt_at - now()) * \(String(factor))::double precision
+                 WHERE status IN ('queued', 'retrying') AND next_attempt_at > now()
+                   AND user_id = \(user) AND crm_type = \(type) AND starts_with(error, \(Self.heldBack))
+                """).affectedRows
         }
     }
 

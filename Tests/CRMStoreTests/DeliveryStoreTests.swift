@@ -6,8 +6,6 @@ import XCTest
 @testable import CRMStore
 
 final class DeliveryStoreTests: XCTestCase {
-    /// Inserts one sync log row; times are seconds from now (nil: NULL). Returns its id.
-    @discardableResult
     /// Klaviyo integrations of alice and bob, with their (encrypted) API keys.
     private func connectAliceAndBob(_ c: Connection) throws {
         try c.execute("""
@@ -17,6 +15,8 @@ final class DeliveryStoreTests: XCTestCase {
             """)
     }
 
+    /// Inserts one sync log row; times are seconds from now (nil: NULL). Returns its id.
+    @discardableResult
     private func insert(_ c: Connection, _ status: String, next: Int?, claimedUntil: Int? = nil, attempts: Int = 0) throws -> Int64 {
         let row = try c.execute("""
             INSERT INTO crm.crm_sync_logs (user_id, crm_type, operation, status, request, attempts, next_attempt_at, claimed_by, claimed_until)
@@ -251,19 +251,44 @@ final class DeliveryStoreTests: XCTestCase {
         XCTAssertEqual([log.attempts, log.rateLimitedAttempts], [4, 2], "1 before, 2 refused for the rate limit, 1 failed")
 
         // Held back without a call: due later, attempts as they were; a row never sent is queued again.
-        XCTAssertTrue(try store.holdBack(id: retried, worker: "w1", seconds: 30, neverSent: false, reason: "held back"))
+        XCTAssertTrue(try store.holdBack(id: retried, worker: "w1", seconds: 30, neverSent: false, reason: "klaviyo is rate-limiting"))
         let queued = try insert(c, "queued", next: -60)
         let queuedLog = try XCTUnwrap(try store.claimDue(worker: "w1", limit: 10, claimSeconds: 60).first { $0.id == queued })
         XCTAssertTrue(queuedLog.neverSent)
-        XCTAssertTrue(try store.holdBack(id: queued, worker: "w1", seconds: 5, neverSent: true, reason: "held back"))
-        XCTAssertFalse(try store.holdBack(id: queued, worker: "w1", seconds: 5, neverSent: true, reason: "held back"), "no longer in flight: untouched")
+        XCTAssertTrue(try store.holdBack(id: queued, worker: "w1", seconds: 5, neverSent: true, reason: "klaviyo is rate-limiting"))
+        XCTAssertFalse(try store.holdBack(id: queued, worker: "w1", seconds: 5, neverSent: true, reason: "klaviyo is rate-limiting"), "no longer in flight: untouched")
         let rows = try c.execute("""
             SELECT id, status, attempts, rate_limited_attempts, error, claimed_by, round(extract(epoch FROM next_attempt_at - now())) AS next_in
               FROM crm.crm_sync_logs WHERE id IN (\(retried), \(queued)) ORDER BY id
             """).rows
         XCTAssertEqual(rows.map { [$0.string("status"), $0.string("attempts"), $0.string("rate_limited_attempts"), $0.string("error"), $0.string("claimed_by")] },
-                       [["retrying", "4", "2", "held back", nil], ["queued", "0", "0", "held back", nil]])
+                       [["retrying", "4", "2", "held back: klaviyo is rate-limiting", nil], ["queued", "0", "0", "held back: klaviyo is rate-limiting", nil]])
         XCTAssertEqual(rows.map { Double($0.string("next_in") ?? "") ?? -1 }, [30, 5], accuracy: 2)
+    }
+
+    /// Rows put off for an integration's rate limit come sooner, in order, when its pace has
+    /// become faster; no other row moves (an ordinary retry keeps its backoff).
+    func testHeldBackRowsOfOneIntegrationArePulledForward() throws {
+        let db = try ScratchDatabase.migrated(for: self)
+        let c = try db.connect()
+        let store = DeliveryStore(pool: db.pool(), encryptionKey: ScratchDatabase.key)
+        let claimed = try insert(c, "in_flight", next: nil)
+        try c.execute("UPDATE crm.crm_sync_logs SET claimed_by = 'w1', claimed_until = now() + interval '1 minute' WHERE id = \(claimed)")
+        XCTAssertTrue(try store.holdBack(id: claimed, worker: "w1", seconds: 100, neverSent: true, reason: "klaviyo is rate-limiting"))
+        let later = try insert(c, "retrying", next: 60)
+        let retry = try insert(c, "retrying", next: 100)
+        let bobs = try insert(c, "queued", next: 100)
+        let due = try insert(c, "queued", next: -5)
+        try c.execute("UPDATE crm.crm_sync_logs SET error = 'held back: klaviyo is rate-limiting' WHERE id IN (\(later), \(bobs), \(due))")
+        try c.execute("UPDATE crm.crm_sync_logs SET error = 'klaviyo answered HTTP 503' WHERE id = \(retry)")
+        try c.execute("UPDATE crm.crm_sync_logs SET user_id = 'bob' WHERE id = \(bobs)")
+
+        XCTAssertEqual(try store.pullForward(user: UserID("alice")!, type: .klaviyo, factor: 0.5), 2)
+        let rows = try c.execute("""
+            SELECT round(extract(epoch FROM next_attempt_at - now())) AS next_in FROM crm.crm_sync_logs ORDER BY id
+            """).rows
+        XCTAssertEqual(rows.map { Double($0.string("next_in") ?? "") ?? -1 }, [50, 30, 100, 100, -5], accuracy: 2)
+        XCTAssertEqual(try store.pullForward(user: UserID("alice")!, type: .hubspot, factor: 0.5), 0)
     }
 
     /// A refusal for the rate limit is written to the integration (`rate_limited_until`, by

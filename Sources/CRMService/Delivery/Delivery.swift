@@ -212,11 +212,16 @@ public final class Delivery: Sendable {
             // A refusal another worker heard (read with the credentials): this one waits too.
             if let seconds = delivering.rateLimitedForSeconds { rateLimits.heard(key, waitSeconds: seconds) }
         }
-        // The CRM is rate-limiting this integration: no call now (it would be refused), the
-        // row's turn comes later. Unless that is past the retry window: then it tries now.
-        if let turn = rateLimits.admit(key), ageSeconds + turn <= policy.windowSeconds {
+        switch rateLimits.admit(key) {
+        case let .wait(turn) where ageSeconds + turn <= policy.windowSeconds:
+            // The CRM is rate-limiting this integration: no call now (it would be refused), the
+            // row's turn comes later. Unless that is past the retry window: then it tries now.
             called()
             return await holdBack(id: id, user: user, type: type, turn: turn, neverSent: neverSent, background: background)
+        case let .go(pullForward: factor?):
+            pullForward(user: user, type: type, factor: factor)
+        default:
+            break
         }
         let started = ContinuousClock.now
         // An id derived from this row (the client gave none), on a row never sent: no earlier
@@ -314,7 +319,7 @@ public final class Delivery: Sendable {
     /// is `queued` again (its first attempt needs no lookup then), others `retrying`.
     @inline(never)
     private func holdBack(id: Int64, user: UserID, type: CRMType, turn: Double, neverSent: Bool, background: Bool) async -> JSON {
-        let reason = "held back: \(type.rawValue) is rate-limiting this integration; the next attempt is due in \(Int(turn.rounded(.up))) s"
+        let reason = "\(type.rawValue) is rate-limiting this integration; the next attempt is due in \(Int(turn.rounded(.up))) s"
         let store = background ? backgroundStore : self.store, worker = self.worker
         do {
             _ = try await context.database.run { try store.holdBack(id: id, worker: worker, seconds: turn, neverSent: neverSent, reason: reason) }
@@ -326,9 +331,26 @@ public final class Delivery: Sendable {
         context.logger.info("delivery held back", metadata: [
             "log_id": "\(id)", "user_id": "\(user)", "crm_type": "\(type.rawValue)", "next_attempt_in_s": "\(Int(turn.rounded(.up)))",
         ])
-        let record = AttemptRecord(status: neverSent ? "queued" : "retrying", httpStatus: nil, error: reason, durationMS: 0, crmRecordID: nil,
+        let record = AttemptRecord(status: neverSent ? "queued" : "retrying", httpStatus: nil, error: DeliveryStore.heldBack + reason, durationMS: 0, crmRecordID: nil,
                                    response: nil, nextAttemptInSeconds: turn, authFailure: false)
         return Self.result(type, id, record, action: nil)
+    }
+
+    /// The deliveries put off for an integration come sooner: its pace has become faster than
+    /// the one their turns were given at (`RateLimits.Admission`). In the background, off this
+    /// delivery's way; if it fails, they come at their turns.
+    private func pullForward(user: UserID, type: CRMType, factor: Double) {
+        let store = backgroundStore, context = self.context
+        Task {
+            do {
+                let rows = try await context.database.run { try store.pullForward(user: user, type: type, factor: factor) }
+                context.logger.info("held-back deliveries pulled forward", metadata: [
+                    "user_id": "\(user)", "crm_type": "\(type.rawValue)", "rows": "\(rows)", "factor": "\((factor * 100).rounded() / 100)",
+                ])
+            } catch {
+                context.logger.warning("could not pull held-back deliveries forward", metadata: ["crm_type": "\(type.rawValue)", "error": "\(error)"])
+            }
+        }
     }
 
     /// What became of the outcome; nil when it could not be written.

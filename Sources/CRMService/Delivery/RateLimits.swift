@@ -34,7 +34,19 @@ final class RateLimits: Sendable {
         var refilled: ContinuousClock.Instant
         /// The last turn given to a delivery put off.
         var booked: ContinuousClock.Instant
+        /// The slowest interval the turns still ahead were given at.
+        var bookedInterval: Duration
         var lastRefusal: ContinuousClock.Instant
+    }
+
+    /// What `admit` allows a delivery.
+    enum Admission: Equatable {
+        /// Call now. The pace has become faster than the one the turns still ahead were given
+        /// at: they should come sooner, each `(turn - now) × factor` from now (`pullForward`),
+        /// and this worker gives its next turns from there.
+        case go(pullForward: Double?)
+        /// No call now: its turn comes in this many seconds.
+        case wait(Double)
     }
 
     /// The first pace after a refusal: ten calls a second.
@@ -45,6 +57,11 @@ final class RateLimits: Sendable {
     static let defaultWait: Duration = .seconds(10)
     /// A pace no one needs any more (no refusal, no turn booked, for this long) is forgotten.
     static let forgetAfter: Duration = .seconds(30)
+    /// Turns ahead are pulled forward once the pace has become this much faster than the one they
+    /// were given at, if they reach further than `pullForwardAhead`: a backlog put off while the
+    /// pace was slow would otherwise keep that pace to its end.
+    static let pullForwardBelow = 0.75
+    static let pullForwardAhead: Duration = .seconds(2)
 
     private let paces = Mutex<[Key: Pace]>([:])
     private let count = Atomic<Int>(0)
@@ -64,7 +81,8 @@ final class RateLimits: Sendable {
                 known.until = max(known.until, now + wait)
                 pace = known
             } else {
-                pace = Pace(until: now + wait, interval: Self.firstInterval, tokens: 0, refilled: now + wait, booked: now, lastRefusal: now)
+                pace = Pace(until: now + wait, interval: Self.firstInterval, tokens: 0, refilled: now + wait, booked: now,
+                            bookedInterval: Self.firstInterval, lastRefusal: now)
             }
             pace.tokens = 0
             pace.refilled = pace.until
@@ -89,7 +107,8 @@ final class RateLimits: Sendable {
                 known.refilled = until
                 paces[key] = known
             } else {
-                paces[key] = Pace(until: until, interval: Self.firstInterval, tokens: 0, refilled: until, booked: now, lastRefusal: now)
+                paces[key] = Pace(until: until, interval: Self.firstInterval, tokens: 0, refilled: until, booked: now,
+                                  bookedInterval: Self.firstInterval, lastRefusal: now)
             }
             count.store(paces.count, ordering: .relaxed)
         }
@@ -102,28 +121,39 @@ final class RateLimits: Sendable {
 
     private static func duration(_ seconds: Double) -> Duration { .milliseconds(Int64(seconds * 1000)) }
 
-    /// Whether a delivery to `key` may call its CRM now: nil if so, else the seconds until its
-    /// turn (booked: the next delivery put off gets the turn after).
-    func admit(_ key: Key, now: ContinuousClock.Instant = .now) -> Double? {
-        guard count.load(ordering: .relaxed) > 0 else { return nil }
+    /// Whether a delivery to `key` may call its CRM now, or else when its turn comes (booked:
+    /// the next delivery put off gets the turn after).
+    func admit(_ key: Key, now: ContinuousClock.Instant = .now) -> Admission {
+        guard count.load(ordering: .relaxed) > 0 else { return .go(pullForward: nil) }
         return paces.withLock { paces in
-            guard var pace = paces[key] else { return nil }
+            guard var pace = paces[key] else { return .go(pullForward: nil) }
             if Self.isForgotten(pace, now: now) {
                 paces[key] = nil
                 count.store(paces.count, ordering: .relaxed)
-                return nil
+                return .go(pullForward: nil)
             }
             defer { paces[key] = pace }
-            guard now >= pace.until else { return Self.book(&pace, now: now) }
+            guard now >= pace.until else { return .wait(Self.book(&pace, now: now)) }
             let perSecond = Double(Duration.seconds(1) / pace.interval)
             pace.tokens = min(max(1, perSecond), pace.tokens + (now - pace.refilled) / pace.interval)
             pace.refilled = now
-            guard pace.tokens >= 1 else { return Self.book(&pace, now: now) }
+            guard pace.tokens >= 1 else { return .wait(Self.book(&pace, now: now)) }
             pace.tokens -= 1
             // No refusal for a while at this pace: a little faster (a refusal halves it again).
             if now - pace.lastRefusal > pace.interval * 20 { pace.interval = max(pace.interval * 0.95, Self.fastestInterval) }
-            return nil
+            return .go(pullForward: Self.pullForward(&pace, now: now))
         }
+    }
+
+    /// The factor by which the turns ahead should come sooner, if the pace has become fast
+    /// enough against the one they were given at (see `pullForwardBelow`); the turns this
+    /// worker gives next follow the pulled ones.
+    private static func pullForward(_ pace: inout Pace, now: ContinuousClock.Instant) -> Double? {
+        let factor = pace.interval / pace.bookedInterval
+        guard factor <= pullForwardBelow, pace.booked - now > pullForwardAhead else { return nil }
+        pace.booked = now + (pace.booked - now) * factor
+        pace.bookedInterval = pace.interval
+        return factor
     }
 
     private static func isForgotten(_ pace: Pace, now: ContinuousClock.Instant) -> Bool {
@@ -132,6 +162,8 @@ final class RateLimits: Sendable {
 
     /// The next free turn, one interval after the last booked (and not before the wait ends).
     private static func book(_ pace: inout Pace, now: ContinuousClock.Instant) -> Double {
+        // The slowest pace among the turns still ahead: pulling them forward is measured by it.
+        pace.bookedInterval = pace.booked > now ? max(pace.bookedInterval, pace.interval) : pace.interval
         pace.booked = max(pace.booked, pace.until, now) + pace.interval
         return (pace.booked - now) / .seconds(1)
     }
