@@ -6,8 +6,9 @@ import Synchronization
 /// calls to that integration until the CRM's `Retry-After`; then they go out at a pace
 /// (`admit`), and each delivery that may not go yet is put off to a turn of its own, one pace
 /// apart, rather than all at once when the wait ends (which met the limit again). A pace that
-/// is still refused slows by half; one that is not speeds up by ~5 % per call. An integration
-/// no one has heard a refusal from for a while is forgotten (a later refusal starts afresh).
+/// is still refused slows by half; one that is not speeds up by ~5 % per call, and the turns
+/// still ahead come sooner with it (`Admission.go(pullForward:)`). An integration no one has
+/// heard a refusal from for a while is forgotten (a later refusal starts afresh).
 ///
 /// Each worker process keeps its own pace, learnt from its own refusals. The wait is shared: a
 /// refusal is written with its outcome (`rate_limited_until`) and read with the credentials of
@@ -57,7 +58,7 @@ final class RateLimits: Sendable {
     static let defaultWait: Duration = .seconds(10)
     /// A pace no one needs any more (no refusal, no turn booked, for this long) is forgotten.
     static let forgetAfter: Duration = .seconds(30)
-    /// Turns ahead are pulled forward once the pace has become this much faster than the one they
+    /// Turns ahead are pulled forward once the interval is at most this fraction of the one they
     /// were given at, if they reach further than `pullForwardAhead`: a backlog put off while the
     /// pace was slow would otherwise keep that pace to its end.
     static let pullForwardBelow = 0.75
