@@ -23,6 +23,19 @@ def final_logs(service: Service, user: str, count: int, timeout: float) -> list:
     return wait_until(done, timeout, f"{count} syncs delivered or failed")
 
 
+def import_whole(service: Service, fakes, user: str, tag: str, count: int, timeout: float) -> list:
+    """Queues `count` contacts (async) for the user's Klaviyo and checks that every one is
+    delivered, once. Returns their emails."""
+    emails = [email_for(f"{tag}{i}") for i in range(count)]
+    for email in emails:
+        sync_contact(service, user, {"email": email}, headers={"Prefer": "respond-async"}, expect=202)
+    logs = final_logs(service, user, count, timeout=timeout)
+    assert [log["status"] for log in logs] == ["success"] * count, [
+        (log["status"], log["attempts"], log["error"]) for log in logs if log["status"] != "success"]
+    assert all(len(crm_records(fakes, "klaviyo", email)) == 1 for email in emails)
+    return emails
+
+
 def test_a_bulk_import_into_a_rate_limited_crm_is_delivered_whole(fresh_db, fakes):
     """60 contacts queued at once for a Klaviyo account that takes 4 calls a second, with only
     3 attempts per sync: every one is delivered. A 429 is the CRM saying "not now", not a failed
@@ -31,13 +44,7 @@ def test_a_bulk_import_into_a_rate_limited_crm_is_delivered_whole(fresh_db, fake
     with Service(database.dsn, fakes.urls, dict(BASE_ENV, CRM_RETRY_MAX_ATTEMPTS="3")) as service:
         connect(service, fakes, user, "klaviyo")
         fakes.config("klaviyo", {"rate_limits": LIMIT})
-        emails = [email_for(f"bulk{i}") for i in range(60)]
-        for email in emails:
-            sync_contact(service, user, {"email": email}, headers={"Prefer": "respond-async"}, expect=202)
-        logs = final_logs(service, user, len(emails), timeout=90)
-        assert [log["status"] for log in logs] == ["success"] * len(emails), [
-            (log["status"], log["attempts"], log["error"]) for log in logs if log["status"] != "success"]
-        assert all(len(crm_records(fakes, "klaviyo", email)) == 1 for email in emails)
+        emails = import_whole(service, fakes, user, "bulk", 60, timeout=90)
         throttled = fakes.state("klaviyo")["throttled"]
         imports = len(fake_requests(fakes, "klaviyo", "POST", "/api/profile-import"))
         # Paced: far fewer 429s than deliveries (unpaced, each slot's call after the window's
@@ -176,13 +183,7 @@ def test_a_backlog_put_off_at_a_slow_pace_speeds_up_with_it(fresh_db, fakes):
     with Service(database.dsn, fakes.urls, dict(BASE_ENV, CRM_RETRY_MAX_ATTEMPTS="3")) as service:
         connect(service, fakes, user, "klaviyo")
         fakes.config("klaviyo", {"rate_limits": [{"limit": 4, "window_s": 1}, {"limit": 20, "window_s": 10}]})
-        emails = [email_for(f"backlog{i}") for i in range(100)]
-        for email in emails:
-            sync_contact(service, user, {"email": email}, headers={"Prefer": "respond-async"}, expect=202)
-        logs = final_logs(service, user, len(emails), timeout=240)
-        assert [log["status"] for log in logs] == ["success"] * len(emails), [
-            (log["status"], log["attempts"], log["error"]) for log in logs if log["status"] != "success"]
-        assert all(len(crm_records(fakes, "klaviyo", email)) == 1 for email in emails)
+        import_whole(service, fakes, user, "backlog", 100, timeout=240)
         assert fakes.state("klaviyo")["throttled"] <= 20
         assert "held-back deliveries pulled forward" in service.log_text()
         imported = [q["at"] for q in fake_requests(fakes, "klaviyo", "POST", "/api/profile-import") if q["status"] != 429]
